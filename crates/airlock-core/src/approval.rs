@@ -1,0 +1,196 @@
+//! Approval rules: N distinct approvers from the named reviewers, never the
+//! requester, one deny ends it. Hard rules here cannot be widened by policy.
+
+use std::collections::BTreeSet;
+
+use crate::principal::Principal;
+use crate::request::{Request, ReviewDecision};
+
+/// `approvals = { count = N, reviewers = ["group-or-user", ...] }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRule {
+    /// Distinct approvals needed (0 = approved on request).
+    pub count: u32,
+    /// Groups or users whose members may review.
+    pub reviewers: Vec<String>,
+}
+
+/// Where a request stands after its reviews.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tally {
+    /// More approvals are needed.
+    Waiting { have: u32, need: u32 },
+    /// The rule is satisfied.
+    Approved,
+    /// Someone denied.
+    Denied,
+}
+
+impl ApprovalRule {
+    /// Whether the catalog names `p` as a reviewer (ignoring who the requester is).
+    pub fn names_reviewer(&self, p: &Principal) -> bool {
+        self.reviewers.iter().any(|r| p.matches(r))
+    }
+
+    /// Hard checks before a review is recorded: never oneself, never twice.
+    pub fn check_reviewer(
+        &self,
+        reviewer: &Principal,
+        request: &Request,
+    ) -> Result<(), crate::Error> {
+        if reviewer.name == request.requester {
+            return Err(crate::Error::forbidden(
+                "you cannot review your own request; ask another reviewer",
+            ));
+        }
+        if request.reviews.iter().any(|r| r.reviewer == reviewer.name) {
+            return Err(crate::Error::Conflict {
+                current_state: request.state.to_string(),
+                message: format!("{} has already reviewed this request", reviewer.name),
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts distinct approvers other than the requester; any deny wins.
+    pub fn tally(&self, request: &Request) -> Tally {
+        if request
+            .reviews
+            .iter()
+            .any(|r| r.decision == ReviewDecision::Deny && r.reviewer != request.requester)
+        {
+            return Tally::Denied;
+        }
+        let approvers: BTreeSet<_> = request
+            .reviews
+            .iter()
+            .filter(|r| r.decision == ReviewDecision::Approve && r.reviewer != request.requester)
+            .map(|r| &r.reviewer)
+            .collect();
+        let have = approvers.len() as u32;
+        if have >= self.count {
+            Tally::Approved
+        } else {
+            Tally::Waiting {
+                have,
+                need: self.count,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::*;
+    use crate::{EntitlementName, Span, UserName};
+    use proptest::prelude::*;
+    use time::OffsetDateTime;
+
+    fn user(n: &str) -> UserName {
+        UserName::parse(n).unwrap()
+    }
+
+    fn request(requester: &str, reviews: &[(&str, ReviewDecision)]) -> Request {
+        let t = OffsetDateTime::UNIX_EPOCH;
+        Request {
+            id: RequestId::parse("abcdefgh").unwrap(),
+            entitlement: EntitlementName::parse("e").unwrap(),
+            requester: user(requester),
+            reason: String::new(),
+            state: RequestState::Pending,
+            requested_duration: Span::from_secs(60).unwrap(),
+            not_before: None,
+            not_after: None,
+            breakglass: false,
+            post_review_closed: false,
+            reviews: reviews
+                .iter()
+                .map(|(r, d)| Review {
+                    reviewer: user(r),
+                    decision: *d,
+                    comment: None,
+                    at: t,
+                })
+                .collect(),
+            grant: GrantStatus {
+                phase: GrantPhase::None,
+                attempts: 0,
+                last_error: None,
+                next_attempt_at: None,
+            },
+            created_at: t,
+            updated_at: t,
+        }
+    }
+
+    fn principal(n: &str) -> Principal {
+        Principal {
+            name: user(n),
+            groups: Default::default(),
+            email: None,
+            admin: false,
+            mfa: false,
+        }
+    }
+
+    #[test]
+    fn requester_cannot_approve_own_request() {
+        let rule = ApprovalRule {
+            count: 1,
+            reviewers: vec!["alice".into()],
+        };
+        let r = request("alice", &[]);
+        assert!(matches!(
+            rule.check_reviewer(&principal("alice"), &r),
+            Err(crate::Error::Forbidden { .. })
+        ));
+    }
+
+    #[test]
+    fn two_of_m_needs_two_distinct_approvers() {
+        let rule = ApprovalRule {
+            count: 2,
+            reviewers: vec!["sre".into()],
+        };
+        let r = request("alice", &[("bob", ReviewDecision::Approve)]);
+        assert_eq!(rule.tally(&r), Tally::Waiting { have: 1, need: 2 });
+        assert!(
+            rule.check_reviewer(&principal("bob"), &r).is_err(),
+            "bob may not review twice"
+        );
+        let r = request(
+            "alice",
+            &[
+                ("bob", ReviewDecision::Approve),
+                ("carol", ReviewDecision::Approve),
+            ],
+        );
+        assert_eq!(rule.tally(&r), Tally::Approved);
+    }
+
+    #[test]
+    fn one_deny_ends_it() {
+        let rule = ApprovalRule {
+            count: 2,
+            reviewers: vec!["sre".into()],
+        };
+        let r = request(
+            "alice",
+            &[
+                ("bob", ReviewDecision::Approve),
+                ("carol", ReviewDecision::Deny),
+            ],
+        );
+        assert_eq!(rule.tally(&r), Tally::Denied);
+    }
+
+    proptest! {
+        #[test]
+        fn requester_reviews_never_count(n in 1u32..4, own in 0usize..5) {
+            let rule = ApprovalRule { count: n, reviewers: vec!["g".into()] };
+            let reviews: Vec<_> = (0..own).map(|_| ("alice", ReviewDecision::Approve)).collect();
+            prop_assert_eq!(rule.tally(&request("alice", &reviews)), Tally::Waiting { have: 0, need: n });
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! airlock's domain: names, durations, catalog, request state machine, approval
+//! rules, Cedar policy and audit-chain maths. No IO: time comes in as an argument.
+
+pub mod approval;
+pub mod audit_chain;
+pub mod config;
+pub mod duration;
+pub mod error;
+pub mod names;
+pub mod policy;
+pub mod principal;
+pub mod request;
+
+pub use duration::Span;
+pub use error::Error;
+pub use names::{EntitlementName, GroupName, ProviderName, UserName};
+pub use principal::Principal;
+pub use request::{
+    GrantPhase, Request, RequestId, RequestState, Review, ReviewDecision, Transition,
+};

@@ -1,0 +1,338 @@
+//! REST JSON API under `/api/v1`, plus `/healthz`, `/readyz`, `/metrics`.
+//! Handlers are thin: parse strictly (unknown fields refused, 64 KiB cap),
+//! authenticate, call `lifecycle`, render.
+
+use std::sync::Arc;
+
+use airlock_core::audit_chain::{AuditEvent, ChainVerifier};
+use airlock_core::request::{RequestId, RequestState, ReviewDecision};
+use airlock_core::{Error, GroupName, Span, UserName};
+use airlock_store::{RequestFilter, TokenRecord};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Query, Request as HttpRequest, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::app::App;
+use crate::auth::{hash_token, new_token, Caller};
+use crate::lifecycle::{self, fmt_time};
+use crate::problem::ApiError;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The OpenAPI document served at `/api/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+type AppState = State<Arc<App>>;
+
+/// JSON body extractor whose every failure is a problem+json 4xx.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: HttpRequest, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            let status = e.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(status, format!("request body is larger than {MAX_BODY} bytes"))
+            } else {
+                ApiError::new(status, format!("could not read request body: {e}"))
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
+            ApiError { field: None, ..ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")) }
+        })
+    }
+}
+
+fn json_response(status: StatusCode, v: impl serde::Serialize) -> Response {
+    (status, axum::Json(v)).into_response()
+}
+
+fn parse_id(s: &str) -> Result<RequestId, ApiError> {
+    Ok(RequestId::parse(s)?)
+}
+
+/// Builds the router.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
+        .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/entitlements", get(entitlements))
+        .route("/api/v1/requests", post(create_request).get(list_requests))
+        .route("/api/v1/breakglass", post(create_breakglass))
+        .route("/api/v1/requests/{id}", get(show_request))
+        .route("/api/v1/requests/{id}/reviews", post(review_request))
+        .route("/api/v1/requests/{id}/withdraw", post(withdraw_request))
+        .route("/api/v1/requests/{id}/revoke", post(revoke_request))
+        .route("/api/v1/requests/{id}/credentials", get(credentials))
+        .route("/api/v1/grants", get(grants))
+        .route("/api/v1/audit/events", get(audit_events))
+        .route("/api/v1/audit/verify", get(audit_verify))
+        .route("/api/v1/audit/pubkey", get(audit_pubkey))
+        .route("/api/v1/tokens", post(create_token))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see /api/v1/openapi.json") })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}
+
+async fn readyz(State(app): AppState) -> Result<&'static str, ApiError> {
+    app.db(|s| s.ping()).await?;
+    Ok("ready")
+}
+
+async fn metrics(State(app): AppState) -> Result<Response, ApiError> {
+    let counts = app.db(|s| s.count_by_state()).await?;
+    let states: Vec<(String, u64)> = RequestState::ALL
+        .iter()
+        .map(|st| (st.to_string(), counts.iter().find(|(s, _)| s == st).map(|(_, n)| *n).unwrap_or(0)))
+        .collect();
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render(&states)).into_response())
+}
+
+async fn whoami(Caller(p): Caller) -> Response {
+    json_response(StatusCode::OK, p)
+}
+
+async fn entitlements(State(app): AppState, Caller(_): Caller) -> Response {
+    let list: Vec<Value> = app
+        .config
+        .entitlements
+        .values()
+        .map(|e| {
+            json!({
+                "name": e.name, "description": e.description, "provider": e.provider,
+                "max_duration": e.max_duration.as_secs(), "breakglass": e.breakglass,
+                "approvals": {"count": e.approvals.count, "reviewers": e.approvals.reviewers},
+                "reason": {"required": e.reason.required, "pattern": e.reason.pattern.as_ref().map(|p| p.as_str())},
+                "requesters": e.requesters, "approval_timeout": e.approval_timeout.as_secs(),
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, list)
+}
+
+/// Body of `POST /api/v1/requests` and `POST /api/v1/breakglass`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRequest {
+    entitlement: String,
+    duration: String,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn create_request(State(app): AppState, Caller(p): Caller, ApiJson(b): ApiJson<NewRequest>) -> Result<Response, ApiError> {
+    let r = lifecycle::create(&app, &p, &b.entitlement, &b.duration, &b.reason, false).await?;
+    Ok(json_response(StatusCode::CREATED, r))
+}
+
+async fn create_breakglass(State(app): AppState, Caller(p): Caller, ApiJson(b): ApiJson<NewRequest>) -> Result<Response, ApiError> {
+    let r = lifecycle::create(&app, &p, &b.entitlement, &b.duration, &b.reason, true).await?;
+    Ok(json_response(StatusCode::CREATED, r))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<String>,
+    #[serde(default)]
+    mine: bool,
+    #[serde(default)]
+    to_review: bool,
+    limit: Option<u32>,
+}
+
+async fn list_requests(State(app): AppState, Caller(p): Caller, q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let mut filter = RequestFilter { limit: q.limit.unwrap_or(100).min(1000), ..Default::default() };
+    if let Some(s) = &q.state {
+        filter.state = Some(s.parse()?);
+    }
+    if q.mine {
+        filter.requester = Some(p.name.clone());
+    }
+    if q.to_review {
+        filter.state = Some(RequestState::Pending);
+        filter.entitlements = Some(
+            app.config
+                .entitlements
+                .values()
+                .filter(|e| !e.breakglass && e.approvals.names_reviewer(&p))
+                .map(|e| e.name.to_string())
+                .collect(),
+        );
+    }
+    let mut list = app.db(move |s| s.list_requests(&filter)).await?;
+    if q.to_review {
+        list.retain(|r| r.requester != p.name && !r.reviews.iter().any(|v| v.reviewer == p.name));
+    }
+    Ok(json_response(StatusCode::OK, list))
+}
+
+async fn show_request(State(app): AppState, Caller(_): Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let lookup = id.clone();
+    let r = app
+        .db(move |s| s.get_request(&lookup))
+        .await?
+        .ok_or_else(|| Error::not_found(format!("request `{id}`")))?;
+    Ok(json_response(StatusCode::OK, r))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewBody {
+    decision: String,
+    comment: Option<String>,
+}
+
+async fn review_request(State(app): AppState, Caller(p): Caller, Path(id): Path<String>, ApiJson(b): ApiJson<ReviewBody>) -> Result<Response, ApiError> {
+    let decision = match b.decision.as_str() {
+        "approve" => ReviewDecision::Approve,
+        "deny" => ReviewDecision::Deny,
+        other => return Err(Error::invalid("decision", format!("`{other}` is not approve or deny")).into()),
+    };
+    let r = lifecycle::review(&app, &p, parse_id(&id)?, decision, b.comment).await?;
+    Ok(json_response(StatusCode::OK, r))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CommentBody {
+    comment: Option<String>,
+}
+
+fn optional_body<T: DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, ApiError> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+}
+
+async fn withdraw_request(State(app): AppState, Caller(p): Caller, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let _: CommentBody = optional_body(&body)?;
+    let r = lifecycle::withdraw(&app, &p, parse_id(&id)?).await?;
+    Ok(json_response(StatusCode::OK, r))
+}
+
+async fn revoke_request(State(app): AppState, Caller(p): Caller, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let b: CommentBody = optional_body(&body)?;
+    let r = lifecycle::revoke(&app, &p, parse_id(&id)?, b.comment).await?;
+    Ok(json_response(StatusCode::OK, r))
+}
+
+async fn credentials(State(app): AppState, Caller(p): Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let c = lifecycle::credentials(&app, &p, parse_id(&id)?).await?;
+    Ok(json_response(StatusCode::OK, c))
+}
+
+async fn grants(State(app): AppState, Caller(_): Caller) -> Result<Response, ApiError> {
+    let filter = RequestFilter { state: Some(RequestState::Active), limit: 1000, ..Default::default() };
+    let list = app.db(move |s| s.list_requests(&filter)).await?;
+    Ok(json_response(StatusCode::OK, list))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    since: Option<u64>,
+    limit: Option<u32>,
+}
+
+async fn audit_events(State(app): AppState, Caller(_): Caller, q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let since = q.since.unwrap_or(0);
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let sealed = app.db(move |s| s.audit_events(since, limit)).await?;
+    let events: Vec<AuditEvent> = sealed.iter().filter_map(|e| e.to_event()).collect();
+    Ok(json_response(StatusCode::OK, events))
+}
+
+async fn audit_verify(State(app): AppState, Caller(_): Caller) -> Result<Response, ApiError> {
+    let key = app.keys.signing.verifying_key();
+    let report = app
+        .db(move |s| {
+            let mut v = ChainVerifier::new(Some(key), s.audit_checkpoints()?);
+            s.audit_scan(&mut |seq, body, hash| {
+                v.feed(seq, body, hash);
+                !v.failed()
+            })?;
+            Ok(v.finish(s.audit_head()?))
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, report))
+}
+
+async fn audit_pubkey(State(app): AppState) -> Response {
+    json_response(
+        StatusCode::OK,
+        json!({"algorithm": "ed25519", "public_key": hex::encode(app.keys.signing.verifying_key().to_bytes())}),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    user: String,
+    #[serde(default)]
+    groups: Vec<String>,
+    ttl: Option<String>,
+    #[serde(default)]
+    admin: bool,
+}
+
+/// Longest token lifetime.
+const MAX_TOKEN_TTL_SECS: u64 = 366 * 86400;
+
+async fn create_token(State(app): AppState, Caller(p): Caller, ApiJson(b): ApiJson<TokenBody>) -> Result<Response, ApiError> {
+    if !p.admin {
+        return Err(Error::forbidden("only admins can create tokens").into());
+    }
+    let user = UserName::parse(&b.user)?;
+    let groups = b.groups.iter().map(|g| GroupName::parse(g)).collect::<Result<Vec<_>, _>>()?;
+    if groups.len() > 64 {
+        return Err(Error::invalid("groups", "more than 64 groups").into());
+    }
+    let ttl: Span = match &b.ttl {
+        Some(t) => t.parse().map_err(|e: airlock_core::duration::SpanError| Error::invalid("ttl", e.to_string()))?,
+        None => Span::from_secs(30 * 86400).expect("valid"),
+    };
+    if ttl.as_secs() > MAX_TOKEN_TTL_SECS {
+        return Err(Error::invalid("ttl", "longer than 366d").into());
+    }
+    let now = app.now();
+    let token = new_token();
+    let rec = TokenRecord {
+        hash: hash_token(&token),
+        user: user.clone(),
+        groups: groups.clone(),
+        admin: b.admin,
+        created_by: p.name.to_string(),
+        created_at: now,
+        expires_at: now + ttl.to_time(),
+        revoked: false,
+    };
+    let audit = airlock_core::audit_chain::AuditDraft::new(
+        "token.created",
+        p.name.as_str(),
+        format!("user:{user}"),
+        json!({"groups": groups, "admin": b.admin, "expires_at": fmt_time(rec.expires_at), "token_sha256_prefix": hex::encode(&rec.hash[..4])}),
+    );
+    let expires = rec.expires_at;
+    app.db(move |s| s.insert_token(&rec, &audit, now)).await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        json!({"token": token, "user": user, "groups": groups, "admin": b.admin, "expires_at": fmt_time(expires)}),
+    ))
+}

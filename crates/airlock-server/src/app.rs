@@ -1,0 +1,134 @@
+//! Wiring: builds the store, providers, policy engine and keys from the
+//! configuration, and runs the HTTP server and background loops.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use airlock_core::audit_chain::CheckpointSigner;
+use airlock_core::config::Config;
+use airlock_core::policy::PolicyEngine;
+use airlock_core::ProviderName;
+use airlock_providers::Provider;
+use airlock_store::{Store, StoreResult};
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::keys::ServerKeys;
+use crate::metrics::Metrics;
+use crate::problem::ApiError;
+
+/// Everything `airlock serve` needs, resolved by the binary.
+pub struct ServeOptions {
+    pub config: Config,
+    /// Operator Cedar policies (file contents).
+    pub policy_text: Option<String>,
+    /// Keys live here.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    /// SHA-256 hashes of admin tokens defined at start-up (bootstrap, dev).
+    pub admin_token_hashes: Vec<[u8; 32]>,
+    /// Stable name of this replica (reclaims its own leases after a restart).
+    pub replica_id: String,
+    /// Run the reconciler and drift loops in this process.
+    pub reconcile: bool,
+}
+
+/// Fault injection for crash tests (`AIRLOCK_FAULT`); never set in production.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Sleep 30 s after a provider apply succeeded, before recording it, so a
+    /// test can `kill -9` the server in exactly that window.
+    PauseAfterProviderApply,
+}
+
+/// Shared server state.
+pub struct App {
+    pub config: Config,
+    pub policy: PolicyEngine,
+    pub store: Arc<dyn Store>,
+    pub providers: BTreeMap<ProviderName, Arc<dyn Provider>>,
+    pub keys: ServerKeys,
+    pub admin_token_hashes: Vec<[u8; 32]>,
+    pub metrics: Metrics,
+    /// Wakes the reconciler when new work was recorded.
+    pub wake: Notify,
+    pub replica_id: String,
+    pub fault: Option<Fault>,
+    pub data_dir: PathBuf,
+}
+
+impl App {
+    /// Opens the store (migrating it), loads keys and builds providers.
+    pub fn new(opts: ServeOptions) -> Result<Arc<App>, String> {
+        let keys = ServerKeys::load_or_create(&opts.data_dir).map_err(|e| e.to_string())?;
+        let signer = CheckpointSigner::new(keys.signing.clone(), opts.config.server.checkpoint_every);
+        let store = airlock_store::open(&opts.database_url, Some(signer)).map_err(|e| e.to_string())?;
+        let policy = PolicyEngine::new(&opts.config, opts.policy_text.as_deref()).map_err(|e| e.to_string())?;
+        let mut providers = BTreeMap::new();
+        for (name, pc) in &opts.config.providers {
+            providers.insert(name.clone(), airlock_providers::build(name, pc)?);
+        }
+        let fault = match std::env::var("AIRLOCK_FAULT").ok().as_deref() {
+            Some("pause-after-provider-apply") => Some(Fault::PauseAfterProviderApply),
+            _ => None,
+        };
+        Ok(Arc::new(App {
+            config: opts.config,
+            policy,
+            store,
+            providers,
+            keys,
+            admin_token_hashes: opts.admin_token_hashes,
+            metrics: Metrics::default(),
+            wake: Notify::new(),
+            replica_id: opts.replica_id,
+            fault,
+            data_dir: opts.data_dir,
+        }))
+    }
+
+    /// The current time; read here at the edge and passed down.
+    pub fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+
+    /// Runs a blocking store call off the async threads.
+    pub async fn db<T, F>(self: &Arc<Self>, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> StoreResult<T> + Send + 'static,
+    {
+        let app = self.clone();
+        match tokio::task::spawn_blocking(move || f(app.store.as_ref())).await {
+            Ok(r) => r.map_err(ApiError::from),
+            Err(e) => Err(ApiError::internal(e)),
+        }
+    }
+
+    /// The provider an entitlement uses.
+    pub fn provider(&self, name: &ProviderName) -> Result<Arc<dyn Provider>, ApiError> {
+        self.providers
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::internal(format!("provider {name} is not configured")))
+    }
+}
+
+/// Serves the API on `listener` (and runs background loops if configured)
+/// until `shutdown` resolves.
+pub async fn run(
+    app: Arc<App>,
+    listener: TcpListener,
+    reconcile: bool,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if reconcile {
+        tokio::spawn(crate::reconciler::run(app.clone()));
+        tokio::spawn(crate::reconciler::run_drift(app.clone()));
+    }
+    let router = crate::api::router(app);
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}

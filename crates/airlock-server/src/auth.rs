@@ -1,0 +1,68 @@
+//! Bearer-token authentication. Tokens are random (160 bits), shown once and
+//! stored only as SHA-256 hashes; admin tokens given at start-up
+//! (`AIRLOCK_BOOTSTRAP_TOKEN`, `serve --dev`) live only in memory.
+
+use std::sync::Arc;
+
+use airlock_core::{Principal, UserName};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::app::App;
+use crate::problem::ApiError;
+
+/// Prefix that makes airlock tokens easy to spot in secret scanners.
+pub const TOKEN_PREFIX: &str = "alk_";
+
+/// Name of the principal behind start-up admin tokens.
+pub const BOOTSTRAP_USER: &str = "admin";
+
+/// A new random token secret.
+pub fn new_token() -> String {
+    let mut b = [0u8; 20];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    format!("{TOKEN_PREFIX}{}", hex::encode(b))
+}
+
+/// SHA-256 of a token secret, as stored.
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// The authenticated principal of an API call.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<Arc<App>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ApiError::unauthorized("missing bearer token: set AIRLOCK_TOKEN (see `airlock token create`)"))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 256)
+            .ok_or_else(|| ApiError::unauthorized("Authorization header must be `Bearer <token>`"))?;
+        let hash = hash_token(token);
+        if app.admin_token_hashes.iter().any(|h| h == &hash) {
+            let name = UserName::parse(BOOTSTRAP_USER).expect("static name is valid");
+            return Ok(Caller(app.config.principal(name, &[], true)));
+        }
+        let rec = app
+            .db(move |s| s.find_token(&hash))
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("unknown token: ask an admin for a new one (`airlock token create`)"))?;
+        if rec.revoked {
+            return Err(ApiError::unauthorized("token was revoked: ask an admin for a new one"));
+        }
+        if rec.expires_at <= app.now() {
+            return Err(ApiError::unauthorized("token expired: ask an admin for a new one"));
+        }
+        Ok(Caller(app.config.principal(rec.user, &rec.groups, rec.admin)))
+    }
+}

@@ -1,0 +1,133 @@
+//! Server key material in the data dir: the Ed25519 key that signs audit
+//! checkpoints and the secret from which per-grant passwords are derived
+//! (derived, never stored). Generated on first start with mode 0600.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha256;
+
+/// File holding the audit signing key (hex of 32 bytes).
+pub const SIGNING_KEY_FILE: &str = "audit-signing.key";
+/// File holding the public half, for auditors.
+pub const PUBLIC_KEY_FILE: &str = "audit-signing.pub";
+/// File holding the grant-secret derivation key (hex of 32 bytes).
+pub const GRANT_SECRET_FILE: &str = "grant-secret.key";
+
+/// The server's long-lived keys.
+#[derive(Clone)]
+pub struct ServerKeys {
+    /// Signs audit checkpoints.
+    pub signing: SigningKey,
+    grant_secret: [u8; 32],
+}
+
+/// Failure to read or create key files.
+#[derive(Debug, thiserror::Error)]
+#[error("key file {path}: {why}")]
+pub struct KeyError {
+    path: PathBuf,
+    why: String,
+}
+
+fn read_hex32(path: &Path) -> Result<Option<[u8; 32]>, KeyError> {
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            let bytes = hex::decode(text.trim()).map_err(|e| KeyError { path: path.into(), why: e.to_string() })?;
+            let arr: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| KeyError { path: path.into(), why: "expected 32 bytes of hex".into() })?;
+            Ok(Some(arr))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(KeyError { path: path.into(), why: e.to_string() }),
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), KeyError> {
+    let err = |e: std::io::Error| KeyError { path: path.into(), why: e.to_string() };
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(err)?;
+    f.write_all(text.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)
+}
+
+fn load_or_create(path: &Path) -> Result<[u8; 32], KeyError> {
+    if let Some(k) = read_hex32(path)? {
+        return Ok(k);
+    }
+    let mut k = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut k);
+    match write_private(path, &hex::encode(k)) {
+        Ok(()) => Ok(k),
+        // Another replica sharing the dir won the race: use its key.
+        Err(_) if path.exists() => read_hex32(path)?.ok_or(KeyError { path: path.into(), why: "vanished".into() }),
+        Err(e) => Err(e),
+    }
+}
+
+impl ServerKeys {
+    /// Loads the keys from `dir`, creating missing ones (and `dir`).
+    pub fn load_or_create(dir: &Path) -> Result<ServerKeys, KeyError> {
+        fs::create_dir_all(dir).map_err(|e| KeyError { path: dir.into(), why: e.to_string() })?;
+        let signing = SigningKey::from_bytes(&load_or_create(&dir.join(SIGNING_KEY_FILE))?);
+        let grant_secret = load_or_create(&dir.join(GRANT_SECRET_FILE))?;
+        let pubfile = dir.join(PUBLIC_KEY_FILE);
+        if !pubfile.exists() {
+            let _ = fs::write(&pubfile, format!("{}\n", hex::encode(signing.verifying_key().to_bytes())));
+        }
+        Ok(ServerKeys { signing, grant_secret })
+    }
+
+    /// Reads only the public key (for offline verification): from the public
+    /// key file, else from the private key.
+    pub fn load_public(dir: &Path) -> Result<Option<VerifyingKey>, KeyError> {
+        let pubfile = dir.join(PUBLIC_KEY_FILE);
+        let bytes = match read_hex32(&pubfile)? {
+            Some(b) => b,
+            None => match read_hex32(&dir.join(SIGNING_KEY_FILE))? {
+                Some(sk) => SigningKey::from_bytes(&sk).verifying_key().to_bytes(),
+                None => return Ok(None),
+            },
+        };
+        VerifyingKey::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|e| KeyError { path: pubfile, why: e.to_string() })
+    }
+
+    /// The per-grant secret: HMAC-SHA256(grant key, "grant:" || request id).
+    pub fn grant_secret(&self, request_id: &str) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.grant_secret).expect("any key length");
+        mac.update(b"grant:");
+        mac.update(request_id.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_persist_and_grant_secrets_are_stable_per_request() {
+        let dir = std::env::temp_dir().join(format!("airlock-keys-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let a = ServerKeys::load_or_create(&dir).unwrap();
+        let b = ServerKeys::load_or_create(&dir).unwrap();
+        assert_eq!(a.signing.to_bytes(), b.signing.to_bytes());
+        assert_eq!(a.grant_secret("r1"), b.grant_secret("r1"));
+        assert_ne!(a.grant_secret("r1"), a.grant_secret("r2"));
+        assert_eq!(ServerKeys::load_public(&dir).unwrap().unwrap(), a.signing.verifying_key());
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,13 @@
+//! The airlock server: REST API, reconciler and wiring of store, providers and
+//! policy. Domain rules come from `airlock-core`; this crate does the IO.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod keys;
+pub mod lifecycle;
+pub mod metrics;
+pub mod problem;
+pub mod reconciler;
+
+pub use app::{App, ServeOptions};

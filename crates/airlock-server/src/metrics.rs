@@ -1,0 +1,123 @@
+//! Prometheus metrics in text format, kept in atomics: no registry crate, a
+//! handful of counters and fixed-bucket histograms.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+const BUCKETS: [f64; 12] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 300.0, 3600.0];
+
+/// A cumulative histogram with fixed buckets (seconds).
+#[derive(Default)]
+pub struct Histogram {
+    counts: [AtomicU64; 12],
+    inf: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation in seconds.
+    pub fn observe(&self, secs: f64) {
+        let secs = secs.max(0.0);
+        match BUCKETS.iter().position(|b| secs <= *b) {
+            Some(i) => self.counts[i].fetch_add(1, Ordering::Relaxed),
+            None => self.inf.fetch_add(1, Ordering::Relaxed),
+        };
+        self.sum_micros.fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cum = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cum += self.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cum}");
+        }
+        cum += self.inf.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cum}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {cum}");
+    }
+}
+
+/// All server metrics.
+#[derive(Default)]
+pub struct Metrics {
+    /// Request creation → grant active.
+    pub request_to_active: Histogram,
+    /// Request creation → final approval.
+    pub approval_latency: Histogram,
+    /// `not_after` (or due time) → reconciler acted.
+    pub reconciler_lag: Histogram,
+    /// Provider errors by provider name.
+    pub provider_errors: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Drift accounts removed.
+    pub drift_removed: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts one provider error.
+    pub fn provider_error(&self, provider: &str) {
+        if let Ok(mut m) = self.provider_errors.lock() {
+            *m.entry(provider.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Renders everything; `states` are current request counts per state.
+    pub fn render(&self, states: &[(String, u64)]) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP airlock_requests Requests by state.\n# TYPE airlock_requests gauge");
+        for (s, n) in states {
+            let _ = writeln!(out, "airlock_requests{{state=\"{s}\"}} {n}");
+        }
+        self.request_to_active.render(
+            "airlock_request_to_active_seconds",
+            "Time from request creation until the grant is active.",
+            &mut out,
+        );
+        self.approval_latency.render(
+            "airlock_approval_latency_seconds",
+            "Time from request creation until approval.",
+            &mut out,
+        );
+        self.reconciler_lag.render(
+            "airlock_reconciler_lag_seconds",
+            "Delay between a grant's due time (e.g. not_after) and the reconciler acting on it.",
+            &mut out,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP airlock_provider_errors_total Provider call failures.\n# TYPE airlock_provider_errors_total counter"
+        );
+        if let Ok(m) = self.provider_errors.lock() {
+            for (p, n) in m.iter() {
+                let _ = writeln!(out, "airlock_provider_errors_total{{provider=\"{p}\"}} {n}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP airlock_drift_removed_total Accounts removed because no grant backs them.\n# TYPE airlock_drift_removed_total counter\nairlock_drift_removed_total {}",
+            self.drift_removed.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let h = Histogram::default();
+        h.observe(0.02);
+        h.observe(0.7);
+        h.observe(9999.0);
+        let mut s = String::new();
+        h.render("x", "help", &mut s);
+        assert!(s.contains("x_bucket{le=\"0.025\"} 1"), "{s}");
+        assert!(s.contains("x_bucket{le=\"1\"} 2"), "{s}");
+        assert!(s.contains("x_bucket{le=\"+Inf\"} 3"), "{s}");
+        assert!(s.contains("x_count 3"), "{s}");
+    }
+}

@@ -1,0 +1,69 @@
+//! The HTTP client side of the CLI: one blocking agent, problem+json errors
+//! turned into one-line messages.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use serde_json::Value;
+
+/// Talks to `AIRLOCK_ADDR` with `AIRLOCK_TOKEN`.
+pub struct Client {
+    agent: ureq::Agent,
+    addr: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client for `addr` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(addr: &str, token: Option<String>) -> Client {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .build();
+        Client { agent, addr: addr.trim_end_matches('/').to_string(), token }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let url = format!("{}{path}", self.addr);
+        let mut req = self.agent.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        let resp = match body {
+            Some(b) => req.send_json(b.clone()),
+            None => req.call(),
+        };
+        match resp {
+            Ok(r) => {
+                let text = r.into_string()?;
+                if text.trim().is_empty() {
+                    return Ok(Value::Null);
+                }
+                Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+            }
+            Err(ureq::Error::Status(code, r)) => {
+                let text = r.into_string().unwrap_or_default();
+                let detail = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_string))
+                    .unwrap_or(text);
+                let hint = if code == 401 && self.token.is_none() { " (set AIRLOCK_TOKEN)" } else { "" };
+                Err(anyhow!("{detail}{hint} [HTTP {code}]"))
+            }
+            Err(ureq::Error::Transport(t)) => Err(anyhow!(
+                "cannot reach airlock at {}: {t} (is `airlock serve` running? set AIRLOCK_ADDR)",
+                self.addr
+            )),
+        }
+    }
+
+    /// GET a JSON document.
+    pub fn get(&self, path: &str) -> Result<Value> {
+        self.call("GET", path, None)
+    }
+
+    /// POST a JSON body.
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        self.call("POST", path, Some(body))
+    }
+}

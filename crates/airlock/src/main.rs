@@ -1,0 +1,406 @@
+//! `airlock`: one binary for the server (`serve`) and every client command.
+//! Client commands talk to `AIRLOCK_ADDR` with `AIRLOCK_TOKEN`; every command
+//! takes `--output json`. Exit 0 on success, 1 when refused or failed, 2 on usage errors.
+
+mod client;
+mod offline;
+mod output;
+mod serve;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+
+use client::Client;
+
+#[derive(Parser)]
+#[command(name = "airlock", version, about = "Zero Touch Production: just-in-time, approved, audited access")]
+struct Cli {
+    /// Server address.
+    #[arg(long, env = "AIRLOCK_ADDR", default_value = "http://127.0.0.1:8080", global = true)]
+    addr: String,
+    /// API token.
+    #[arg(long, env = "AIRLOCK_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text, global = true)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Configuration file (TOML).
+        #[arg(long, env = "AIRLOCK_CONFIG")]
+        config: Option<PathBuf>,
+        /// Local development: SQLite in --data-dir, example catalog, printed admin token.
+        #[arg(long)]
+        dev: bool,
+        /// Data directory (default with --dev: ./.airlock-dev).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Override `[server] listen`.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Request an entitlement for a bounded time.
+    Request {
+        entitlement: String,
+        /// Duration, e.g. 30m.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Wait until the request is active, denied or lapsed.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Self-activate a break-glass entitlement (loud; reviewed afterwards).
+    Breakglass {
+        entitlement: String,
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        #[arg(long)]
+        reason: String,
+        /// Wait until the grant is active.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Approve or deny a request.
+    Review {
+        id: String,
+        #[arg(long, conflicts_with = "deny", required_unless_present = "deny")]
+        approve: bool,
+        #[arg(long)]
+        deny: bool,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Show one request.
+    Show { id: String },
+    /// List requests.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        /// Only my requests.
+        #[arg(long)]
+        mine: bool,
+        /// Pending requests I may review.
+        #[arg(long)]
+        to_review: bool,
+    },
+    /// Withdraw a pending request (requester).
+    Withdraw { id: String },
+    /// End an active grant now (requester, reviewer or admin).
+    Revoke {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Credentials of an active grant (requester only).
+    Credentials { id: String },
+    /// Entitlements in the catalog.
+    Entitlements,
+    /// Who the token belongs to.
+    Whoami,
+    /// Audit log commands.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Policy commands.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Token commands (admin).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain and signed checkpoints.
+    Verify {
+        /// Read the database named in --config directly; no server needed.
+        #[arg(long, requires = "config")]
+        offline: bool,
+        #[arg(long, env = "AIRLOCK_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print events as JSON Lines.
+    Export {
+        /// Only events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        #[arg(long, requires = "config")]
+        offline: bool,
+        #[arg(long, env = "AIRLOCK_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print the checkpoint signing public key.
+    Pubkey {
+        #[arg(long, requires = "config")]
+        offline: bool,
+        #[arg(long, env = "AIRLOCK_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run policy test cases (TOML) against the catalog and Cedar policies.
+    Test {
+        file: PathBuf,
+        #[arg(long, env = "AIRLOCK_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an API token for a user.
+    Create {
+        #[arg(long)]
+        user: String,
+        /// Extra groups, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Lifetime, e.g. 30d.
+        #[arg(long, default_value = "30d")]
+        ttl: String,
+        /// Make it an admin token.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn emit(output: Output, v: &Value, human: impl FnOnce(&Value) -> String) {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
+        Output::Text => println!("{}", human(v)),
+    }
+}
+
+fn path_id(id: &str) -> Result<&str> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        bail!("`{id}` is not a request id (ids are letters and digits, see `airlock list`)");
+    }
+    Ok(id)
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    let out = cli.output;
+    let client = || Client::new(&cli.addr, cli.token.clone());
+    match cli.command {
+        Command::Serve { config, dev, data_dir, listen } => {
+            serve::serve(serve::ServeArgs { config, dev, data_dir, listen })?;
+        }
+        Command::Request { entitlement, duration, reason, wait } => {
+            let c = client();
+            let r = c.post("/api/v1/requests", &json!({"entitlement": entitlement, "duration": duration, "reason": reason}))?;
+            return finish_request(&c, out, r, wait);
+        }
+        Command::Breakglass { entitlement, duration, reason, wait } => {
+            let c = client();
+            let r = c.post("/api/v1/breakglass", &json!({"entitlement": entitlement, "duration": duration, "reason": reason}))?;
+            eprintln!("BREAK-GLASS: this access is logged loudly and opens a post-incident review.");
+            return finish_request(&c, out, r, wait);
+        }
+        Command::Review { id, approve, deny: _, comment } => {
+            let decision = if approve { "approve" } else { "deny" };
+            let r = client().post(&format!("/api/v1/requests/{}/reviews", path_id(&id)?), &json!({"decision": decision, "comment": comment}))?;
+            emit(out, &r, output::request_detail);
+        }
+        Command::Show { id } => {
+            let r = client().get(&format!("/api/v1/requests/{}", path_id(&id)?))?;
+            emit(out, &r, output::request_detail);
+        }
+        Command::List { state, mine, to_review } => {
+            let mut q = vec![];
+            if let Some(s) = state {
+                if !s.bytes().all(|b| b.is_ascii_lowercase()) {
+                    bail!("--state must be one of pending, approved, active, expired, revoked, denied, withdrawn, lapsed, failed");
+                }
+                q.push(format!("state={s}"));
+            }
+            if mine {
+                q.push("mine=true".into());
+            }
+            if to_review {
+                q.push("to_review=true".into());
+            }
+            let r = client().get(&format!("/api/v1/requests?{}", q.join("&")))?;
+            emit(out, &r, |v| {
+                let rows: Vec<String> = v.as_array().map(|a| a.iter().map(output::request_line).collect()).unwrap_or_default();
+                if rows.is_empty() { "no requests".into() } else { rows.join("\n") }
+            });
+        }
+        Command::Withdraw { id } => {
+            let r = client().post(&format!("/api/v1/requests/{}/withdraw", path_id(&id)?), &json!({}))?;
+            emit(out, &r, output::request_line);
+        }
+        Command::Revoke { id, comment } => {
+            let r = client().post(&format!("/api/v1/requests/{}/revoke", path_id(&id)?), &json!({"comment": comment}))?;
+            emit(out, &r, output::request_line);
+        }
+        Command::Credentials { id } => {
+            let r = client().get(&format!("/api/v1/requests/{}/credentials", path_id(&id)?))?;
+            emit(out, &r, |v| {
+                let get = |k: &str| v.get(k).map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())).unwrap_or_default();
+                if v.get("password").is_some() {
+                    format!(
+                        "PGPASSWORD='{}' psql -h {} -p {} -U {} {}\n# expires at {}",
+                        get("password"), get("host"), get("port"), get("username"), get("database"), get("expires_at")
+                    )
+                } else {
+                    serde_json::to_string_pretty(v).unwrap_or_default()
+                }
+            });
+        }
+        Command::Entitlements => {
+            let r = client().get("/api/v1/entitlements")?;
+            emit(out, &r, |v| {
+                v.as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|e| format!("{:<28} max {:>6}s  {}", e["name"].as_str().unwrap_or(""), e["max_duration"], e["description"].as_str().unwrap_or("")))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                    .unwrap_or_default()
+            });
+        }
+        Command::Whoami => {
+            let r = client().get("/api/v1/whoami")?;
+            emit(out, &r, |v| format!("{} groups={} admin={}", v["name"].as_str().unwrap_or(""), v["groups"], v["admin"]));
+        }
+        Command::Audit { command } => return audit(out, &client, command),
+        Command::Policy { command: PolicyCommand::Test { file, config } } => {
+            return offline::policy_test(out, &file, &config);
+        }
+        Command::Token { command: TokenCommand::Create { user, groups, ttl, admin } } => {
+            let groups: Vec<String> = groups.into_iter().filter(|g| !g.is_empty()).collect();
+            let r = client().post("/api/v1/tokens", &json!({"user": user, "groups": groups, "ttl": ttl, "admin": admin}))?;
+            emit(out, &r, |v| v["token"].as_str().unwrap_or("").to_string());
+        }
+    }
+    Ok(0)
+}
+
+fn audit(out: Output, client: &dyn Fn() -> Client, command: AuditCommand) -> Result<i32> {
+    match command {
+        AuditCommand::Verify { offline: true, config: Some(config) } => {
+            let report = offline::verify(&config)?;
+            let v = serde_json::to_value(&report)?;
+            emit(out, &v, human_verify);
+            Ok(if report.ok { 0 } else { 1 })
+        }
+        AuditCommand::Verify { .. } => {
+            let v = client().get("/api/v1/audit/verify")?;
+            emit(out, &v, human_verify);
+            Ok(if v["ok"].as_bool() == Some(true) { 0 } else { 1 })
+        }
+        AuditCommand::Export { since, offline: true, config: Some(config) } => {
+            offline::export(&config, since)?;
+            Ok(0)
+        }
+        AuditCommand::Export { since, .. } => {
+            let c = client();
+            let mut since = since;
+            loop {
+                let page = c.get(&format!("/api/v1/audit/events?since={since}&limit=1000"))?;
+                let events = page.as_array().cloned().unwrap_or_default();
+                for e in &events {
+                    println!("{}", serde_json::to_string(e)?);
+                }
+                match events.last().and_then(|e| e["seq"].as_u64()) {
+                    Some(last) if events.len() == 1000 => since = last,
+                    _ => break,
+                }
+            }
+            Ok(0)
+        }
+        AuditCommand::Pubkey { offline: true, config: Some(config) } => {
+            let key = offline::pubkey(&config)?;
+            emit(out, &json!({"algorithm": "ed25519", "public_key": key}), |v| v["public_key"].as_str().unwrap_or("").into());
+            Ok(0)
+        }
+        AuditCommand::Pubkey { .. } => {
+            let v = client().get("/api/v1/audit/pubkey")?;
+            emit(out, &v, |v| v["public_key"].as_str().unwrap_or("").into());
+            Ok(0)
+        }
+    }
+}
+
+fn human_verify(v: &Value) -> String {
+    if v["ok"].as_bool() == Some(true) {
+        format!("audit chain OK: {} events, {} signed checkpoints verified", v["events"], v["checkpoints_verified"])
+    } else {
+        format!(
+            "audit chain BROKEN at seq {}: {}",
+            v["first_bad_seq"],
+            v["problem"].as_str().unwrap_or("unknown problem")
+        )
+    }
+}
+
+/// Prints the request and, with `--wait`, follows it to a settled state.
+fn finish_request(c: &Client, out: Output, r: Value, wait: bool) -> Result<i32> {
+    if !wait {
+        emit(out, &r, output::request_line);
+        return Ok(0);
+    }
+    let id = r["id"].as_str().unwrap_or_default().to_string();
+    let started = Instant::now();
+    let spinner = ['|', '/', '-', '\\'];
+    let mut i = 0;
+    let mut cur = r;
+    loop {
+        let state = cur["state"].as_str().unwrap_or("").to_string();
+        match state.as_str() {
+            "pending" | "approved" => {
+                if out == Output::Text {
+                    eprint!("\r{} {id} {state}, waiting {}s ", spinner[i % 4], started.elapsed().as_secs());
+                }
+                i += 1;
+                std::thread::sleep(Duration::from_millis(500));
+                cur = c.get(&format!("/api/v1/requests/{id}"))?;
+            }
+            _ => {
+                if out == Output::Text {
+                    eprintln!();
+                }
+                emit(out, &cur, output::request_detail);
+                return Ok(if state == "active" { 0 } else { 1 });
+            }
+        }
+    }
+}

@@ -32,8 +32,6 @@ pub struct ServeOptions {
     pub admin_token_hashes: Vec<[u8; 32]>,
     /// Stable name of this replica (reclaims its own leases after a restart).
     pub replica_id: String,
-    /// Run the reconciler and drift loops in this process.
-    pub reconcile: bool,
 }
 
 /// Fault injection for crash tests (`AIRLOCK_FAULT`); never set in production.

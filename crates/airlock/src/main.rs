@@ -2,6 +2,19 @@
 //! Client commands talk to `AIRLOCK_ADDR` with `AIRLOCK_TOKEN`; every command
 //! takes `--output json`. Exit 0 on success, 1 when refused or failed, 2 on usage errors.
 
+/// Prints a line to stdout; a closed pipe (`| head`) ends the process quietly
+/// instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 mod client;
 mod offline;
 mod output;
@@ -203,8 +216,8 @@ fn main() {
 
 fn emit(output: Output, v: &Value, human: impl FnOnce(&Value) -> String) {
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
-        Output::Text => println!("{}", human(v)),
+        Output::Json => say!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
+        Output::Text => say!("{}", human(v)),
     }
 }
 
@@ -338,7 +351,7 @@ fn audit(out: Output, client: &dyn Fn() -> Client, command: AuditCommand) -> Res
                 let page = c.get(&format!("/api/v1/audit/events?since={since}&limit=1000"))?;
                 let events = page.as_array().cloned().unwrap_or_default();
                 for e in &events {
-                    println!("{}", serde_json::to_string(e)?);
+                    say!("{}", serde_json::to_string(e)?);
                 }
                 match events.last().and_then(|e| e["seq"].as_u64()) {
                     Some(last) if events.len() == 1000 => since = last,

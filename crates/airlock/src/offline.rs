@@ -83,7 +83,7 @@ pub fn export(config: &Path, since: u64) -> Result<()> {
         let page = store.audit_events(since, 5000).map_err(|e| anyhow!("{e}"))?;
         for e in &page {
             let ev = e.to_event().ok_or_else(|| anyhow!("event {} does not decode", e.seq))?;
-            println!("{}", serde_json::to_string(&ev)?);
+            say!("{}", serde_json::to_string(&ev)?);
         }
         match page.last() {
             Some(last) if page.len() == 5000 => since = last.seq,
@@ -187,13 +187,13 @@ pub fn policy_test(out: Output, file: &Path, config: &Path) -> Result<i32> {
     }
     let summary = serde_json::json!({"passed": results.len() - failed, "failed": failed, "cases": results});
     match out {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+        Output::Json => say!("{}", serde_json::to_string_pretty(&summary)?),
         Output::Text => {
             for c in &results {
                 let mark = if c["pass"] == true { "ok  " } else { "FAIL" };
-                println!("{mark} {} (expected {}, got {}; policies {})", c["name"].as_str().unwrap_or(""), c["expected"].as_str().unwrap_or(""), c["got"].as_str().unwrap_or(""), c["policies"]);
+                say!("{mark} {} (expected {}, got {}; policies {})", c["name"].as_str().unwrap_or(""), c["expected"].as_str().unwrap_or(""), c["got"].as_str().unwrap_or(""), c["policies"]);
             }
-            println!("{} passed, {} failed", results.len() - failed, failed);
+            say!("{} passed, {} failed", results.len() - failed, failed);
         }
     }
     Ok(if failed == 0 { 0 } else { 1 })

@@ -109,35 +109,41 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         admin_tokens.push(airlock_server::auth::hash_token(t));
     }
     let listen = args.listen.clone().unwrap_or_else(|| resolved.config.server.listen.clone());
+    // Bind and open the store before the async runtime starts: the store
+    // drivers are synchronous and must not block inside it.
+    let listener = std::net::TcpListener::bind(&listen).with_context(|| format!("cannot listen on {listen}"))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    // Unique per process: a restarted replica waits for its old leases to run out.
     let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-    let replica_id = format!("{host}:{}:{}", listen, resolved.data_dir.display());
+    let replica_id = format!("{host}:{addr}:{}", std::process::id());
+    let app = airlock_server::App::new(airlock_server::ServeOptions {
+        config: resolved.config,
+        policy_text: resolved.policy_text,
+        data_dir: resolved.data_dir.clone(),
+        database_url: resolved.database_url.clone(),
+        admin_token_hashes: admin_tokens,
+        replica_id,
+    })
+    .map_err(|e| anyhow::anyhow!(e))?;
+    say_ready(addr, dev_token.as_deref(), &resolved.data_dir);
+    tracing::info!(addr = %addr, database = %redact(&resolved.database_url), "airlock serving");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        let addr = listener.local_addr()?;
-        let app = airlock_server::App::new(airlock_server::ServeOptions {
-            config: resolved.config,
-            policy_text: resolved.policy_text,
-            data_dir: resolved.data_dir.clone(),
-            database_url: resolved.database_url.clone(),
-            admin_token_hashes: admin_tokens,
-            replica_id,
-            reconcile: true,
-        })
-        .map_err(|e| anyhow::anyhow!(e))?;
-        println!("airlock listening on http://{addr}");
-        if let Some(t) = &dev_token {
-            println!("data dir: {}", resolved.data_dir.display());
-            println!("admin token (this run only): {t}");
-            println!("  export AIRLOCK_ADDR=http://{addr} AIRLOCK_TOKEN={t}");
-            println!("  then: airlock token create --user alice");
-        }
-        tracing::info!(addr = %addr, database = %redact(&resolved.database_url), "airlock serving");
+        let listener = tokio::net::TcpListener::from_std(listener)?;
         airlock_server::app::run(Arc::clone(&app), listener, true, shutdown_signal()).await?;
         Ok::<(), anyhow::Error>(())
     })
+}
+
+fn say_ready(addr: std::net::SocketAddr, dev_token: Option<&str>, data_dir: &Path) {
+    println!("airlock listening on http://{addr}");
+    if let Some(t) = dev_token {
+        println!("data dir: {}", data_dir.display());
+        println!("admin token (this run only): {t}");
+        println!("  export AIRLOCK_ADDR=http://{addr} AIRLOCK_TOKEN={t}");
+        println!("  then: airlock token create --user alice");
+    }
 }
 
 /// Hides a password in a database URL for logs.

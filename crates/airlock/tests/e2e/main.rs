@@ -1,0 +1,10 @@
+//! End-to-end tests: the real binary against real PostgreSQL (provider and,
+//! for half of the tests, store). One test binary for fast linking.
+
+mod kit;
+
+mod audit;
+mod crash;
+mod input;
+mod lifecycle;
+mod setup;

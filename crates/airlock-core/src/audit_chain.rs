@@ -197,7 +197,10 @@ impl CheckpointSigner {
     }
     /// A checkpoint for `event` if its sequence number is due one.
     pub fn maybe_sign(&self, event: &SealedEvent) -> Option<Checkpoint> {
-        (event.seq % self.every == 0).then(|| self.sign(event.seq, &event.hash))
+        event
+            .seq
+            .is_multiple_of(self.every)
+            .then(|| self.sign(event.seq, &event.hash))
     }
     /// Signs `(seq, hash)` unconditionally.
     pub fn sign(&self, seq: u64, hash: &[u8; 32]) -> Checkpoint {
@@ -476,7 +479,7 @@ mod tests {
                     for (j, e) in evs.iter_mut().enumerate().skip(i + 1) { e.seq = j as u64 + 1; }
                     // Caught at the forged event when a signed checkpoint covers its seq,
                     // otherwise at the next event, whose prev hash no longer matches.
-                    if (i as u64 + 1) % 7 == 0 { i as u64 + 1 } else { i as u64 + 2 }
+                    if (i as u64 + 1).is_multiple_of(7) { i as u64 + 1 } else { i as u64 + 2 }
                 }
             };
             let r = verify(&evs, cps, Some(30));

@@ -41,14 +41,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             let status = e.status();
             if status == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(status, format!("request body is larger than {MAX_BODY} bytes"))
+                ApiError::new(
+                    status,
+                    format!("request body is larger than {MAX_BODY} bytes"),
+                )
             } else {
                 ApiError::new(status, format!("could not read request body: {e}"))
             }
         })?;
-        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
-            ApiError { field: None, ..ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")) }
-        })
+        serde_json::from_slice(&bytes)
+            .map(ApiJson)
+            .map_err(|e| ApiError {
+                field: None,
+                ..ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}"))
+            })
     }
 }
 
@@ -66,7 +72,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/api/v1/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
+        .route(
+            "/api/v1/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/entitlements", get(entitlements))
         .route("/api/v1/requests", post(create_request).get(list_requests))
@@ -81,7 +90,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/audit/verify", get(audit_verify))
         .route("/api/v1/audit/pubkey", get(audit_pubkey))
         .route("/api/v1/tokens", post(create_token))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see /api/v1/openapi.json") })
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see /api/v1/openapi.json",
+            )
+        })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
 }
@@ -95,9 +109,22 @@ async fn metrics(State(app): AppState) -> Result<Response, ApiError> {
     let counts = app.db(|s| s.count_by_state()).await?;
     let states: Vec<(String, u64)> = RequestState::ALL
         .iter()
-        .map(|st| (st.to_string(), counts.iter().find(|(s, _)| s == st).map(|(_, n)| *n).unwrap_or(0)))
+        .map(|st| {
+            (
+                st.to_string(),
+                counts
+                    .iter()
+                    .find(|(s, _)| s == st)
+                    .map(|(_, n)| *n)
+                    .unwrap_or(0),
+            )
+        })
         .collect();
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render(&states)).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(&states),
+    )
+        .into_response())
 }
 
 async fn whoami(Caller(p): Caller) -> Response {
@@ -132,12 +159,20 @@ struct NewRequest {
     reason: String,
 }
 
-async fn create_request(State(app): AppState, Caller(p): Caller, ApiJson(b): ApiJson<NewRequest>) -> Result<Response, ApiError> {
+async fn create_request(
+    State(app): AppState,
+    Caller(p): Caller,
+    ApiJson(b): ApiJson<NewRequest>,
+) -> Result<Response, ApiError> {
     let r = lifecycle::create(&app, &p, &b.entitlement, &b.duration, &b.reason, false).await?;
     Ok(json_response(StatusCode::CREATED, r))
 }
 
-async fn create_breakglass(State(app): AppState, Caller(p): Caller, ApiJson(b): ApiJson<NewRequest>) -> Result<Response, ApiError> {
+async fn create_breakglass(
+    State(app): AppState,
+    Caller(p): Caller,
+    ApiJson(b): ApiJson<NewRequest>,
+) -> Result<Response, ApiError> {
     let r = lifecycle::create(&app, &p, &b.entitlement, &b.duration, &b.reason, true).await?;
     Ok(json_response(StatusCode::CREATED, r))
 }
@@ -153,9 +188,16 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
-async fn list_requests(State(app): AppState, Caller(p): Caller, q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
+async fn list_requests(
+    State(app): AppState,
+    Caller(p): Caller,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let mut filter = RequestFilter { limit: q.limit.unwrap_or(100).min(1000), ..Default::default() };
+    let mut filter = RequestFilter {
+        limit: q.limit.unwrap_or(100).min(1000),
+        ..Default::default()
+    };
     if let Some(s) = &q.state {
         filter.state = Some(s.parse()?);
     }
@@ -180,7 +222,11 @@ async fn list_requests(State(app): AppState, Caller(p): Caller, q: Result<Query<
     Ok(json_response(StatusCode::OK, list))
 }
 
-async fn show_request(State(app): AppState, Caller(_): Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn show_request(
+    State(app): AppState,
+    Caller(_): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let lookup = id.clone();
     let r = app
@@ -197,11 +243,20 @@ struct ReviewBody {
     comment: Option<String>,
 }
 
-async fn review_request(State(app): AppState, Caller(p): Caller, Path(id): Path<String>, ApiJson(b): ApiJson<ReviewBody>) -> Result<Response, ApiError> {
+async fn review_request(
+    State(app): AppState,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<ReviewBody>,
+) -> Result<Response, ApiError> {
     let decision = match b.decision.as_str() {
         "approve" => ReviewDecision::Approve,
         "deny" => ReviewDecision::Deny,
-        other => return Err(Error::invalid("decision", format!("`{other}` is not approve or deny")).into()),
+        other => {
+            return Err(
+                Error::invalid("decision", format!("`{other}` is not approve or deny")).into(),
+            )
+        }
     };
     let r = lifecycle::review(&app, &p, parse_id(&id)?, decision, b.comment).await?;
     Ok(json_response(StatusCode::OK, r))
@@ -217,28 +272,47 @@ fn optional_body<T: DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, ApiE
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(T::default());
     }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }
 
-async fn withdraw_request(State(app): AppState, Caller(p): Caller, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+async fn withdraw_request(
+    State(app): AppState,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let _: CommentBody = optional_body(&body)?;
     let r = lifecycle::withdraw(&app, &p, parse_id(&id)?).await?;
     Ok(json_response(StatusCode::OK, r))
 }
 
-async fn revoke_request(State(app): AppState, Caller(p): Caller, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+async fn revoke_request(
+    State(app): AppState,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let b: CommentBody = optional_body(&body)?;
     let r = lifecycle::revoke(&app, &p, parse_id(&id)?, b.comment).await?;
     Ok(json_response(StatusCode::OK, r))
 }
 
-async fn credentials(State(app): AppState, Caller(p): Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn credentials(
+    State(app): AppState,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let c = lifecycle::credentials(&app, &p, parse_id(&id)?).await?;
     Ok(json_response(StatusCode::OK, c))
 }
 
 async fn grants(State(app): AppState, Caller(_): Caller) -> Result<Response, ApiError> {
-    let filter = RequestFilter { state: Some(RequestState::Active), limit: 1000, ..Default::default() };
+    let filter = RequestFilter {
+        state: Some(RequestState::Active),
+        limit: 1000,
+        ..Default::default()
+    };
     let list = app.db(move |s| s.list_requests(&filter)).await?;
     Ok(json_response(StatusCode::OK, list))
 }
@@ -250,7 +324,11 @@ struct EventsQuery {
     limit: Option<u32>,
 }
 
-async fn audit_events(State(app): AppState, Caller(_): Caller, q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
+async fn audit_events(
+    State(app): AppState,
+    Caller(_): Caller,
+    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let since = q.since.unwrap_or(0);
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
@@ -295,17 +373,27 @@ struct TokenBody {
 /// Longest token lifetime.
 const MAX_TOKEN_TTL_SECS: u64 = 366 * 86400;
 
-async fn create_token(State(app): AppState, Caller(p): Caller, ApiJson(b): ApiJson<TokenBody>) -> Result<Response, ApiError> {
+async fn create_token(
+    State(app): AppState,
+    Caller(p): Caller,
+    ApiJson(b): ApiJson<TokenBody>,
+) -> Result<Response, ApiError> {
     if !p.admin {
         return Err(Error::forbidden("only admins can create tokens").into());
     }
     let user = UserName::parse(&b.user)?;
-    let groups = b.groups.iter().map(|g| GroupName::parse(g)).collect::<Result<Vec<_>, _>>()?;
+    let groups = b
+        .groups
+        .iter()
+        .map(|g| GroupName::parse(g))
+        .collect::<Result<Vec<_>, _>>()?;
     if groups.len() > 64 {
         return Err(Error::invalid("groups", "more than 64 groups").into());
     }
     let ttl: Span = match &b.ttl {
-        Some(t) => t.parse().map_err(|e: airlock_core::duration::SpanError| Error::invalid("ttl", e.to_string()))?,
+        Some(t) => t
+            .parse()
+            .map_err(|e: airlock_core::duration::SpanError| Error::invalid("ttl", e.to_string()))?,
         None => Span::from_secs(30 * 86400).expect("valid"),
     };
     if ttl.as_secs() > MAX_TOKEN_TTL_SECS {

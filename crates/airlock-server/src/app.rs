@@ -62,9 +62,12 @@ impl App {
     /// Opens the store (migrating it), loads keys and builds providers.
     pub fn new(opts: ServeOptions) -> Result<Arc<App>, String> {
         let keys = ServerKeys::load_or_create(&opts.data_dir).map_err(|e| e.to_string())?;
-        let signer = CheckpointSigner::new(keys.signing.clone(), opts.config.server.checkpoint_every);
-        let store = airlock_store::open(&opts.database_url, Some(signer)).map_err(|e| e.to_string())?;
-        let policy = PolicyEngine::new(&opts.config, opts.policy_text.as_deref()).map_err(|e| e.to_string())?;
+        let signer =
+            CheckpointSigner::new(keys.signing.clone(), opts.config.server.checkpoint_every);
+        let store =
+            airlock_store::open(&opts.database_url, Some(signer)).map_err(|e| e.to_string())?;
+        let policy = PolicyEngine::new(&opts.config, opts.policy_text.as_deref())
+            .map_err(|e| e.to_string())?;
         let mut providers = BTreeMap::new();
         for (name, pc) in &opts.config.providers {
             providers.insert(name.clone(), airlock_providers::build(name, pc)?);
@@ -128,5 +131,7 @@ pub async fn run(
         tokio::spawn(crate::reconciler::run_drift(app.clone()));
     }
     let router = crate::api::router(app);
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

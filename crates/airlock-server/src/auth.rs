@@ -42,27 +42,42 @@ impl FromRequestParts<Arc<App>> for Caller {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::unauthorized("missing bearer token: set AIRLOCK_TOKEN (see `airlock token create`)"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "missing bearer token: set AIRLOCK_TOKEN (see `airlock token create`)",
+                )
+            })?;
         let token = header
             .strip_prefix("Bearer ")
             .map(str::trim)
             .filter(|t| !t.is_empty() && t.len() <= 256)
-            .ok_or_else(|| ApiError::unauthorized("Authorization header must be `Bearer <token>`"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized("Authorization header must be `Bearer <token>`")
+            })?;
         let hash = hash_token(token);
         if app.admin_token_hashes.iter().any(|h| h == &hash) {
             let name = UserName::parse(BOOTSTRAP_USER).expect("static name is valid");
             return Ok(Caller(app.config.principal(name, &[], true)));
         }
-        let rec = app
-            .db(move |s| s.find_token(&hash))
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("unknown token: ask an admin for a new one (`airlock token create`)"))?;
+        let rec = app.db(move |s| s.find_token(&hash)).await?.ok_or_else(|| {
+            ApiError::unauthorized(
+                "unknown token: ask an admin for a new one (`airlock token create`)",
+            )
+        })?;
         if rec.revoked {
-            return Err(ApiError::unauthorized("token was revoked: ask an admin for a new one"));
+            return Err(ApiError::unauthorized(
+                "token was revoked: ask an admin for a new one",
+            ));
         }
         if rec.expires_at <= app.now() {
-            return Err(ApiError::unauthorized("token expired: ask an admin for a new one"));
+            return Err(ApiError::unauthorized(
+                "token expired: ask an admin for a new one",
+            ));
         }
-        Ok(Caller(app.config.principal(rec.user, &rec.groups, rec.admin)))
+        Ok(Caller(app.config.principal(
+            rec.user,
+            &rec.groups,
+            rec.admin,
+        )))
     }
 }

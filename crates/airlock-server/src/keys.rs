@@ -37,19 +37,29 @@ pub struct KeyError {
 fn read_hex32(path: &Path) -> Result<Option<[u8; 32]>, KeyError> {
     match fs::read_to_string(path) {
         Ok(text) => {
-            let bytes = hex::decode(text.trim()).map_err(|e| KeyError { path: path.into(), why: e.to_string() })?;
-            let arr: [u8; 32] = bytes
-                .try_into()
-                .map_err(|_| KeyError { path: path.into(), why: "expected 32 bytes of hex".into() })?;
+            let bytes = hex::decode(text.trim()).map_err(|e| KeyError {
+                path: path.into(),
+                why: e.to_string(),
+            })?;
+            let arr: [u8; 32] = bytes.try_into().map_err(|_| KeyError {
+                path: path.into(),
+                why: "expected 32 bytes of hex".into(),
+            })?;
             Ok(Some(arr))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(KeyError { path: path.into(), why: e.to_string() }),
+        Err(e) => Err(KeyError {
+            path: path.into(),
+            why: e.to_string(),
+        }),
     }
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), KeyError> {
-    let err = |e: std::io::Error| KeyError { path: path.into(), why: e.to_string() };
+    let err = |e: std::io::Error| KeyError {
+        path: path.into(),
+        why: e.to_string(),
+    };
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -71,7 +81,10 @@ fn load_or_create(path: &Path) -> Result<[u8; 32], KeyError> {
     match write_private(path, &hex::encode(k)) {
         Ok(()) => Ok(k),
         // Another replica sharing the dir won the race: use its key.
-        Err(_) if path.exists() => read_hex32(path)?.ok_or(KeyError { path: path.into(), why: "vanished".into() }),
+        Err(_) if path.exists() => read_hex32(path)?.ok_or(KeyError {
+            path: path.into(),
+            why: "vanished".into(),
+        }),
         Err(e) => Err(e),
     }
 }
@@ -79,14 +92,23 @@ fn load_or_create(path: &Path) -> Result<[u8; 32], KeyError> {
 impl ServerKeys {
     /// Loads the keys from `dir`, creating missing ones (and `dir`).
     pub fn load_or_create(dir: &Path) -> Result<ServerKeys, KeyError> {
-        fs::create_dir_all(dir).map_err(|e| KeyError { path: dir.into(), why: e.to_string() })?;
+        fs::create_dir_all(dir).map_err(|e| KeyError {
+            path: dir.into(),
+            why: e.to_string(),
+        })?;
         let signing = SigningKey::from_bytes(&load_or_create(&dir.join(SIGNING_KEY_FILE))?);
         let grant_secret = load_or_create(&dir.join(GRANT_SECRET_FILE))?;
         let pubfile = dir.join(PUBLIC_KEY_FILE);
         if !pubfile.exists() {
-            let _ = fs::write(&pubfile, format!("{}\n", hex::encode(signing.verifying_key().to_bytes())));
+            let _ = fs::write(
+                &pubfile,
+                format!("{}\n", hex::encode(signing.verifying_key().to_bytes())),
+            );
         }
-        Ok(ServerKeys { signing, grant_secret })
+        Ok(ServerKeys {
+            signing,
+            grant_secret,
+        })
     }
 
     /// Reads only the public key (for offline verification): from the public
@@ -102,12 +124,16 @@ impl ServerKeys {
         };
         VerifyingKey::from_bytes(&bytes)
             .map(Some)
-            .map_err(|e| KeyError { path: pubfile, why: e.to_string() })
+            .map_err(|e| KeyError {
+                path: pubfile,
+                why: e.to_string(),
+            })
     }
 
     /// The per-grant secret: HMAC-SHA256(grant key, "grant:" || request id).
     pub fn grant_secret(&self, request_id: &str) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.grant_secret).expect("any key length");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.grant_secret).expect("any key length");
         mac.update(b"grant:");
         mac.update(request_id.as_bytes());
         mac.finalize().into_bytes().into()
@@ -127,7 +153,10 @@ mod tests {
         assert_eq!(a.signing.to_bytes(), b.signing.to_bytes());
         assert_eq!(a.grant_secret("r1"), b.grant_secret("r1"));
         assert_ne!(a.grant_secret("r1"), a.grant_secret("r2"));
-        assert_eq!(ServerKeys::load_public(&dir).unwrap().unwrap(), a.signing.verifying_key());
+        assert_eq!(
+            ServerKeys::load_public(&dir).unwrap().unwrap(),
+            a.signing.verifying_key()
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -9,7 +9,9 @@ use airlock_core::approval::Tally;
 use airlock_core::audit_chain::AuditDraft;
 use airlock_core::config::Entitlement;
 use airlock_core::policy::{Action, DecisionContext, PolicyEngine};
-use airlock_core::request::{GrantPhase, GrantStatus, Request, RequestId, RequestState, Review, ReviewDecision, Transition};
+use airlock_core::request::{
+    GrantPhase, GrantStatus, Request, RequestId, RequestState, Review, ReviewDecision, Transition,
+};
 use airlock_core::{Error, Principal, Span};
 use airlock_providers::GrantSpec;
 use airlock_store::Change;
@@ -27,7 +29,9 @@ pub const MAX_COMMENT_LEN: usize = 1024;
 pub fn new_request_id() -> RequestId {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
     let mut rng = rand::thread_rng();
-    let s: String = (0..16).map(|_| ALPHABET[rng.gen_range(0..32)] as char).collect();
+    let s: String = (0..16)
+        .map(|_| ALPHABET[rng.gen_range(0..32)] as char)
+        .collect();
     RequestId::parse(&s).expect("generated ids are valid")
 }
 
@@ -37,14 +41,24 @@ pub fn subject(id: &RequestId) -> String {
 }
 
 fn grant(phase: GrantPhase) -> GrantStatus {
-    GrantStatus { phase, attempts: 0, last_error: None, next_attempt_at: None }
+    GrantStatus {
+        phase,
+        attempts: 0,
+        last_error: None,
+        next_attempt_at: None,
+    }
 }
 
 fn entitlement_of<'a>(app: &'a App, r: &Request) -> Result<&'a Entitlement, Error> {
-    app.config.entitlement(r.entitlement.as_str()).map_err(|_| Error::Conflict {
-        current_state: r.state.to_string(),
-        message: format!("entitlement `{}` is no longer in the catalog", r.entitlement),
-    })
+    app.config
+        .entitlement(r.entitlement.as_str())
+        .map_err(|_| Error::Conflict {
+            current_state: r.state.to_string(),
+            message: format!(
+                "entitlement `{}` is no longer in the catalog",
+                r.entitlement
+            ),
+        })
 }
 
 /// What the provider needs for this request's grant.
@@ -57,7 +71,11 @@ pub fn grant_spec(app: &App, r: &Request) -> Result<GrantSpec, Error> {
     Ok(GrantSpec {
         request_id: r.id.clone(),
         requester: r.requester.clone(),
-        email: app.config.users.get(&r.requester).and_then(|u| u.email.clone()),
+        email: app
+            .config
+            .users
+            .get(&r.requester)
+            .and_then(|u| u.email.clone()),
         role: ent.role.clone(),
         not_after,
         secret: app.keys.grant_secret(r.id.as_str()),
@@ -67,7 +85,10 @@ pub fn grant_spec(app: &App, r: &Request) -> Result<GrantSpec, Error> {
 fn check_comment(comment: &Option<String>) -> Result<(), Error> {
     if let Some(c) = comment {
         if c.len() > MAX_COMMENT_LEN {
-            return Err(Error::invalid("comment", format!("longer than {MAX_COMMENT_LEN} bytes")));
+            return Err(Error::invalid(
+                "comment",
+                format!("longer than {MAX_COMMENT_LEN} bytes"),
+            ));
         }
         if c.chars().any(|ch| ch.is_control() && ch != '\n') {
             return Err(Error::invalid("comment", "contains control characters"));
@@ -87,16 +108,27 @@ pub async fn create(
 ) -> Result<Request, ApiError> {
     let now = app.now();
     let ent = app.config.entitlement(entitlement)?;
-    let dur: Span = duration.parse().map_err(|e: airlock_core::duration::SpanError| Error::invalid("duration", e.to_string()))?;
+    let dur: Span = duration
+        .parse()
+        .map_err(|e: airlock_core::duration::SpanError| {
+            Error::invalid("duration", e.to_string())
+        })?;
     if dur > ent.max_duration {
         return Err(Error::invalid(
             "duration",
-            format!("{dur} is longer than the maximum of {} for `{}`; ask for less", ent.max_duration, ent.name),
+            format!(
+                "{dur} is longer than the maximum of {} for `{}`; ask for less",
+                ent.max_duration, ent.name
+            ),
         )
         .into());
     }
     ent.reason.check(reason)?;
-    let action = if breakglass { Action::Breakglass } else { Action::Request };
+    let action = if breakglass {
+        Action::Breakglass
+    } else {
+        Action::Request
+    };
     let ctx = DecisionContext {
         duration: dur.as_secs(),
         reason: reason.to_string(),
@@ -112,7 +144,10 @@ pub async fn create(
     let provider = app.provider(&ent.provider)?;
     if let Err(e) = provider.check().await {
         app.metrics.provider_error(ent.provider.as_str());
-        return Err(ApiError { retry_after: Some(30), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()) });
+        return Err(ApiError {
+            retry_after: Some(30),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        });
     }
     let id = new_request_id();
     let auto = !breakglass && ent.approvals.count == 0;
@@ -122,14 +157,22 @@ pub async fn create(
         entitlement: ent.name.clone(),
         requester: who.name.clone(),
         reason: reason.to_string(),
-        state: if approved { RequestState::Approved } else { RequestState::Pending },
+        state: if approved {
+            RequestState::Approved
+        } else {
+            RequestState::Pending
+        },
         requested_duration: dur,
         not_before: approved.then_some(now),
         not_after: approved.then(|| now + dur.to_time()),
         breakglass,
         post_review_closed: false,
         reviews: vec![],
-        grant: grant(if approved { GrantPhase::Applying } else { GrantPhase::None }),
+        grant: grant(if approved {
+            GrantPhase::Applying
+        } else {
+            GrantPhase::None
+        }),
         created_at: now,
         updated_at: now,
     };
@@ -148,11 +191,17 @@ pub async fn create(
             json!({"breakglass": true, "entitlement": ent.name, "reason": reason, "not_after": request.not_after.map(fmt_time)}),
         ));
     } else if auto {
-        audit.push(AuditDraft::new("request.approved", "system", sub, json!({"auto": true})));
+        audit.push(AuditDraft::new(
+            "request.approved",
+            "system",
+            sub,
+            json!({"auto": true}),
+        ));
     }
     let lapses_at = now + ent.approval_timeout.to_time();
     let stored = request.clone();
-    app.db(move |s| s.create_request(&stored, lapses_at, &audit, now)).await?;
+    app.db(move |s| s.create_request(&stored, lapses_at, &audit, now))
+        .await?;
     if breakglass {
         tracing::warn!(
             target: "airlock::breakglass",
@@ -186,15 +235,24 @@ pub async fn review(
         .await?
         .ok_or_else(|| Error::not_found(format!("request `{id}`")))?;
     if current.requester == who.name {
-        return Err(Error::forbidden("you cannot review your own request; another reviewer must decide").into());
+        return Err(Error::forbidden(
+            "you cannot review your own request; another reviewer must decide",
+        )
+        .into());
     }
     let ent = entitlement_of(app, &current)?.clone();
     let now = app.now();
-    let review = Review { reviewer: who.name.clone(), decision, comment: comment.clone(), at: now };
+    let review = Review {
+        reviewer: who.name.clone(),
+        decision,
+        comment: comment.clone(),
+        at: now,
+    };
     let actor = who.name.to_string();
     let sub = subject(&id);
     if current.breakglass {
-        let may = ent.approvals.reviewers.is_empty() || ent.approvals.names_reviewer(who) || who.admin;
+        let may =
+            ent.approvals.reviewers.is_empty() || ent.approvals.names_reviewer(who) || who.admin;
         if !may {
             return Err(Error::forbidden(format!(
                 "only {} may close the post-incident review of `{}`",
@@ -237,7 +295,9 @@ pub async fn review(
     };
     let d = app.policy.decide(who, Action::Review, &ent, &ctx);
     if !d.allowed {
-        return Err(Error::forbidden(PolicyEngine::explain_refusal(Action::Review, &ent, &d)).into());
+        return Err(
+            Error::forbidden(PolicyEngine::explain_refusal(Action::Review, &ent, &d)).into(),
+        );
     }
     let who2 = who.clone();
     let r = app
@@ -286,7 +346,9 @@ pub async fn review(
         })
         .await?;
     if r.state == RequestState::Approved {
-        app.metrics.approval_latency.observe((now - r.created_at).as_seconds_f64());
+        app.metrics
+            .approval_latency
+            .observe((now - r.created_at).as_seconds_f64());
         app.wake.notify_one();
     }
     Ok(r)
@@ -299,11 +361,18 @@ pub async fn withdraw(app: &Arc<App>, who: &Principal, id: RequestId) -> Result<
     app.db(move |s| {
         s.update_request(&id, now, &mut |r| {
             if r.requester != actor {
-                return Err(Error::forbidden("only the requester can withdraw a request"));
+                return Err(Error::forbidden(
+                    "only the requester can withdraw a request",
+                ));
             }
             Ok(Change {
                 state: Some(r.state.apply(Transition::Withdraw)?),
-                audit: vec![AuditDraft::new("request.withdrawn", actor.as_str(), subject(&r.id), json!({}))],
+                audit: vec![AuditDraft::new(
+                    "request.withdrawn",
+                    actor.as_str(),
+                    subject(&r.id),
+                    json!({}),
+                )],
                 ..Change::default()
             })
         })
@@ -312,7 +381,12 @@ pub async fn withdraw(app: &Arc<App>, who: &Principal, id: RequestId) -> Result<
 }
 
 /// Ends an active grant early (requester, a named reviewer or an admin).
-pub async fn revoke(app: &Arc<App>, who: &Principal, id: RequestId, comment: Option<String>) -> Result<Request, ApiError> {
+pub async fn revoke(
+    app: &Arc<App>,
+    who: &Principal,
+    id: RequestId,
+    comment: Option<String>,
+) -> Result<Request, ApiError> {
     check_comment(&comment)?;
     let now = app.now();
     let who = who.clone();
@@ -321,7 +395,8 @@ pub async fn revoke(app: &Arc<App>, who: &Principal, id: RequestId, comment: Opt
         .db(move |s| {
             s.update_request(&id, now, &mut |r| {
                 let ent = entitlement_of(&app2, r)?;
-                let may = r.requester == who.name || who.admin || ent.approvals.names_reviewer(&who);
+                let may =
+                    r.requester == who.name || who.admin || ent.approvals.names_reviewer(&who);
                 if !may {
                     return Err(Error::forbidden(
                         "only the requester, a reviewer of this entitlement or an admin can revoke",
@@ -346,7 +421,11 @@ pub async fn revoke(app: &Arc<App>, who: &Principal, id: RequestId, comment: Opt
 }
 
 /// Credentials for an active grant; only the requester may read them.
-pub async fn credentials(app: &Arc<App>, who: &Principal, id: RequestId) -> Result<serde_json::Value, ApiError> {
+pub async fn credentials(
+    app: &Arc<App>,
+    who: &Principal,
+    id: RequestId,
+) -> Result<serde_json::Value, ApiError> {
     let lookup = id.clone();
     let r = app
         .db(move |s| s.get_request(&lookup))

@@ -5,7 +5,9 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-const BUCKETS: [f64; 12] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 300.0, 3600.0];
+const BUCKETS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 300.0, 3600.0,
+];
 
 /// A cumulative histogram with fixed buckets (seconds).
 #[derive(Default)]
@@ -23,7 +25,8 @@ impl Histogram {
             Some(i) => self.counts[i].fetch_add(1, Ordering::Relaxed),
             None => self.inf.fetch_add(1, Ordering::Relaxed),
         };
-        self.sum_micros.fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
     }
 
     fn render(&self, name: &str, help: &str, out: &mut String) {
@@ -35,7 +38,11 @@ impl Histogram {
         }
         cum += self.inf.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cum}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(out, "{name}_count {cum}");
     }
 }
@@ -66,7 +73,10 @@ impl Metrics {
     /// Renders everything; `states` are current request counts per state.
     pub fn render(&self, states: &[(String, u64)]) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP airlock_requests Requests by state.\n# TYPE airlock_requests gauge");
+        let _ = writeln!(
+            out,
+            "# HELP airlock_requests Requests by state.\n# TYPE airlock_requests gauge"
+        );
         for (s, n) in states {
             let _ = writeln!(out, "airlock_requests{{state=\"{s}\"}} {n}");
         }

@@ -31,7 +31,13 @@ struct Problem<'a> {
 impl ApiError {
     /// An error with a status and a message saying what to do.
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        ApiError { status, detail: detail.into(), current_state: None, field: None, retry_after: None }
+        ApiError {
+            status,
+            detail: detail.into(),
+            current_state: None,
+            field: None,
+            retry_after: None,
+        }
     }
     /// 401 with a hint.
     pub fn unauthorized(detail: impl Into<String>) -> Self {
@@ -40,7 +46,10 @@ impl ApiError {
     /// 500: details go to the log, not to the caller.
     pub fn internal(err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error; the server log has details")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; the server log has details",
+        )
     }
 }
 
@@ -50,14 +59,19 @@ impl From<airlock_core::Error> for ApiError {
         let detail = e.to_string();
         match e {
             E::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, detail),
-            E::Conflict { current_state, .. } => {
-                ApiError { current_state: Some(current_state), ..ApiError::new(StatusCode::CONFLICT, detail) }
-            }
+            E::Conflict { current_state, .. } => ApiError {
+                current_state: Some(current_state),
+                ..ApiError::new(StatusCode::CONFLICT, detail)
+            },
             E::Forbidden { .. } => ApiError::new(StatusCode::FORBIDDEN, detail),
-            E::Invalid { field, .. } => ApiError { field: Some(field), ..ApiError::new(StatusCode::BAD_REQUEST, detail) },
-            E::Unavailable { retry_after, .. } => {
-                ApiError { retry_after, ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, detail) }
-            }
+            E::Invalid { field, .. } => ApiError {
+                field: Some(field),
+                ..ApiError::new(StatusCode::BAD_REQUEST, detail)
+            },
+            E::Unavailable { retry_after, .. } => ApiError {
+                retry_after,
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, detail)
+            },
         }
     }
 }
@@ -67,10 +81,15 @@ impl From<airlock_store::StoreError> for ApiError {
         use airlock_store::StoreError as S;
         match e {
             S::Rejected(inner) => inner.into(),
-            S::Duplicate(what) => ApiError::new(StatusCode::CONFLICT, format!("{what} already exists")),
+            S::Duplicate(what) => {
+                ApiError::new(StatusCode::CONFLICT, format!("{what} already exists"))
+            }
             S::Unavailable(why) => ApiError {
                 retry_after: Some(5),
-                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {why}"))
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("database unavailable: {why}"),
+                )
             },
             S::Corrupt(why) => ApiError::internal(format!("corrupt store: {why}")),
         }
@@ -90,7 +109,10 @@ impl IntoResponse for ApiError {
         };
         let mut resp = (self.status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if self.status == StatusCode::UNAUTHORIZED {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

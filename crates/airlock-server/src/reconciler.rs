@@ -54,7 +54,10 @@ pub async fn run(app: Arc<App>) {
 pub async fn pass(app: &Arc<App>) -> usize {
     let now = app.now();
     let owner = app.replica_id.clone();
-    let claimed = match app.db(move |s| s.claim_work(now, &owner, LEASE, BATCH)).await {
+    let claimed = match app
+        .db(move |s| s.claim_work(now, &owner, LEASE, BATCH))
+        .await
+    {
         Ok(v) => v,
         Err(e) => {
             tracing::warn!(error = %e.detail, "reconciler could not claim work; retrying");
@@ -76,7 +79,9 @@ async fn process(app: Arc<App>, r: Request) {
     let result = match (r.state, r.grant.phase) {
         (RequestState::Pending, _) => lapse(&app, &r).await,
         (RequestState::Approved, GrantPhase::Applying) => apply(&app, &r).await,
-        (RequestState::Active, _) if r.not_after.is_some_and(|t| t <= now) => expire(&app, &r).await,
+        (RequestState::Active, _) if r.not_after.is_some_and(|t| t <= now) => {
+            expire(&app, &r).await
+        }
         (_, GrantPhase::Removing) => remove(&app, &r).await,
         _ => release(&app, &r).await,
     };
@@ -94,22 +99,15 @@ async fn update(
     let id = r.id.clone();
     let now = app.now();
     let mut decide = decide;
-    app.db(move |s| s.update_request(&id, now, &mut decide)).await.map_err(|e| e.detail)
+    app.db(move |s| s.update_request(&id, now, &mut decide))
+        .await
+        .map_err(|e| e.detail)
 }
 
 async fn release(app: &Arc<App>, r: &Request) -> Result<(), String> {
-    update(app, r, |_| Ok(Change { release_lease: true, ..Change::default() })).await.map(|_| ())
-}
-
-async fn lapse(app: &Arc<App>, r: &Request) -> Result<(), String> {
-    update(app, r, |cur| {
-        if cur.state != RequestState::Pending {
-            return Ok(Change { release_lease: true, ..Change::default() });
-        }
+    update(app, r, |_| {
         Ok(Change {
-            state: Some(cur.state.apply(Transition::Lapse)?),
             release_lease: true,
-            audit: vec![AuditDraft::new("request.lapsed", "system", subject(&cur.id), json!({}))],
             ..Change::default()
         })
     })
@@ -117,20 +115,63 @@ async fn lapse(app: &Arc<App>, r: &Request) -> Result<(), String> {
     .map(|_| ())
 }
 
-fn retry_status(cur: &GrantStatus, phase: GrantPhase, err: &str, now: OffsetDateTime) -> GrantStatus {
+async fn lapse(app: &Arc<App>, r: &Request) -> Result<(), String> {
+    update(app, r, |cur| {
+        if cur.state != RequestState::Pending {
+            return Ok(Change {
+                release_lease: true,
+                ..Change::default()
+            });
+        }
+        Ok(Change {
+            state: Some(cur.state.apply(Transition::Lapse)?),
+            release_lease: true,
+            audit: vec![AuditDraft::new(
+                "request.lapsed",
+                "system",
+                subject(&cur.id),
+                json!({}),
+            )],
+            ..Change::default()
+        })
+    })
+    .await
+    .map(|_| ())
+}
+
+fn retry_status(
+    cur: &GrantStatus,
+    phase: GrantPhase,
+    err: &str,
+    now: OffsetDateTime,
+) -> GrantStatus {
     let attempts = cur.attempts + 1;
-    GrantStatus { phase, attempts, last_error: Some(err.to_string()), next_attempt_at: Some(now + backoff(attempts)) }
+    GrantStatus {
+        phase,
+        attempts,
+        last_error: Some(err.to_string()),
+        next_attempt_at: Some(now + backoff(attempts)),
+    }
 }
 
 async fn apply(app: &Arc<App>, r: &Request) -> Result<(), String> {
     let spec = grant_spec(app, r).map_err(|e| e.to_string())?;
-    let ent = app.config.entitlement(r.entitlement.as_str()).map_err(|e| e.to_string())?;
+    let ent = app
+        .config
+        .entitlement(r.entitlement.as_str())
+        .map_err(|e| e.to_string())?;
     let provider = app.provider(&ent.provider).map_err(|e| e.detail)?;
     let pname = ent.provider.to_string();
     let outcome = if spec.not_after <= app.now() {
-        Err(("the grant window ended before it could be applied".to_string(), false))
+        Err((
+            "the grant window ended before it could be applied".to_string(),
+            false,
+        ))
     } else {
-        provider.apply(&spec).await.map_err(|e| (e.to_string(), e.is_retryable()))
+        provider
+            .apply(&spec)
+            .await
+            .map_err(|e| (e.to_string(), e.is_retryable()))
     };
     match outcome {
         Ok(()) => {
@@ -158,7 +199,9 @@ async fn apply(app: &Arc<App>, r: &Request) -> Result<(), String> {
             })
             .await?;
             if updated.state == RequestState::Active {
-                app.metrics.request_to_active.observe((app.now() - updated.created_at).as_seconds_f64());
+                app.metrics
+                    .request_to_active
+                    .observe((app.now() - updated.created_at).as_seconds_f64());
             }
             Ok(())
         }
@@ -168,9 +211,14 @@ async fn apply(app: &Arc<App>, r: &Request) -> Result<(), String> {
             let now = app.now();
             update(app, r, move |cur| {
                 if cur.state != RequestState::Approved || cur.grant.phase != GrantPhase::Applying {
-                    return Ok(Change { release_lease: true, ..Change::default() });
+                    return Ok(Change {
+                        release_lease: true,
+                        ..Change::default()
+                    });
                 }
-                let in_window = cur.not_after.is_some_and(|t| t > now + backoff(cur.grant.attempts + 1));
+                let in_window = cur
+                    .not_after
+                    .is_some_and(|t| t > now + backoff(cur.grant.attempts + 1));
                 if retryable && cur.grant.attempts + 1 < MAX_ATTEMPTS && in_window {
                     return Ok(Change {
                         grant: Some(retry_status(&cur.grant, GrantPhase::Applying, &err, now)),
@@ -181,9 +229,19 @@ async fn apply(app: &Arc<App>, r: &Request) -> Result<(), String> {
                 // Give up; remove whatever part of the grant may exist.
                 Ok(Change {
                     state: Some(cur.state.apply(Transition::Fail)?),
-                    grant: Some(GrantStatus { phase: GrantPhase::Removing, attempts: 0, last_error: Some(err.clone()), next_attempt_at: None }),
+                    grant: Some(GrantStatus {
+                        phase: GrantPhase::Removing,
+                        attempts: 0,
+                        last_error: Some(err.clone()),
+                        next_attempt_at: None,
+                    }),
                     release_lease: true,
-                    audit: vec![AuditDraft::new("grant.failed", "system", subject(&cur.id), json!({"error": err}))],
+                    audit: vec![AuditDraft::new(
+                        "grant.failed",
+                        "system",
+                        subject(&cur.id),
+                        json!({"error": err}),
+                    )],
                     ..Change::default()
                 })
             })
@@ -199,20 +257,38 @@ async fn expire(app: &Arc<App>, r: &Request) -> Result<(), String> {
     let updated = update(app, r, move |cur| {
         let due = cur.not_after.is_some_and(|t| t <= now);
         if cur.state != RequestState::Active || !due {
-            return Ok(Change { release_lease: true, ..Change::default() });
+            return Ok(Change {
+                release_lease: true,
+                ..Change::default()
+            });
         }
-        let lag = cur.not_after.map(|t| (now - t).whole_milliseconds()).unwrap_or(0);
+        let lag = cur
+            .not_after
+            .map(|t| (now - t).whole_milliseconds())
+            .unwrap_or(0);
         Ok(Change {
             state: Some(cur.state.apply(Transition::Expire)?),
-            grant: Some(GrantStatus { phase: GrantPhase::Removing, attempts: 0, last_error: None, next_attempt_at: None }),
-            audit: vec![AuditDraft::new("request.expired", "system", subject(&cur.id), json!({"lag_ms": lag}))],
+            grant: Some(GrantStatus {
+                phase: GrantPhase::Removing,
+                attempts: 0,
+                last_error: None,
+                next_attempt_at: None,
+            }),
+            audit: vec![AuditDraft::new(
+                "request.expired",
+                "system",
+                subject(&cur.id),
+                json!({"lag_ms": lag}),
+            )],
             ..Change::default()
         })
     })
     .await?;
     if updated.state == RequestState::Expired && updated.grant.phase == GrantPhase::Removing {
         if let Some(t) = updated.not_after {
-            app.metrics.reconciler_lag.observe((now - t).as_seconds_f64());
+            app.metrics
+                .reconciler_lag
+                .observe((now - t).as_seconds_f64());
         }
         remove(app, &updated).await
     } else {
@@ -222,17 +298,32 @@ async fn expire(app: &Arc<App>, r: &Request) -> Result<(), String> {
 
 async fn remove(app: &Arc<App>, r: &Request) -> Result<(), String> {
     let spec = grant_spec(app, r).map_err(|e| e.to_string())?;
-    let ent = app.config.entitlement(r.entitlement.as_str()).map_err(|e| e.to_string())?;
+    let ent = app
+        .config
+        .entitlement(r.entitlement.as_str())
+        .map_err(|e| e.to_string())?;
     let pname = ent.provider.to_string();
-    let result = app.provider(&ent.provider).map_err(|e| e.detail)?.remove(&spec).await;
+    let result = app
+        .provider(&ent.provider)
+        .map_err(|e| e.detail)?
+        .remove(&spec)
+        .await;
     let now = app.now();
     match result {
         Ok(()) => update(app, r, move |cur| {
             if cur.grant.phase != GrantPhase::Removing {
-                return Ok(Change { release_lease: true, ..Change::default() });
+                return Ok(Change {
+                    release_lease: true,
+                    ..Change::default()
+                });
             }
             Ok(Change {
-                grant: Some(GrantStatus { phase: GrantPhase::Removed, attempts: 0, last_error: None, next_attempt_at: None }),
+                grant: Some(GrantStatus {
+                    phase: GrantPhase::Removed,
+                    attempts: 0,
+                    last_error: None,
+                    next_attempt_at: None,
+                }),
                 release_lease: true,
                 audit: vec![AuditDraft::new(
                     "grant.removed",
@@ -295,19 +386,31 @@ pub async fn drift_once(app: &Arc<App>) -> Vec<String> {
             if backed {
                 continue;
             }
+            // Audit before effect: if the intent cannot be recorded, do not touch the account.
+            let subject = format!("provider:{name}");
+            let data = json!({"account": acct.account, "request": acct.request_id});
+            if let Err(e) = audit(
+                app,
+                AuditDraft::new("drift.detected", "system", subject.clone(), data.clone()),
+            )
+            .await
+            {
+                tracing::error!(error = %e, "could not audit drift; leaving the account alone");
+                continue;
+            }
             match provider.remove_account(&acct.account).await {
                 Ok(()) => {
-                    let draft = AuditDraft::new(
-                        "drift.removed",
-                        "system",
-                        format!("provider:{name}"),
-                        json!({"account": acct.account, "request": acct.request_id}),
-                    );
-                    let now = app.now();
-                    if let Err(e) = app.db(move |s| s.append_audit(&[draft], now)).await {
-                        tracing::error!(error = %e.detail, "could not audit drift removal");
+                    if let Err(e) = audit(
+                        app,
+                        AuditDraft::new("drift.removed", "system", subject, data),
+                    )
+                    .await
+                    {
+                        tracing::error!(error = %e, "could not audit drift removal");
                     }
-                    app.metrics.drift_removed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    app.metrics
+                        .drift_removed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(provider = %name, account = %acct.account, "removed access that no grant backs (drift)");
                     removed.push(acct.account);
                 }
@@ -319,4 +422,11 @@ pub async fn drift_once(app: &Arc<App>) -> Vec<String> {
         }
     }
     removed
+}
+
+async fn audit(app: &Arc<App>, draft: AuditDraft) -> Result<(), String> {
+    let now = app.now();
+    app.db(move |s| s.append_audit(&[draft], now))
+        .await
+        .map_err(|e| e.detail)
 }

@@ -20,7 +20,11 @@ impl Client {
             .timeout_connect(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
             .build();
-        Client { agent, addr: addr.trim_end_matches('/').to_string(), token }
+        Client {
+            agent,
+            addr: addr.trim_end_matches('/').to_string(),
+            token,
+        }
     }
 
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
@@ -47,7 +51,11 @@ impl Client {
                     .ok()
                     .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_string))
                     .unwrap_or(text);
-                let hint = if code == 401 && self.token.is_none() { " (set AIRLOCK_TOKEN)" } else { "" };
+                let hint = if code == 401 && self.token.is_none() {
+                    " (set AIRLOCK_TOKEN)"
+                } else {
+                    ""
+                };
                 Err(anyhow!("{detail}{hint} [HTTP {code}]"))
             }
             Err(ureq::Error::Transport(t)) => Err(anyhow!(

@@ -30,10 +30,19 @@ use serde_json::{json, Value};
 use client::Client;
 
 #[derive(Parser)]
-#[command(name = "airlock", version, about = "Zero Touch Production: just-in-time, approved, audited access")]
+#[command(
+    name = "airlock",
+    version,
+    about = "Zero Touch Production: just-in-time, approved, audited access"
+)]
 struct Cli {
     /// Server address.
-    #[arg(long, env = "AIRLOCK_ADDR", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "AIRLOCK_ADDR",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     addr: String,
     /// API token.
     #[arg(long, env = "AIRLOCK_TOKEN", hide_env_values = true, global = true)]
@@ -232,30 +241,70 @@ fn run(cli: Cli) -> Result<i32> {
     let out = cli.output;
     let client = || Client::new(&cli.addr, cli.token.clone());
     match cli.command {
-        Command::Serve { config, dev, data_dir, listen } => {
-            serve::serve(serve::ServeArgs { config, dev, data_dir, listen })?;
+        Command::Serve {
+            config,
+            dev,
+            data_dir,
+            listen,
+        } => {
+            serve::serve(serve::ServeArgs {
+                config,
+                dev,
+                data_dir,
+                listen,
+            })?;
         }
-        Command::Request { entitlement, duration, reason, wait } => {
+        Command::Request {
+            entitlement,
+            duration,
+            reason,
+            wait,
+        } => {
             let c = client();
-            let r = c.post("/api/v1/requests", &json!({"entitlement": entitlement, "duration": duration, "reason": reason}))?;
+            let r = c.post(
+                "/api/v1/requests",
+                &json!({"entitlement": entitlement, "duration": duration, "reason": reason}),
+            )?;
             return finish_request(&c, out, r, wait);
         }
-        Command::Breakglass { entitlement, duration, reason, wait } => {
+        Command::Breakglass {
+            entitlement,
+            duration,
+            reason,
+            wait,
+        } => {
             let c = client();
-            let r = c.post("/api/v1/breakglass", &json!({"entitlement": entitlement, "duration": duration, "reason": reason}))?;
-            eprintln!("BREAK-GLASS: this access is logged loudly and opens a post-incident review.");
+            let r = c.post(
+                "/api/v1/breakglass",
+                &json!({"entitlement": entitlement, "duration": duration, "reason": reason}),
+            )?;
+            eprintln!(
+                "BREAK-GLASS: this access is logged loudly and opens a post-incident review."
+            );
             return finish_request(&c, out, r, wait);
         }
-        Command::Review { id, approve, deny: _, comment } => {
+        Command::Review {
+            id,
+            approve,
+            deny: _,
+            comment,
+        } => {
             let decision = if approve { "approve" } else { "deny" };
-            let r = client().post(&format!("/api/v1/requests/{}/reviews", path_id(&id)?), &json!({"decision": decision, "comment": comment}))?;
+            let r = client().post(
+                &format!("/api/v1/requests/{}/reviews", path_id(&id)?),
+                &json!({"decision": decision, "comment": comment}),
+            )?;
             emit(out, &r, output::request_detail);
         }
         Command::Show { id } => {
             let r = client().get(&format!("/api/v1/requests/{}", path_id(&id)?))?;
             emit(out, &r, output::request_detail);
         }
-        Command::List { state, mine, to_review } => {
+        Command::List {
+            state,
+            mine,
+            to_review,
+        } => {
             let mut q = vec![];
             if let Some(s) = state {
                 if !s.bytes().all(|b| b.is_ascii_lowercase()) {
@@ -271,26 +320,52 @@ fn run(cli: Cli) -> Result<i32> {
             }
             let r = client().get(&format!("/api/v1/requests?{}", q.join("&")))?;
             emit(out, &r, |v| {
-                let rows: Vec<String> = v.as_array().map(|a| a.iter().map(output::request_line).collect()).unwrap_or_default();
-                if rows.is_empty() { "no requests".into() } else { rows.join("\n") }
+                let rows: Vec<String> = v
+                    .as_array()
+                    .map(|a| a.iter().map(output::request_line).collect())
+                    .unwrap_or_default();
+                if rows.is_empty() {
+                    "no requests".into()
+                } else {
+                    rows.join("\n")
+                }
             });
         }
         Command::Withdraw { id } => {
-            let r = client().post(&format!("/api/v1/requests/{}/withdraw", path_id(&id)?), &json!({}))?;
+            let r = client().post(
+                &format!("/api/v1/requests/{}/withdraw", path_id(&id)?),
+                &json!({}),
+            )?;
             emit(out, &r, output::request_line);
         }
         Command::Revoke { id, comment } => {
-            let r = client().post(&format!("/api/v1/requests/{}/revoke", path_id(&id)?), &json!({"comment": comment}))?;
+            let r = client().post(
+                &format!("/api/v1/requests/{}/revoke", path_id(&id)?),
+                &json!({"comment": comment}),
+            )?;
             emit(out, &r, output::request_line);
         }
         Command::Credentials { id } => {
             let r = client().get(&format!("/api/v1/requests/{}/credentials", path_id(&id)?))?;
             emit(out, &r, |v| {
-                let get = |k: &str| v.get(k).map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())).unwrap_or_default();
+                let get = |k: &str| {
+                    v.get(k)
+                        .map(|x| {
+                            x.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| x.to_string())
+                        })
+                        .unwrap_or_default()
+                };
                 if v.get("password").is_some() {
                     format!(
                         "PGPASSWORD='{}' psql -h {} -p {} -U {} {}\n# expires at {}",
-                        get("password"), get("host"), get("port"), get("username"), get("database"), get("expires_at")
+                        get("password"),
+                        get("host"),
+                        get("port"),
+                        get("username"),
+                        get("database"),
+                        get("expires_at")
                     )
                 } else {
                     serde_json::to_string_pretty(v).unwrap_or_default()
@@ -303,7 +378,14 @@ fn run(cli: Cli) -> Result<i32> {
                 v.as_array()
                     .map(|a| {
                         a.iter()
-                            .map(|e| format!("{:<28} max {:>6}s  {}", e["name"].as_str().unwrap_or(""), e["max_duration"], e["description"].as_str().unwrap_or("")))
+                            .map(|e| {
+                                format!(
+                                    "{:<28} max {:>6}s  {}",
+                                    e["name"].as_str().unwrap_or(""),
+                                    e["max_duration"],
+                                    e["description"].as_str().unwrap_or("")
+                                )
+                            })
                             .collect::<Vec<_>>()
                             .join("\n")
                     })
@@ -312,15 +394,35 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Command::Whoami => {
             let r = client().get("/api/v1/whoami")?;
-            emit(out, &r, |v| format!("{} groups={} admin={}", v["name"].as_str().unwrap_or(""), v["groups"], v["admin"]));
+            emit(out, &r, |v| {
+                format!(
+                    "{} groups={} admin={}",
+                    v["name"].as_str().unwrap_or(""),
+                    v["groups"],
+                    v["admin"]
+                )
+            });
         }
         Command::Audit { command } => return audit(out, &client, command),
-        Command::Policy { command: PolicyCommand::Test { file, config } } => {
+        Command::Policy {
+            command: PolicyCommand::Test { file, config },
+        } => {
             return offline::policy_test(out, &file, &config);
         }
-        Command::Token { command: TokenCommand::Create { user, groups, ttl, admin } } => {
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    user,
+                    groups,
+                    ttl,
+                    admin,
+                },
+        } => {
             let groups: Vec<String> = groups.into_iter().filter(|g| !g.is_empty()).collect();
-            let r = client().post("/api/v1/tokens", &json!({"user": user, "groups": groups, "ttl": ttl, "admin": admin}))?;
+            let r = client().post(
+                "/api/v1/tokens",
+                &json!({"user": user, "groups": groups, "ttl": ttl, "admin": admin}),
+            )?;
             emit(out, &r, |v| v["token"].as_str().unwrap_or("").to_string());
         }
     }
@@ -329,7 +431,10 @@ fn run(cli: Cli) -> Result<i32> {
 
 fn audit(out: Output, client: &dyn Fn() -> Client, command: AuditCommand) -> Result<i32> {
     match command {
-        AuditCommand::Verify { offline: true, config: Some(config) } => {
+        AuditCommand::Verify {
+            offline: true,
+            config: Some(config),
+        } => {
             let report = offline::verify(&config)?;
             let v = serde_json::to_value(&report)?;
             emit(out, &v, human_verify);
@@ -338,9 +443,17 @@ fn audit(out: Output, client: &dyn Fn() -> Client, command: AuditCommand) -> Res
         AuditCommand::Verify { .. } => {
             let v = client().get("/api/v1/audit/verify")?;
             emit(out, &v, human_verify);
-            Ok(if v["ok"].as_bool() == Some(true) { 0 } else { 1 })
+            Ok(if v["ok"].as_bool() == Some(true) {
+                0
+            } else {
+                1
+            })
         }
-        AuditCommand::Export { since, offline: true, config: Some(config) } => {
+        AuditCommand::Export {
+            since,
+            offline: true,
+            config: Some(config),
+        } => {
             offline::export(&config, since)?;
             Ok(0)
         }
@@ -360,9 +473,16 @@ fn audit(out: Output, client: &dyn Fn() -> Client, command: AuditCommand) -> Res
             }
             Ok(0)
         }
-        AuditCommand::Pubkey { offline: true, config: Some(config) } => {
+        AuditCommand::Pubkey {
+            offline: true,
+            config: Some(config),
+        } => {
             let key = offline::pubkey(&config)?;
-            emit(out, &json!({"algorithm": "ed25519", "public_key": key}), |v| v["public_key"].as_str().unwrap_or("").into());
+            emit(
+                out,
+                &json!({"algorithm": "ed25519", "public_key": key}),
+                |v| v["public_key"].as_str().unwrap_or("").into(),
+            );
             Ok(0)
         }
         AuditCommand::Pubkey { .. } => {
@@ -375,7 +495,10 @@ fn audit(out: Output, client: &dyn Fn() -> Client, command: AuditCommand) -> Res
 
 fn human_verify(v: &Value) -> String {
     if v["ok"].as_bool() == Some(true) {
-        format!("audit chain OK: {} events, {} signed checkpoints verified", v["events"], v["checkpoints_verified"])
+        format!(
+            "audit chain OK: {} events, {} signed checkpoints verified",
+            v["events"], v["checkpoints_verified"]
+        )
     } else {
         format!(
             "audit chain BROKEN at seq {}: {}",
@@ -401,7 +524,11 @@ fn finish_request(c: &Client, out: Output, r: Value, wait: bool) -> Result<i32> 
         match state.as_str() {
             "pending" | "approved" => {
                 if out == Output::Text {
-                    eprint!("\r{} {id} {state}, waiting {}s ", spinner[i % 4], started.elapsed().as_secs());
+                    eprint!(
+                        "\r{} {id} {state}, waiting {}s ",
+                        spinner[i % 4],
+                        started.elapsed().as_secs()
+                    );
                 }
                 i += 1;
                 std::thread::sleep(Duration::from_millis(500));

@@ -15,11 +15,18 @@ use serde::Deserialize;
 use crate::serve::resolve;
 use crate::Output;
 
-fn open_existing(config: &Path) -> Result<(crate::serve::Resolved, std::sync::Arc<dyn airlock_store::Store>)> {
+fn open_existing(
+    config: &Path,
+) -> Result<(
+    crate::serve::Resolved,
+    std::sync::Arc<dyn airlock_store::Store>,
+)> {
     let r = resolve(config, None)?;
     if let Some(path) = r.database_url.strip_prefix("sqlite://") {
         if !Path::new(path).exists() {
-            bail!("database {path} does not exist: nothing to verify (is the config the server's?)");
+            bail!(
+                "database {path} does not exist: nothing to verify (is the config the server's?)"
+            );
         }
     }
     let store = airlock_store::open(&r.database_url, None).map_err(|e| anyhow!("{e}"))?;
@@ -30,9 +37,13 @@ fn open_existing(config: &Path) -> Result<(crate::serve::Resolved, std::sync::Ar
 /// two threads so the check costs about as much as the slower of the two.
 pub fn verify(config: &Path) -> Result<VerifyReport> {
     let (r, store) = open_existing(config)?;
-    let key = airlock_server::keys::ServerKeys::load_public(&r.data_dir).map_err(|e| anyhow!("{e}"))?;
+    let key =
+        airlock_server::keys::ServerKeys::load_public(&r.data_dir).map_err(|e| anyhow!("{e}"))?;
     if key.is_none() {
-        eprintln!("warning: no signing key in {}; checkpoint signatures are not checked", r.data_dir.display());
+        eprintln!(
+            "warning: no signing key in {}; checkpoint signatures are not checked",
+            r.data_dir.display()
+        );
     }
     let checkpoints = store.audit_checkpoints().map_err(|e| anyhow!("{e}"))?;
     let head = store.audit_head().map_err(|e| anyhow!("{e}"))?;
@@ -71,7 +82,9 @@ pub fn verify(config: &Path) -> Result<VerifyReport> {
         let _ = tx.send(batch);
     }
     drop(tx);
-    let v = hasher.join().map_err(|_| anyhow!("verifier thread panicked"))?;
+    let v = hasher
+        .join()
+        .map_err(|_| anyhow!("verifier thread panicked"))?;
     Ok(v.finish(head))
 }
 
@@ -80,9 +93,13 @@ pub fn export(config: &Path, since: u64) -> Result<()> {
     let (_, store) = open_existing(config)?;
     let mut since = since;
     loop {
-        let page = store.audit_events(since, 5000).map_err(|e| anyhow!("{e}"))?;
+        let page = store
+            .audit_events(since, 5000)
+            .map_err(|e| anyhow!("{e}"))?;
         for e in &page {
-            let ev = e.to_event().ok_or_else(|| anyhow!("event {} does not decode", e.seq))?;
+            let ev = e
+                .to_event()
+                .ok_or_else(|| anyhow!("event {} does not decode", e.seq))?;
             say!("{}", serde_json::to_string(&ev)?);
         }
         match page.last() {
@@ -97,7 +114,12 @@ pub fn pubkey(config: &Path) -> Result<String> {
     let r = resolve(config, None)?;
     let key = airlock_server::keys::ServerKeys::load_public(&r.data_dir)
         .map_err(|e| anyhow!("{e}"))?
-        .ok_or_else(|| anyhow!("no signing key in {} (start the server once)", r.data_dir.display()))?;
+        .ok_or_else(|| {
+            anyhow!(
+                "no signing key in {} (start the server once)",
+                r.data_dir.display()
+            )
+        })?;
     Ok(hex_encode(&key.to_bytes()))
 }
 
@@ -142,22 +164,39 @@ struct CaseContext {
 /// Runs operator policy test cases; exit 1 on any mismatch.
 pub fn policy_test(out: Output, file: &Path, config: &Path) -> Result<i32> {
     let r = resolve(config, None)?;
-    let engine = PolicyEngine::new(&r.config, r.policy_text.as_deref()).map_err(|e| anyhow!("{e}"))?;
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let engine =
+        PolicyEngine::new(&r.config, r.policy_text.as_deref()).map_err(|e| anyhow!("{e}"))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let cases: Cases = toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
     let mut results = vec![];
     let mut failed = 0;
     for (i, c) in cases.cases.iter().enumerate() {
         let name = c.name.clone().unwrap_or_else(|| format!("case {}", i + 1));
-        let action = Action::parse(&c.action)
-            .ok_or_else(|| anyhow!("{name}: action `{}` is not request, review or breakglass", c.action))?;
-        let ent = r.config.entitlement(&c.entitlement).map_err(|e| anyhow!("{name}: {e}"))?;
+        let action = Action::parse(&c.action).ok_or_else(|| {
+            anyhow!(
+                "{name}: action `{}` is not request, review or breakglass",
+                c.action
+            )
+        })?;
+        let ent = r
+            .config
+            .entitlement(&c.entitlement)
+            .map_err(|e| anyhow!("{name}: {e}"))?;
         let user = UserName::parse(&c.principal).map_err(|e| anyhow!("{name}: {e}"))?;
-        let groups = c.groups.iter().map(|g| GroupName::parse(g)).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow!("{name}: {e}"))?;
+        let groups = c
+            .groups
+            .iter()
+            .map(|g| GroupName::parse(g))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow!("{name}: {e}"))?;
         let mut principal = r.config.principal(user, &groups, false);
         principal.mfa = c.context.mfa;
         let duration = match &c.context.duration {
-            Some(d) => d.parse::<Span>().map_err(|e| anyhow!("{name}: {e}"))?.as_secs(),
+            Some(d) => d
+                .parse::<Span>()
+                .map_err(|e| anyhow!("{name}: {e}"))?
+                .as_secs(),
             None => ent.max_duration.as_secs(),
         };
         let ctx = DecisionContext {
@@ -181,17 +220,27 @@ pub fn policy_test(out: Output, file: &Path, config: &Path) -> Result<i32> {
             ("name", serde_json::json!(name)),
             ("pass", serde_json::json!(pass)),
             ("expected", serde_json::json!(c.expect)),
-            ("got", serde_json::json!(if d.allowed { "allow" } else { "deny" })),
+            (
+                "got",
+                serde_json::json!(if d.allowed { "allow" } else { "deny" }),
+            ),
             ("policies", serde_json::json!(d.policies)),
         ]));
     }
-    let summary = serde_json::json!({"passed": results.len() - failed, "failed": failed, "cases": results});
+    let summary =
+        serde_json::json!({"passed": results.len() - failed, "failed": failed, "cases": results});
     match out {
         Output::Json => say!("{}", serde_json::to_string_pretty(&summary)?),
         Output::Text => {
             for c in &results {
                 let mark = if c["pass"] == true { "ok  " } else { "FAIL" };
-                say!("{mark} {} (expected {}, got {}; policies {})", c["name"].as_str().unwrap_or(""), c["expected"].as_str().unwrap_or(""), c["got"].as_str().unwrap_or(""), c["policies"]);
+                say!(
+                    "{mark} {} (expected {}, got {}; policies {})",
+                    c["name"].as_str().unwrap_or(""),
+                    c["expected"].as_str().unwrap_or(""),
+                    c["got"].as_str().unwrap_or(""),
+                    c["policies"]
+                );
             }
             say!("{} passed, {} failed", results.len() - failed, failed);
         }

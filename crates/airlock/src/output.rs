@@ -8,7 +8,11 @@ fn s<'a>(v: &'a Value, k: &str) -> &'a str {
 
 /// One line for a request.
 pub fn request_line(r: &Value) -> String {
-    let bg = if r.get("breakglass").and_then(Value::as_bool) == Some(true) { "  BREAK-GLASS" } else { "" };
+    let bg = if r.get("breakglass").and_then(Value::as_bool) == Some(true) {
+        "  BREAK-GLASS"
+    } else {
+        ""
+    };
     let until = match r.get("not_after").and_then(Value::as_str) {
         Some(t) => format!("  until {t}"),
         None => String::new(),
@@ -19,7 +23,9 @@ pub fn request_line(r: &Value) -> String {
         s(r, "state"),
         s(r, "entitlement"),
         s(r, "requester"),
-        r.get("requested_duration").and_then(Value::as_u64).unwrap_or(0)
+        r.get("requested_duration")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
     )
 }
 
@@ -34,7 +40,10 @@ pub fn request_detail(r: &Value) -> String {
                 s(v, "reviewer"),
                 s(v, "decision"),
                 s(v, "at"),
-                v.get("comment").and_then(Value::as_str).map(|c| format!(" — {c}")).unwrap_or_default()
+                v.get("comment")
+                    .and_then(Value::as_str)
+                    .map(|c| format!(" — {c}"))
+                    .unwrap_or_default()
             ));
         }
     }

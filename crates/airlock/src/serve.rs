@@ -32,13 +32,20 @@ fn relative_to(base: &Path, p: &str) -> PathBuf {
 pub fn resolve(config_path: &Path, data_dir_override: Option<&Path>) -> Result<Resolved> {
     let text = std::fs::read_to_string(config_path)
         .with_context(|| format!("cannot read config {}", config_path.display()))?;
-    let config = Config::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
-    let base = config_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let config =
+        Config::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
+    let base = config_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let base = base.canonicalize().unwrap_or_else(|_| base.to_path_buf());
     let policy_text = match &config.server.policy {
         Some(p) => {
             let path = relative_to(&base, p);
-            Some(std::fs::read_to_string(&path).with_context(|| format!("cannot read policy file {}", path.display()))?)
+            Some(
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read policy file {}", path.display()))?,
+            )
         }
         None => None,
     };
@@ -54,7 +61,12 @@ pub fn resolve(config_path: &Path, data_dir_override: Option<&Path>) -> Result<R
         },
         None => format!("sqlite://{}", data_dir.join("airlock.db").display()),
     };
-    Ok(Resolved { config, policy_text, data_dir, database_url })
+    Ok(Resolved {
+        config,
+        policy_text,
+        data_dir,
+        database_url,
+    })
 }
 
 /// Options of `airlock serve`.
@@ -68,8 +80,12 @@ pub struct ServeArgs {
 fn init_logging(dev: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("AIRLOCK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("AIRLOCK_LOG_FORMAT").map(|f| f == "json").unwrap_or(!dev);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let json = std::env::var("AIRLOCK_LOG_FORMAT")
+        .map(|f| f == "json")
+        .unwrap_or(!dev);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -82,18 +98,32 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let config_path = match (&args.config, args.dev) {
         (Some(p), _) => p.clone(),
         (None, true) => {
-            let dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(".airlock-dev"));
-            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
+            let dir = args
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(".airlock-dev"));
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create data dir {}", dir.display()))?;
             let path = dir.join("airlock.toml");
             if !path.exists() {
-                std::fs::write(&path, DEV_CONFIG).with_context(|| format!("cannot write {}", path.display()))?;
+                std::fs::write(&path, DEV_CONFIG)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
                 eprintln!("wrote example catalog to {}", path.display());
             }
             path
         }
-        (None, false) => bail!("give --config FILE (or --dev for a local SQLite setup with an example catalog)"),
+        (None, false) => {
+            bail!("give --config FILE (or --dev for a local SQLite setup with an example catalog)")
+        }
     };
-    let resolved = resolve(&config_path, if args.dev { None } else { args.data_dir.as_deref() })?;
+    let resolved = resolve(
+        &config_path,
+        if args.dev {
+            None
+        } else {
+            args.data_dir.as_deref()
+        },
+    )?;
     init_logging(args.dev);
 
     let mut admin_tokens = vec![];
@@ -108,14 +138,20 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     if let Some(t) = &dev_token {
         admin_tokens.push(airlock_server::auth::hash_token(t));
     }
-    let listen = args.listen.clone().unwrap_or_else(|| resolved.config.server.listen.clone());
+    let listen = args
+        .listen
+        .clone()
+        .unwrap_or_else(|| resolved.config.server.listen.clone());
     // Bind and open the store before the async runtime starts: the store
     // drivers are synchronous and must not block inside it.
-    let listener = std::net::TcpListener::bind(&listen).with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = std::net::TcpListener::bind(&listen)
+        .with_context(|| format!("cannot listen on {listen}"))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     // Unique per process: a restarted replica waits for its old leases to run out.
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
     let replica_id = format!("{host}:{addr}:{}", std::process::id());
     let app = airlock_server::App::new(airlock_server::ServeOptions {
         config: resolved.config,
@@ -128,7 +164,9 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     .map_err(|e| anyhow::anyhow!(e))?;
     say_ready(addr, dev_token.as_deref(), &resolved.data_dir);
     tracing::info!(addr = %addr, database = %redact(&resolved.database_url), "airlock serving");
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         airlock_server::app::run(Arc::clone(&app), listener, true, shutdown_signal()).await?;
@@ -166,7 +204,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

@@ -6,15 +6,22 @@ use crate::both_stores;
 use crate::kit::*;
 
 fn twelve_events(s: &Server) {
-    for user in ["u1", "u2", "carol", "u4", "u5", "u6", "u7", "u8", "u9", "u10", "u11", "u12"] {
+    for user in [
+        "u1", "u2", "carol", "u4", "u5", "u6", "u7", "u8", "u9", "u10", "u11", "u12",
+    ] {
         s.token(user);
     }
 }
 
 fn verify_offline(s: &Server) -> (i32, serde_json::Value) {
     let out = s.offline(&["audit", "verify", "--output", "json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {} {}", String::from_utf8_lossy(&out.stdout), stderr(&out)));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        )
+    });
     (out.status.code().unwrap_or(-1), v)
 }
 
@@ -23,7 +30,11 @@ fn tampered(db: Db, sql: &dyn Fn(&Server) -> String) -> serde_json::Value {
     twelve_events(&s);
     s.kill9();
     let (code, v) = verify_offline(&s);
-    assert_eq!((code, v["ok"].as_bool()), (0, Some(true)), "intact chain: {v}");
+    assert_eq!(
+        (code, v["ok"].as_bool()),
+        (0, Some(true)),
+        "intact chain: {v}"
+    );
     assert_eq!(v["events"], 12);
     assert_eq!(v["checkpoints_verified"], 2, "checkpoint_every = 5: {v}");
     s.store_sql(&sql(&s));
@@ -34,9 +45,11 @@ fn tampered(db: Db, sql: &dyn Fn(&Server) -> String) -> serde_json::Value {
 }
 
 both_stores!(an_edited_event_is_named, |db| {
-    let v = tampered(db, &|s| match s.db {
+    let v = tampered(db, &|s| {
+        match s.db {
         Db::Sqlite => "UPDATE audit_events SET body = CAST(replace(CAST(body AS TEXT), 'carol', 'mallo') AS BLOB) WHERE seq = 3".into(),
         Db::Postgres => "UPDATE audit_events SET body = convert_to(replace(convert_from(body, 'UTF8'), 'carol', 'mallo'), 'UTF8') WHERE seq = 3".into(),
+    }
     });
     assert_eq!(v["first_bad_seq"], 3, "{v}");
 });
@@ -55,7 +68,9 @@ both_stores!(reordered_events_are_named, |db| {
 
 both_stores!(truncation_is_caught_by_the_signed_checkpoint, |db| {
     // The attacker also rewinds the head row; the signed checkpoint at 10 remains.
-    let v = tampered(db, &|_| "DELETE FROM audit_events WHERE seq > 6; UPDATE audit_head SET seq = 6".into());
+    let v = tampered(db, &|_| {
+        "DELETE FROM audit_events WHERE seq > 6; UPDATE audit_head SET seq = 6".into()
+    });
     assert_eq!(v["first_bad_seq"], 7, "{v}");
 });
 
@@ -64,15 +79,29 @@ fn online_verify_and_export_agree_with_the_store() {
     let s = Server::start(Setup::new(Db::Sqlite));
     twelve_events(&s);
     let v = s.json(&s.admin, &["audit", "verify"]);
-    assert_eq!((v["ok"].as_bool(), v["events"].as_u64()), (Some(true), Some(12)));
+    assert_eq!(
+        (v["ok"].as_bool(), v["events"].as_u64()),
+        (Some(true), Some(12))
+    );
     let out = s.cli(&s.admin, &["audit", "export", "--since", "10"]);
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.iter().map(|e| e["seq"].as_u64().unwrap()).collect::<Vec<_>>(), [11, 12]);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [11, 12]
+    );
     for key in ["seq", "kind", "at", "actor", "subject", "data", "hash"] {
         assert!(lines[0].get(key).is_some(), "missing {key}");
     }
     let online = s.json(&s.admin, &["audit", "pubkey"]);
     let offline = s.offline(&["audit", "pubkey"]);
-    assert_eq!(String::from_utf8_lossy(&offline.stdout).trim(), online["public_key"].as_str().unwrap());
+    assert_eq!(
+        String::from_utf8_lossy(&offline.stdout).trim(),
+        online["public_key"].as_str().unwrap()
+    );
 }

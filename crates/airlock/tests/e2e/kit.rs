@@ -31,8 +31,16 @@ pub fn pg() -> postgres::Client {
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{prefix}{}{:x}{}", std::process::id() % 10000, t % 0xffffff, N.fetch_add(1, Ordering::Relaxed))
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}{}{:x}{}",
+        std::process::id() % 10000,
+        t % 0xffffff,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Host and port of AIRLOCK_TEST_PG_URL (for login checks).
@@ -50,16 +58,26 @@ pub fn pg_host_port() -> (String, u16) {
 pub fn login(user: &str, password: &str, database: &str) -> Result<(), String> {
     let (host, port) = pg_host_port();
     let mut c = postgres::Config::new();
-    c.host(&host).port(port).user(user).password(password).dbname(database);
+    c.host(&host)
+        .port(port)
+        .user(user)
+        .password(password)
+        .dbname(database);
     c.connect_timeout(Duration::from_secs(5));
     match c.connect(postgres::NoTls) {
-        Ok(mut client) => client.simple_query("SELECT 1").map(|_| ()).map_err(|e| e.to_string()),
+        Ok(mut client) => client
+            .simple_query("SELECT 1")
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     }
 }
 
 pub fn role_exists(name: &str) -> bool {
-    pg().query_one("SELECT count(*) FROM pg_roles WHERE rolname = $1", &[&name]).unwrap().get::<_, i64>(0) == 1
+    pg().query_one("SELECT count(*) FROM pg_roles WHERE rolname = $1", &[&name])
+        .unwrap()
+        .get::<_, i64>(0)
+        == 1
 }
 
 /// The entitlement role every test grants (created once, idempotently).
@@ -100,7 +118,13 @@ pub struct Setup {
 
 impl Setup {
     pub fn new(db: Db) -> Setup {
-        Setup { db, extra: String::new(), catalog: None, env: vec![], server_extra: String::new() }
+        Setup {
+            db,
+            extra: String::new(),
+            catalog: None,
+            env: vec![],
+            server_extra: String::new(),
+        }
     }
 }
 
@@ -167,7 +191,8 @@ impl Server {
             Db::Postgres => {
                 let schema = unique("s");
                 schema_name = Some(schema.clone());
-                pg().batch_execute(&format!("CREATE SCHEMA {schema}")).unwrap();
+                pg().batch_execute(&format!("CREATE SCHEMA {schema}"))
+                    .unwrap();
                 let sep = if pg_url().contains('?') { '&' } else { '?' };
                 format!("{}{sep}options=-csearch_path%3D{schema}", pg_url())
             }
@@ -221,7 +246,11 @@ impl Server {
 
     /// Starts (or restarts) the process and waits for its address.
     pub fn boot(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--config"])
             .arg(&self.config)
@@ -283,23 +312,37 @@ impl Server {
             String::from_utf8_lossy(&out.stderr),
             String::from_utf8_lossy(&out.stdout)
         );
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
     }
 
     /// A token for `user` created by the admin.
     pub fn token(&self, user: &str) -> String {
-        self.json(&self.admin, &["token", "create", "--user", user])["token"].as_str().unwrap().to_string()
+        self.json(&self.admin, &["token", "create", "--user", user])["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     /// Polls a request until `pred` holds (or panics after `secs`).
-    pub fn wait_for(&self, token: &str, id: &str, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_for(
+        &self,
+        token: &str,
+        id: &str,
+        secs: u64,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             let r = self.json(token, &["show", id]);
             if pred(&r) {
                 return r;
             }
-            assert!(Instant::now() < deadline, "timed out waiting on {id}: {r}\nlog: {}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting on {id}: {r}\nlog: {}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -317,8 +360,16 @@ impl Server {
     }
 
     /// Raw HTTP call (for bad-input tests).
-    pub fn http(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String, Value) {
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String, Value) {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .build();
         let mut req = agent.request(method, &format!("{}{path}", self.addr));
         if let Some(t) = token {
             req = req.set("Authorization", &format!("Bearer {t}"));
@@ -335,7 +386,11 @@ impl Server {
         let status = resp.status();
         let ctype = resp.content_type().to_string();
         let text = resp.into_string().unwrap_or_default();
-        (status, ctype, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            ctype,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub fn offline(&self, args: &[&str]) -> Output {
@@ -353,7 +408,11 @@ impl Server {
             }
             Db::Postgres => {
                 let mut c = pg();
-                c.batch_execute(&format!("SET search_path = {}; {sql}", self.schema.as_deref().unwrap())).unwrap();
+                c.batch_execute(&format!(
+                    "SET search_path = {}; {sql}",
+                    self.schema.as_deref().unwrap()
+                ))
+                .unwrap();
             }
         }
     }
@@ -371,7 +430,10 @@ impl Drop for Server {
         }
         // Remove roles this server's provider created (tests share one cluster).
         if let Ok(mut c) = postgres::Client::connect(&pg_url(), postgres::NoTls) {
-            if let Ok(rows) = c.query("SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)", &[&self.role_prefix]) {
+            if let Ok(rows) = c.query(
+                "SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)",
+                &[&self.role_prefix],
+            ) {
                 for r in rows {
                     let name: String = r.get(0);
                     let _ = c.batch_execute(&format!("DROP ROLE IF EXISTS \"{name}\""));

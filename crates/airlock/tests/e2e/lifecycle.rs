@@ -8,14 +8,28 @@ use crate::kit::*;
 both_stores!(full_lifecycle_ends_with_login_refused_after_expiry, |db| {
     let s = Server::start(Setup::new(db));
     let (alice, bob) = (s.token("alice"), s.token("bob"));
-    let r = s.json(&alice, &["request", "payments-db-write", "--for", "4s", "--reason", "INC-42 fix ledger"]);
+    let r = s.json(
+        &alice,
+        &[
+            "request",
+            "payments-db-write",
+            "--for",
+            "4s",
+            "--reason",
+            "INC-42 fix ledger",
+        ],
+    );
     let id = id_of(&r);
     assert_eq!(r["state"], "pending");
     assert_eq!(r["requested_duration"], 4);
 
     let own = s.cli(&alice, &["review", &id, "--approve"]);
     assert_eq!(own.status.code(), Some(1));
-    assert!(stderr(&own).contains("cannot review your own request"), "{}", stderr(&own));
+    assert!(
+        stderr(&own).contains("cannot review your own request"),
+        "{}",
+        stderr(&own)
+    );
 
     let r = s.json(&bob, &["review", &id, "--approve", "--comment", "ok"]);
     assert_eq!(r["reviews"][0]["reviewer"], "bob");
@@ -28,16 +42,36 @@ both_stores!(full_lifecycle_ends_with_login_refused_after_expiry, |db| {
     assert_eq!(user, format!("{}{id}", s.role_prefix));
     login(&user, &pw, creds["database"].as_str().unwrap()).expect("login works while active");
     let other = s.cli(&bob, &["credentials", &id]);
-    assert_eq!(other.status.code(), Some(1), "only the requester reads credentials");
+    assert_eq!(
+        other.status.code(),
+        Some(1),
+        "only the requester reads credentials"
+    );
 
-    let r = s.wait_for(&alice, &id, 10, |r| r["state"] == "expired" && r["grant"]["phase"] == "removed");
-    let not_after = time::OffsetDateTime::parse(r["not_after"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+    let r = s.wait_for(&alice, &id, 10, |r| {
+        r["state"] == "expired" && r["grant"]["phase"] == "removed"
+    });
+    let not_after = time::OffsetDateTime::parse(
+        r["not_after"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
     assert!(time::OffsetDateTime::now_utc() - not_after < time::Duration::seconds(3));
     assert!(!role_exists(&user));
     assert!(login(&user, &pw, "postgres").is_err());
 
     let kinds = s.audit_kinds(&format!("request:{id}"));
-    assert_eq!(kinds, ["request.created", "request.reviewed", "request.approved", "grant.applied", "request.expired", "grant.removed"]);
+    assert_eq!(
+        kinds,
+        [
+            "request.created",
+            "request.reviewed",
+            "request.approved",
+            "grant.applied",
+            "request.expired",
+            "grant.removed"
+        ]
+    );
     let v = s.json(&s.admin, &["audit", "verify"]);
     assert_eq!(v["ok"], true, "{v}");
 });
@@ -45,7 +79,17 @@ both_stores!(full_lifecycle_ends_with_login_refused_after_expiry, |db| {
 both_stores!(revoke_ends_access_now_and_only_for_allowed_people, |db| {
     let s = Server::start(Setup::new(db));
     let (alice, bob, carol) = (s.token("alice"), s.token("bob"), s.token("carol"));
-    let id = id_of(&s.json(&alice, &["request", "payments-db-write", "--for", "30m", "--reason", "CHG-7"]));
+    let id = id_of(&s.json(
+        &alice,
+        &[
+            "request",
+            "payments-db-write",
+            "--for",
+            "30m",
+            "--reason",
+            "CHG-7",
+        ],
+    ));
     s.json(&bob, &["review", &id, "--approve"]);
     s.wait_for(&alice, &id, 10, |r| r["state"] == "active");
     let user = format!("{}{id}", s.role_prefix);
@@ -60,20 +104,51 @@ both_stores!(revoke_ends_access_now_and_only_for_allowed_people, |db| {
     s.wait_for(&alice, &id, 10, |r| r["grant"]["phase"] == "removed");
     assert!(!role_exists(&user));
     let again = s.cli(&alice, &["revoke", &id]);
-    assert!(stderr(&again).contains("current state: revoked"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("current state: revoked"),
+        "{}",
+        stderr(&again)
+    );
 });
 
 both_stores!(deny_withdraw_and_lapse_end_pending_requests, |db| {
     let s = Server::start(Setup::new(db));
     let (alice, bob, carol) = (s.token("alice"), s.token("bob"), s.token("carol"));
 
-    let id = id_of(&s.json(&alice, &["request", "payments-db-write", "--for", "5m", "--reason", "INC-1"]));
-    let r = s.json(&bob, &["review", &id, "--deny", "--comment", "use the runbook"]);
+    let id = id_of(&s.json(
+        &alice,
+        &[
+            "request",
+            "payments-db-write",
+            "--for",
+            "5m",
+            "--reason",
+            "INC-1",
+        ],
+    ));
+    let r = s.json(
+        &bob,
+        &["review", &id, "--deny", "--comment", "use the runbook"],
+    );
     assert_eq!(r["state"], "denied");
 
-    let id = id_of(&s.json(&alice, &["request", "payments-db-write", "--for", "5m", "--reason", "INC-2"]));
+    let id = id_of(&s.json(
+        &alice,
+        &[
+            "request",
+            "payments-db-write",
+            "--for",
+            "5m",
+            "--reason",
+            "INC-2",
+        ],
+    ));
     let out = s.cli(&bob, &["withdraw", &id]);
-    assert!(stderr(&out).contains("only the requester"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("only the requester"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(s.json(&alice, &["withdraw", &id])["state"], "withdrawn");
 
     // Two of M: carol's approval alone is not enough; then the window (2s) lapses.
@@ -81,11 +156,18 @@ both_stores!(deny_withdraw_and_lapse_end_pending_requests, |db| {
     let r = s.json(&carol, &["review", &id, "--approve"]);
     assert_eq!(r["state"], "pending");
     let again = s.cli(&carol, &["review", &id, "--approve"]);
-    assert!(stderr(&again).contains("already reviewed"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("already reviewed"),
+        "{}",
+        stderr(&again)
+    );
     s.wait_for(&alice, &id, 10, |r| r["state"] == "lapsed");
 
     let kinds = s.audit_kinds(&format!("request:{id}"));
-    assert_eq!(kinds, ["request.created", "request.reviewed", "request.lapsed"]);
+    assert_eq!(
+        kinds,
+        ["request.created", "request.reviewed", "request.lapsed"]
+    );
     let queue = s.json(&bob, &["list", "--to-review"]);
     assert_eq!(queue.as_array().unwrap().len(), 0);
 });
@@ -102,51 +184,130 @@ both_stores!(two_of_m_approves_after_second_distinct_reviewer, |db| {
     s.wait_for(&alice, &id, 10, |r| r["state"] == "active");
 });
 
-both_stores!(breakglass_is_active_at_once_loud_and_reviewed_by_someone_else, |db| {
-    let s = Server::start(Setup::new(db));
-    let (alice, bob) = (s.token("alice"), s.token("bob"));
-    let no_reason = s.cli(&alice, &["breakglass", "payments-breakglass", "--for", "5m", "--reason", ""]);
-    assert_eq!(no_reason.status.code(), Some(1));
-    assert!(stderr(&no_reason).contains("reason"), "{}", stderr(&no_reason));
-    let wrong = s.cli(&alice, &["request", "payments-breakglass", "--for", "5m", "--reason", "x"]);
-    assert!(stderr(&wrong).contains("airlock breakglass"), "{}", stderr(&wrong));
+both_stores!(
+    breakglass_is_active_at_once_loud_and_reviewed_by_someone_else,
+    |db| {
+        let s = Server::start(Setup::new(db));
+        let (alice, bob) = (s.token("alice"), s.token("bob"));
+        let no_reason = s.cli(
+            &alice,
+            &[
+                "breakglass",
+                "payments-breakglass",
+                "--for",
+                "5m",
+                "--reason",
+                "",
+            ],
+        );
+        assert_eq!(no_reason.status.code(), Some(1));
+        assert!(
+            stderr(&no_reason).contains("reason"),
+            "{}",
+            stderr(&no_reason)
+        );
+        let wrong = s.cli(
+            &alice,
+            &[
+                "request",
+                "payments-breakglass",
+                "--for",
+                "5m",
+                "--reason",
+                "x",
+            ],
+        );
+        assert!(
+            stderr(&wrong).contains("airlock breakglass"),
+            "{}",
+            stderr(&wrong)
+        );
 
-    let r = s.json(&alice, &["breakglass", "payments-breakglass", "--for", "5m", "--reason", "db on fire", "--wait"]);
-    assert_eq!(r["state"], "active");
-    assert_eq!(r["breakglass"], true);
-    assert_eq!(r["post_review_closed"], false);
-    let id = id_of(&r);
-    let kinds = s.audit_kinds(&format!("request:{id}"));
-    assert_eq!(kinds, ["request.created", "breakglass.activated", "grant.applied"]);
-    assert!(s.log_text().contains("BREAK-GLASS"), "loud log line expected");
+        let r = s.json(
+            &alice,
+            &[
+                "breakglass",
+                "payments-breakglass",
+                "--for",
+                "5m",
+                "--reason",
+                "db on fire",
+                "--wait",
+            ],
+        );
+        assert_eq!(r["state"], "active");
+        assert_eq!(r["breakglass"], true);
+        assert_eq!(r["post_review_closed"], false);
+        let id = id_of(&r);
+        let kinds = s.audit_kinds(&format!("request:{id}"));
+        assert_eq!(
+            kinds,
+            ["request.created", "breakglass.activated", "grant.applied"]
+        );
+        assert!(
+            s.log_text().contains("BREAK-GLASS"),
+            "loud log line expected"
+        );
 
-    let own = s.cli(&alice, &["review", &id, "--approve"]);
-    assert_eq!(own.status.code(), Some(1));
-    let r = s.json(&bob, &["review", &id, "--approve", "--comment", "justified"]);
-    assert_eq!(r["post_review_closed"], true);
-    assert_eq!(r["state"], "active", "closing the review does not end the grant");
-    let twice = s.cli(&bob, &["review", &id, "--approve"]);
-    assert!(stderr(&twice).contains("already closed"), "{}", stderr(&twice));
-});
+        let own = s.cli(&alice, &["review", &id, "--approve"]);
+        assert_eq!(own.status.code(), Some(1));
+        let r = s.json(
+            &bob,
+            &["review", &id, "--approve", "--comment", "justified"],
+        );
+        assert_eq!(r["post_review_closed"], true);
+        assert_eq!(
+            r["state"], "active",
+            "closing the review does not end the grant"
+        );
+        let twice = s.cli(&bob, &["review", &id, "--approve"]);
+        assert!(
+            stderr(&twice).contains("already closed"),
+            "{}",
+            stderr(&twice)
+        );
+    }
+);
 
 both_stores!(drift_outside_airlock_is_removed_and_audited, |db| {
     let s = Server::start(Setup::new(db));
     let alice = s.token("alice");
     let bob = s.token("bob");
-    let id = id_of(&s.json(&alice, &["request", "payments-db-write", "--for", "10m", "--reason", "INC-3"]));
+    let id = id_of(&s.json(
+        &alice,
+        &[
+            "request",
+            "payments-db-write",
+            "--for",
+            "10m",
+            "--reason",
+            "INC-3",
+        ],
+    ));
     s.json(&bob, &["review", &id, "--approve"]);
     s.wait_for(&alice, &id, 10, |r| r["state"] == "active");
     let rogue = format!("{}zzzzzzzzzzzzzzzz", s.role_prefix);
     let odd = format!("{}not-an-id", s.role_prefix);
-    pg().batch_execute(&format!("CREATE ROLE {rogue} LOGIN; CREATE ROLE \"{odd}\"")).unwrap();
+    pg().batch_execute(&format!("CREATE ROLE {rogue} LOGIN; CREATE ROLE \"{odd}\""))
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while role_exists(&rogue) || role_exists(&odd) {
-        assert!(std::time::Instant::now() < deadline, "drift not removed; log: {}", s.log_text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "drift not removed; log: {}",
+            s.log_text()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(role_exists(&format!("{}{id}", s.role_prefix)), "a backed grant is kept");
+    assert!(
+        role_exists(&format!("{}{id}", s.role_prefix)),
+        "a backed grant is kept"
+    );
     let drift = s.audit_kinds("provider:pg-main");
-    assert!(drift.iter().filter(|k| *k == "drift.removed").count() >= 2, "{drift:?}");
+    assert!(
+        drift.iter().filter(|k| *k == "drift.removed").count() >= 2,
+        "{drift:?}"
+    );
 });
 
 #[test]
@@ -157,15 +318,35 @@ fn two_replicas_on_one_postgres_store_apply_each_grant_once() {
     let mut ids = vec![];
     for i in 0..6 {
         let s = if i % 2 == 0 { &a } else { &b };
-        let id = id_of(&s.json(&alice, &["request", "payments-db-write", "--for", "3s", "--reason", "INC-9"]));
+        let id = id_of(&s.json(
+            &alice,
+            &[
+                "request",
+                "payments-db-write",
+                "--for",
+                "3s",
+                "--reason",
+                "INC-9",
+            ],
+        ));
         s.json(&bob, &["review", &id, "--approve"]);
         ids.push(id);
     }
     for id in &ids {
-        a.wait_for(&alice, id, 20, |r| r["state"] == "expired" && r["grant"]["phase"] == "removed");
+        a.wait_for(&alice, id, 20, |r| {
+            r["state"] == "expired" && r["grant"]["phase"] == "removed"
+        });
         let kinds = a.audit_kinds(&format!("request:{id}"));
-        assert_eq!(kinds.iter().filter(|k| *k == "grant.applied").count(), 1, "{kinds:?}");
-        assert_eq!(kinds.iter().filter(|k| *k == "request.expired").count(), 1, "{kinds:?}");
+        assert_eq!(
+            kinds.iter().filter(|k| *k == "grant.applied").count(),
+            1,
+            "{kinds:?}"
+        );
+        assert_eq!(
+            kinds.iter().filter(|k| *k == "request.expired").count(),
+            1,
+            "{kinds:?}"
+        );
     }
     assert_eq!(a.json(&a.admin, &["audit", "verify"])["ok"], true);
 }

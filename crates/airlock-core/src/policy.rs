@@ -14,8 +14,9 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
-    EntityUid, PolicySet, Request as CedarRequest, RestrictedExpression,
+    ActionConstraint, Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId,
+    EntityTypeName, EntityUid, Policy, PolicySet, Request as CedarRequest, ResourceConstraint,
+    RestrictedExpression,
 };
 
 use crate::config::{Config, Entitlement};
@@ -25,7 +26,7 @@ const BUILTIN: &str = r#"@id("airlock-catalog")
 permit(principal, action, resource) when { context.catalog_allows };"#;
 
 /// What is being decided.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Ask for an entitlement.
     Request,
@@ -86,8 +87,64 @@ pub struct PolicyError(String);
 /// Compiled policies plus prebuilt catalog entities.
 pub struct PolicyEngine {
     policies: PolicySet,
+    /// Policies whose scope can match, per action and (for policies naming
+    /// one entitlement) per entitlement: a policy whose scope cannot match
+    /// never changes Cedar's answer, so skipping it keeps decisions fast.
+    scoped: HashMap<(Action, Option<String>), PolicySet>,
     authorizer: Authorizer,
     entitlement_entities: HashMap<String, Entity>,
+}
+
+const ACTIONS: [Action; 3] = [Action::Request, Action::Review, Action::Breakglass];
+
+fn action_may_match(p: &Policy, action: &EntityUid) -> bool {
+    match p.action_constraint() {
+        ActionConstraint::Any => true,
+        ActionConstraint::Eq(a) => &a == action,
+        ActionConstraint::In(list) => list.contains(action),
+    }
+}
+
+/// The entitlement a policy is pinned to with `resource == Entitlement::"x"`, if any.
+fn pinned_entitlement(p: &Policy) -> Option<String> {
+    match p.resource_constraint() {
+        ResourceConstraint::Eq(uid) if uid.type_name().to_string() == "Entitlement" => {
+            Some(uid.id().unescaped().to_string())
+        }
+        _ => None,
+    }
+}
+
+fn index(all: &PolicySet) -> Result<HashMap<(Action, Option<String>), PolicySet>, PolicyError> {
+    let mut scoped = HashMap::new();
+    for action in ACTIONS {
+        let a_uid = uid("Action", action.as_str());
+        let matching: Vec<&Policy> = all
+            .policies()
+            .filter(|p| action_may_match(p, &a_uid))
+            .collect();
+        let generic: Vec<Policy> = matching
+            .iter()
+            .filter(|p| pinned_entitlement(p).is_none())
+            .map(|p| (*p).clone())
+            .collect();
+        let mut pinned: HashMap<String, Vec<Policy>> = HashMap::new();
+        for p in &matching {
+            if let Some(e) = pinned_entitlement(p) {
+                pinned.entry(e).or_default().push((*p).clone());
+            }
+        }
+        let build =
+            |ps: Vec<Policy>| PolicySet::from_policies(ps).map_err(|e| PolicyError(e.to_string()));
+        scoped.insert((action, None), build(generic.clone())?);
+        for (e, ps) in pinned {
+            scoped.insert(
+                (action, Some(e)),
+                build(generic.iter().cloned().chain(ps).collect())?,
+            );
+        }
+    }
+    Ok(scoped)
 }
 
 fn uid(ty: &str, id: &str) -> EntityUid {
@@ -135,8 +192,10 @@ impl PolicyEngine {
             .values()
             .map(|e| (e.name.to_string(), entitlement_entity(e)))
             .collect();
+        let scoped = index(&policies)?;
         Ok(PolicyEngine {
             policies,
+            scoped,
             authorizer: Authorizer::new(),
             entitlement_entities,
         })
@@ -271,15 +330,17 @@ impl PolicyEngine {
                     }
                 }
             };
-        let resp = self
-            .authorizer
-            .is_authorized(&request, &self.policies, &entities);
+        let set = self
+            .scoped
+            .get(&(action, Some(e.name.to_string())))
+            .or_else(|| self.scoped.get(&(action, None)))
+            .unwrap_or(&self.policies);
+        let resp = self.authorizer.is_authorized(&request, set, &entities);
         let policies = resp
             .diagnostics()
             .reason()
             .map(|id| {
-                self.policies
-                    .policy(id)
+                set.policy(id)
                     .and_then(|p| p.annotation("id").map(str::to_string))
                     .unwrap_or_else(|| id.to_string())
             })
@@ -406,6 +467,47 @@ forbid(principal, action == Action::"request", resource) when { context.duration
         assert!(!eng.decide(&bob, Action::Review, e, &ctx("bob")).allowed);
         let carol = c.principal(UserName::parse("carol").unwrap(), &[], false);
         assert!(!eng.decide(&carol, Action::Review, e, &ctx("alice")).allowed);
+    }
+
+    #[test]
+    fn policies_pinned_to_an_entitlement_or_action_apply_only_there() {
+        let text = CONF.replace("[[entitlement]]\nname = \"pay\"", "[[entitlement]]\nname = \"other\"\nprovider = \"pg\"\nrole = \"r\"\nmax_duration = \"1h\"\napprovals = { count = 1, reviewers = [\"payments-eng\"] }\n\n[[entitlement]]\nname = \"pay\"");
+        let c = Config::parse(&text).unwrap();
+        let eng = PolicyEngine::new(
+            &c,
+            Some(
+                r#"@id("pay-frozen")
+forbid(principal, action == Action::"request", resource == Entitlement::"pay");
+@id("no-reviews-at-night")
+forbid(principal, action in [Action::"review"], resource) when { context.hour < 6 };"#,
+            ),
+        )
+        .unwrap();
+        let alice = c.principal(UserName::parse("alice").unwrap(), &[], false);
+        let bob = c.principal(UserName::parse("bob").unwrap(), &[], false);
+        let day = DecisionContext {
+            hour: 12,
+            requester: Some("alice".into()),
+            ..Default::default()
+        };
+        let night = DecisionContext {
+            hour: 3,
+            requester: Some("alice".into()),
+            ..Default::default()
+        };
+        let pay = c.entitlement("pay").unwrap();
+        let other = c.entitlement("other").unwrap();
+        let d = eng.decide(&alice, Action::Request, pay, &day);
+        assert_eq!(
+            (d.allowed, d.policies.clone()),
+            (false, vec!["pay-frozen".to_string()])
+        );
+        assert!(eng.decide(&alice, Action::Request, other, &day).allowed);
+        assert!(
+            eng.decide(&bob, Action::Review, pay, &day).allowed,
+            "request-only forbid does not touch reviews"
+        );
+        assert!(!eng.decide(&bob, Action::Review, other, &night).allowed);
     }
 
     #[test]

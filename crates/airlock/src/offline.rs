@@ -47,38 +47,51 @@ pub fn verify(config: &Path) -> Result<VerifyReport> {
     }
     let checkpoints = store.audit_checkpoints().map_err(|e| anyhow!("{e}"))?;
     let head = store.audit_head().map_err(|e| anyhow!("{e}"))?;
-    const BATCH: usize = 4096;
-    type Batch = Vec<(u64, Vec<u8>, [u8; 32])>;
-    let (tx, rx) = mpsc::sync_channel::<Batch>(8);
+    // Events travel to the hashing thread in batches packed into one buffer,
+    // so reading a million events costs no million allocations.
+    #[derive(Default)]
+    struct Batch {
+        seqs: Vec<u64>,
+        hashes: Vec<[u8; 32]>,
+        ends: Vec<usize>,
+        bodies: Vec<u8>,
+    }
+    const BATCH: usize = 8192;
+    let (tx, rx) = mpsc::sync_channel::<Batch>(4);
     let hasher = std::thread::spawn(move || {
         let mut v = ChainVerifier::new(key, checkpoints);
-        for batch in rx {
-            for (seq, body, hash) in batch {
-                v.feed(seq, &body, &hash);
+        for b in rx {
+            let mut start = 0;
+            for i in 0..b.seqs.len() {
+                v.feed(b.seqs[i], &b.bodies[start..b.ends[i]], &b.hashes[i]);
+                start = b.ends[i];
             }
         }
         v
     });
-    let mut batch: Batch = Vec::with_capacity(BATCH);
+    let mut batch = Batch::default();
     let mut send_failed = false;
     store
         .audit_scan(&mut |seq, body, hash| {
             let mut h = [0u8; 32];
             if hash.len() == 32 {
                 h.copy_from_slice(hash);
+            } else {
+                // A hash of the wrong length can never match; keep one that fails.
+                h[0] = 1;
             }
-            batch.push((seq, body.to_vec(), h));
-            if batch.len() == BATCH {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                if tx.send(full).is_err() {
-                    send_failed = true;
-                    return false;
-                }
+            batch.seqs.push(seq);
+            batch.hashes.push(h);
+            batch.bodies.extend_from_slice(body);
+            batch.ends.push(batch.bodies.len());
+            if batch.seqs.len() == BATCH && tx.send(std::mem::take(&mut batch)).is_err() {
+                send_failed = true;
+                return false;
             }
             true
         })
         .map_err(|e| anyhow!("{e}"))?;
-    if !batch.is_empty() && !send_failed {
+    if !batch.seqs.is_empty() && !send_failed {
         let _ = tx.send(batch);
     }
     drop(tx);

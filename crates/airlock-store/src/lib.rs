@@ -1,0 +1,191 @@
+//! Storage behind one trait. `SqliteStore` (default, embedded) and `PgStore`
+//! (several replicas on one database) are the only places that know SQL; no
+//! other crate can tell which one runs. Every state change is written together
+//! with its audit events in one transaction, and the audit chain head is
+//! serialised inside that transaction.
+
+use std::sync::Arc;
+
+use airlock_core::audit_chain::{AuditDraft, Checkpoint, CheckpointSigner, SealedEvent};
+use airlock_core::request::{GrantStatus, Request, RequestId, RequestState, Review};
+use airlock_core::{GroupName, UserName};
+use time::OffsetDateTime;
+
+mod codec;
+pub mod conformance;
+mod pg;
+mod sqlite;
+
+pub use pg::PgStore;
+pub use sqlite::SqliteStore;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The change was refused by the domain rules (the closure given to `update_request`).
+    #[error(transparent)]
+    Rejected(#[from] airlock_core::Error),
+    /// A row with this key exists already.
+    #[error("{0} already exists")]
+    Duplicate(String),
+    /// The database cannot be reached or failed; retrying may help.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data does not decode: a bug or a manual edit.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Result alias for store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A change to one request, decided by domain code while the row is locked.
+/// An empty change writes nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    /// New lifecycle state.
+    pub state: Option<RequestState>,
+    /// A review to append.
+    pub review: Option<Review>,
+    /// The grant window `(not_before, not_after)`.
+    pub window: Option<(OffsetDateTime, OffsetDateTime)>,
+    /// New provider-side status.
+    pub grant: Option<GrantStatus>,
+    /// Close (or reopen) a break-glass post-incident review.
+    pub post_review_closed: Option<bool>,
+    /// Drop the reconciler's lease on this request.
+    pub release_lease: bool,
+    /// Audit events recorded in the same transaction, in order.
+    pub audit: Vec<AuditDraft>,
+}
+
+impl Change {
+    /// Whether the change writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.state.is_none()
+            && self.review.is_none()
+            && self.window.is_none()
+            && self.grant.is_none()
+            && self.post_review_closed.is_none()
+            && !self.release_lease
+            && self.audit.is_empty()
+    }
+}
+
+/// Filters for listing requests; all set fields must hold.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFilter {
+    pub state: Option<RequestState>,
+    pub requester: Option<UserName>,
+    /// Only requests for these entitlements (used for reviewer queues).
+    pub entitlements: Option<Vec<String>>,
+    /// Newest first, at most this many (capped at 1000).
+    pub limit: u32,
+}
+
+/// A stored API token (only the SHA-256 of the secret is kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// SHA-256 of the token secret.
+    pub hash: [u8; 32],
+    pub user: UserName,
+    pub groups: Vec<GroupName>,
+    pub admin: bool,
+    pub created_by: String,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub revoked: bool,
+}
+
+/// The storage boundary. Implementations are synchronous; async callers use
+/// `spawn_blocking`.
+pub trait Store: Send + Sync {
+    /// Stores a new request and its audit events atomically.
+    fn create_request(
+        &self,
+        request: &Request,
+        lapses_at: OffsetDateTime,
+        audit: &[AuditDraft],
+        now: OffsetDateTime,
+    ) -> StoreResult<()>;
+
+    /// One request with its reviews.
+    fn get_request(&self, id: &RequestId) -> StoreResult<Option<Request>>;
+
+    /// Requests matching `filter`, newest first.
+    fn list_requests(&self, filter: &RequestFilter) -> StoreResult<Vec<Request>>;
+
+    /// Locks the request, lets `decide` look at it and return a change, and
+    /// writes the change and its audit events in the same transaction. A
+    /// rejection from `decide` writes nothing and is returned as `Rejected`.
+    fn update_request(
+        &self,
+        id: &RequestId,
+        now: OffsetDateTime,
+        decide: &mut dyn FnMut(&Request) -> Result<Change, airlock_core::Error>,
+    ) -> StoreResult<Request>;
+
+    /// Claims up to `limit` requests that need background work now and are not
+    /// leased by someone else: approved+applying (apply), active past
+    /// `not_after` (expire), removing (remove), pending past their approval
+    /// window (lapse). Claimed rows are leased to `owner` until `now + lease`.
+    fn claim_work(
+        &self,
+        now: OffsetDateTime,
+        owner: &str,
+        lease: time::Duration,
+        limit: u32,
+    ) -> StoreResult<Vec<Request>>;
+
+    /// Earliest time some request will need background work (for sleeping).
+    fn next_due(&self) -> StoreResult<Option<OffsetDateTime>>;
+
+    /// Appends audit events that are not tied to a request change (drift, tokens).
+    fn append_audit(&self, audit: &[AuditDraft], now: OffsetDateTime) -> StoreResult<()>;
+
+    /// Events with `seq > since`, oldest first, at most `limit`.
+    fn audit_events(&self, since: u64, limit: u32) -> StoreResult<Vec<SealedEvent>>;
+
+    /// Streams every event in sequence order to `visit` (`seq, body, hash`);
+    /// stops early when `visit` returns false.
+    // The closure type is the contract; a named alias would only hide it.
+    #[allow(clippy::type_complexity)]
+    fn audit_scan(&self, visit: &mut dyn FnMut(u64, &[u8], &[u8]) -> bool) -> StoreResult<()>;
+
+    /// All signed checkpoints.
+    fn audit_checkpoints(&self) -> StoreResult<Vec<Checkpoint>>;
+
+    /// The chain head's sequence number as the store records it.
+    fn audit_head(&self) -> StoreResult<Option<u64>>;
+
+    /// Stores a token and its audit event atomically.
+    fn insert_token(
+        &self,
+        token: &TokenRecord,
+        audit: &AuditDraft,
+        now: OffsetDateTime,
+    ) -> StoreResult<()>;
+
+    /// Looks a token up by the hash of its secret.
+    fn find_token(&self, hash: &[u8; 32]) -> StoreResult<Option<TokenRecord>>;
+
+    /// Request counts per state (for metrics).
+    fn count_by_state(&self) -> StoreResult<Vec<(RequestState, u64)>>;
+
+    /// Cheap liveness check of the database.
+    fn ping(&self) -> StoreResult<()>;
+}
+
+/// Opens the store named by `url` (`sqlite://PATH` or `postgres://...`) and migrates it.
+pub fn open(url: &str, signer: Option<CheckpointSigner>) -> StoreResult<Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(Arc::new(SqliteStore::open(path, signer)?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::open(url, signer)?))
+    } else {
+        Err(StoreError::Unavailable(format!(
+            "database URL must start with sqlite:// or postgres:// (got `{}`)",
+            url.split(':').next().unwrap_or("")
+        )))
+    }
+}

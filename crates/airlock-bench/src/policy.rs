@@ -99,7 +99,7 @@ fn principal(i: usize) -> Principal {
         groups,
         email: Some(format!("user{i}@example.com")),
         admin: false,
-        mfa: i % 2 == 0,
+        mfa: i.is_multiple_of(2),
     }
 }
 

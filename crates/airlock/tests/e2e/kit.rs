@@ -439,6 +439,9 @@ impl Drop for Server {
                     let _ = c.batch_execute(&format!("DROP ROLE IF EXISTS \"{name}\""));
                 }
             }
+            if let Some(schema) = &self.schema {
+                let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
+            }
         }
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);

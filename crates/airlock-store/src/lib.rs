@@ -60,6 +60,24 @@ pub struct Change {
 }
 
 impl Change {
+    /// Applies the row fields of this change to `r` (reviews, lease and audit
+    /// are written separately by each store).
+    pub fn apply_to(&self, r: &mut Request) {
+        if let Some(state) = self.state {
+            r.state = state;
+        }
+        if let Some((nb, na)) = self.window {
+            r.not_before = Some(nb);
+            r.not_after = Some(na);
+        }
+        if let Some(grant) = &self.grant {
+            r.grant = grant.clone();
+        }
+        if let Some(closed) = self.post_review_closed {
+            r.post_review_closed = closed;
+        }
+    }
+
     /// Whether the change writes nothing.
     pub fn is_empty(&self) -> bool {
         self.state.is_none()

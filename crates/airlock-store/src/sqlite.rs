@@ -427,19 +427,7 @@ impl Store for SqliteStore {
             return Ok(current);
         }
         let mut next = current;
-        if let Some(state) = change.state {
-            next.state = state;
-        }
-        if let Some((nb, na)) = change.window {
-            next.not_before = Some(nb);
-            next.not_after = Some(na);
-        }
-        if let Some(grant) = change.grant {
-            next.grant = grant;
-        }
-        if let Some(closed) = change.post_review_closed {
-            next.post_review_closed = closed;
-        }
+        change.apply_to(&mut next);
         tx.prepare_cached(
             "UPDATE requests SET state = ?2, not_before = ?3, not_after = ?4, post_review_closed = ?5, \
              grant_phase = ?6, grant_attempts = ?7, grant_last_error = ?8, grant_next_attempt_at = ?9, updated_at = ?10, \

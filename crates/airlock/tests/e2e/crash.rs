@@ -76,19 +76,7 @@ both_stores!(
 fn grant_ends_at_not_after_even_if_server_is_down() {
     let mut s = Server::start(Setup::new(Db::Sqlite));
     let (alice, bob) = (s.token("alice"), s.token("bob"));
-    let id = id_of(&s.json(
-        &alice,
-        &[
-            "request",
-            "payments-db-write",
-            "--for",
-            "3s",
-            "--reason",
-            "INC-5",
-        ],
-    ));
-    s.json(&bob, &["review", &id, "--approve"]);
-    s.wait_for(&alice, &id, 10, |r| r["state"] == "active");
+    let id = s.active_grant(&alice, &bob, "3s", "INC-5");
     let c = s.json(&alice, &["credentials", &id]);
     let (user, pw) = (
         c["username"].as_str().unwrap().to_string(),

@@ -324,6 +324,32 @@ impl Server {
             .to_string()
     }
 
+    /// Requests `payments-db-write`, has `reviewer` approve it and waits until
+    /// the grant is active; returns the request id.
+    pub fn active_grant(
+        &self,
+        requester: &str,
+        reviewer: &str,
+        duration: &str,
+        reason: &str,
+    ) -> String {
+        let r = self.json(
+            requester,
+            &[
+                "request",
+                "payments-db-write",
+                "--for",
+                duration,
+                "--reason",
+                reason,
+            ],
+        );
+        let id = id_of(&r);
+        self.json(reviewer, &["review", &id, "--approve"]);
+        self.wait_for(requester, &id, 10, |r| r["state"] == "active");
+        id
+    }
+
     /// Polls a request until `pred` holds (or panics after `secs`).
     pub fn wait_for(
         &self,

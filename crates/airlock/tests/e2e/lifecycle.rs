@@ -79,19 +79,7 @@ both_stores!(full_lifecycle_ends_with_login_refused_after_expiry, |db| {
 both_stores!(revoke_ends_access_now_and_only_for_allowed_people, |db| {
     let s = Server::start(Setup::new(db));
     let (alice, bob, carol) = (s.token("alice"), s.token("bob"), s.token("carol"));
-    let id = id_of(&s.json(
-        &alice,
-        &[
-            "request",
-            "payments-db-write",
-            "--for",
-            "30m",
-            "--reason",
-            "CHG-7",
-        ],
-    ));
-    s.json(&bob, &["review", &id, "--approve"]);
-    s.wait_for(&alice, &id, 10, |r| r["state"] == "active");
+    let id = s.active_grant(&alice, &bob, "30m", "CHG-7");
     let user = format!("{}{id}", s.role_prefix);
     assert!(role_exists(&user));
 
@@ -273,19 +261,7 @@ both_stores!(drift_outside_airlock_is_removed_and_audited, |db| {
     let s = Server::start(Setup::new(db));
     let alice = s.token("alice");
     let bob = s.token("bob");
-    let id = id_of(&s.json(
-        &alice,
-        &[
-            "request",
-            "payments-db-write",
-            "--for",
-            "10m",
-            "--reason",
-            "INC-3",
-        ],
-    ));
-    s.json(&bob, &["review", &id, "--approve"]);
-    s.wait_for(&alice, &id, 10, |r| r["state"] == "active");
+    let id = s.active_grant(&alice, &bob, "10m", "INC-3");
     let rogue = format!("{}zzzzzzzzzzzzzzzz", s.role_prefix);
     let odd = format!("{}not-an-id", s.role_prefix);
     pg().batch_execute(&format!("CREATE ROLE {rogue} LOGIN; CREATE ROLE \"{odd}\""))

@@ -65,6 +65,7 @@ impl Server {
             config,
             policy_text: None,
             data_dir: data_dir.to_path_buf(),
+            config_dir: data_dir.to_path_buf(),
             database_url: database_url.to_string(),
             admin_token_hashes: vec![airlock_server::auth::hash_token(&admin_token)],
             replica_id: "airlock-bench".into(),

@@ -51,9 +51,7 @@ async fn measure(ctx: &Ctx, prefix: &str, ent_role: &str) -> Result<(f64, f64)> 
             kind: "postgres".into(),
             url: Some(ctx.pg_url.clone()),
             role_prefix: Some(prefix.into()),
-            connection_limit: None,
-            public_host: None,
-            public_port: None,
+            ..Default::default()
         },
     )
     .map_err(|e| anyhow!(e))?;
@@ -81,7 +79,9 @@ async fn provider_pairs(p: &PostgresProvider, ent_role: &str, n: usize) -> Resul
             request_id: request_id(),
             requester: UserName::parse("alice")?,
             email: None,
+            entitlement: airlock_core::EntitlementName::parse("bench")?,
             role: Some(ent_role.into()),
+            target: Default::default(),
             not_after: OffsetDateTime::now_utc() + time::Duration::hours(1),
             secret,
         };

@@ -107,25 +107,183 @@ pub struct GroupEntry {
 }
 
 /// `[providers.NAME]`: one provider instance. Keys not meaningful for `kind`
-/// are refused at validation.
-#[derive(Deserialize, Debug, Clone)]
+/// are refused at validation (see [`PROVIDER_KEYS`]).
+#[derive(Deserialize, Debug, Clone, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
-    /// Which adapter: `postgres`.
+    /// Which adapter: one of [`PROVIDER_KINDS`].
     pub kind: String,
-    /// Connection URL (postgres).
+    /// Connection URL (postgres, mysql).
     pub url: Option<String>,
     /// Prefix of the accounts airlock creates and owns (drift removal only touches these).
     pub role_prefix: Option<String>,
-    /// Per-grant connection limit (postgres).
+    /// Per-grant connection limit (postgres, mysql).
     pub connection_limit: Option<u32>,
-    /// Host/port shown to users in credentials when they differ from `url`.
+    /// Host shown to users in credentials when it differs from `url`.
     pub public_host: Option<String>,
+    /// Port shown to users in credentials when it differs from `url`.
     pub public_port: Option<u16>,
+    /// ssh: OpenSSH private key file of the CA, relative to the config; generated (Ed25519) if missing.
+    pub ca_key: Option<String>,
+    /// kubernetes: kubeconfig file, relative to the config; absent = in-cluster service account.
+    pub kubeconfig: Option<String>,
+    /// kubernetes: prefix of the User subject name (e.g. `oidc:`), matching the API server's `--oidc-username-prefix`.
+    pub user_prefix: Option<String>,
+    /// gcp-iam: `projects/ID`, `folders/ID` or `organizations/ID`.
+    pub resource: Option<String>,
+    /// gcp-iam: service account key file, relative to the config; absent = the metadata server.
+    pub credentials: Option<String>,
+    /// gcp-iam: API base URL (default `https://cloudresourcemanager.googleapis.com`).
+    pub endpoint: Option<String>,
+    /// command: argv run to apply a grant (placeholders substitute inside one element).
+    pub grant: Option<Vec<String>>,
+    /// command: argv run to remove a grant.
+    pub revoke: Option<Vec<String>>,
+    /// command: argv that prints managed accounts as JSON lines.
+    pub list: Option<Vec<String>>,
+    /// command: how long one program may run (default 30s).
+    pub timeout: Option<Span>,
+}
+
+impl ProviderConfig {
+    /// Names of the keys set in this table (besides `kind`).
+    pub fn keys_set(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let mut add = |set: bool, key: &'static str| {
+            if set {
+                keys.push(key)
+            }
+        };
+        add(self.url.is_some(), "url");
+        add(self.role_prefix.is_some(), "role_prefix");
+        add(self.connection_limit.is_some(), "connection_limit");
+        add(self.public_host.is_some(), "public_host");
+        add(self.public_port.is_some(), "public_port");
+        add(self.ca_key.is_some(), "ca_key");
+        add(self.kubeconfig.is_some(), "kubeconfig");
+        add(self.user_prefix.is_some(), "user_prefix");
+        add(self.resource.is_some(), "resource");
+        add(self.credentials.is_some(), "credentials");
+        add(self.endpoint.is_some(), "endpoint");
+        add(self.grant.is_some(), "grant");
+        add(self.revoke.is_some(), "revoke");
+        add(self.list.is_some(), "list");
+        add(self.timeout.is_some(), "timeout");
+        keys
+    }
 }
 
 /// Provider kinds this build knows.
-pub const PROVIDER_KINDS: &[&str] = &["postgres"];
+pub const PROVIDER_KINDS: &[&str] = &[
+    "postgres",
+    "mysql",
+    "ssh",
+    "kubernetes",
+    "gcp-iam",
+    "command",
+];
+
+/// Which `[providers.NAME]` keys each kind accepts, and which it requires.
+pub const PROVIDER_KEYS: &[(&str, &[&str], &[&str])] = &[
+    (
+        "postgres",
+        &[
+            "url",
+            "role_prefix",
+            "connection_limit",
+            "public_host",
+            "public_port",
+        ],
+        &["url"],
+    ),
+    (
+        "mysql",
+        &[
+            "url",
+            "role_prefix",
+            "connection_limit",
+            "public_host",
+            "public_port",
+        ],
+        &["url"],
+    ),
+    ("ssh", &["ca_key"], &["ca_key"]),
+    ("kubernetes", &["kubeconfig", "user_prefix"], &[]),
+    (
+        "gcp-iam",
+        &["resource", "credentials", "endpoint"],
+        &["resource"],
+    ),
+    (
+        "command",
+        &["grant", "revoke", "list", "timeout"],
+        &["grant", "revoke"],
+    ),
+];
+
+/// Which `[[entitlement]]` target keys each provider kind accepts, and which it requires.
+pub const ENTITLEMENT_KEYS: &[(&str, &[&str], &[&str])] = &[
+    ("postgres", &["role"], &["role"]),
+    ("mysql", &["role"], &["role"]),
+    (
+        "ssh",
+        &[
+            "principals",
+            "extensions",
+            "source_address",
+            "force_command",
+        ],
+        &["principals"],
+    ),
+    (
+        "kubernetes",
+        &["cluster_role", "namespace"],
+        &["cluster_role"],
+    ),
+    ("gcp-iam", &["role"], &["role"]),
+    ("command", &["role"], &[]),
+];
+
+/// The provider-specific part of an entitlement: what exactly is granted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntitlementTarget {
+    /// postgres/mysql: existing role; gcp-iam: IAM role (`roles/...`); command: `{role}`.
+    pub role: Option<String>,
+    /// ssh: certificate principals (remote login names).
+    pub principals: Vec<String>,
+    /// ssh: certificate extensions (default `permit-pty`).
+    pub extensions: Vec<String>,
+    /// ssh: `source-address` critical option (comma-separated CIDR list).
+    pub source_address: Option<String>,
+    /// ssh: `force-command` critical option.
+    pub force_command: Option<String>,
+    /// kubernetes: the ClusterRole to bind.
+    pub cluster_role: Option<String>,
+    /// kubernetes: namespace of the RoleBinding; absent = a ClusterRoleBinding.
+    pub namespace: Option<String>,
+}
+
+impl EntitlementTarget {
+    fn keys_set(&self, extensions_given: bool) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let mut add = |set: bool, key: &'static str| {
+            if set {
+                keys.push(key)
+            }
+        };
+        add(self.role.is_some(), "role");
+        add(!self.principals.is_empty(), "principals");
+        add(extensions_given, "extensions");
+        add(self.source_address.is_some(), "source_address");
+        add(self.force_command.is_some(), "force_command");
+        add(self.cluster_role.is_some(), "cluster_role");
+        add(self.namespace.is_some(), "namespace");
+        keys
+    }
+}
+
+/// Default SSH certificate extensions when an entitlement lists none.
+pub const DEFAULT_SSH_EXTENSIONS: &[&str] = &["permit-pty"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -151,6 +309,12 @@ struct RawEntitlement {
     description: String,
     provider: ProviderName,
     role: Option<String>,
+    principals: Option<Vec<String>>,
+    extensions: Option<Vec<String>>,
+    source_address: Option<String>,
+    force_command: Option<String>,
+    cluster_role: Option<String>,
+    namespace: Option<String>,
     max_duration: Span,
     approvals: Option<RawApprovals>,
     reason: Option<RawReason>,
@@ -217,8 +381,10 @@ pub struct Entitlement {
     pub name: EntitlementName,
     pub description: String,
     pub provider: ProviderName,
-    /// Provider role to grant (postgres: an existing role).
+    /// Provider role to grant (postgres/mysql: an existing role; gcp-iam: `roles/...`).
     pub role: Option<String>,
+    /// What exactly the provider grants (role, SSH principals, ClusterRole, ...).
+    pub target: EntitlementTarget,
     pub max_duration: Span,
     pub approvals: ApprovalRule,
     pub reason: ReasonRule,
@@ -274,12 +440,22 @@ impl Config {
                     e.provider
                 ))
             })?;
-            if provider.kind == "postgres" && e.role.is_none() {
-                return Err(invalid(format!(
-                    "{ctx}: provider `{}` is postgres, so `role` is required",
-                    e.provider
-                )));
-            }
+            let extensions_given = e.extensions.is_some();
+            let target = EntitlementTarget {
+                role: e.role.clone(),
+                principals: e.principals.unwrap_or_default(),
+                extensions: e.extensions.unwrap_or_else(|| {
+                    DEFAULT_SSH_EXTENSIONS
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect()
+                }),
+                source_address: e.source_address,
+                force_command: e.force_command,
+                cluster_role: e.cluster_role,
+                namespace: e.namespace,
+            };
+            validate_target(&ctx, &e.provider, &provider.kind, &target, extensions_given)?;
             let approvals = match (e.approvals, e.breakglass) {
                 (Some(a), _) => {
                     if a.count > 0 && a.reviewers.is_empty() {
@@ -318,6 +494,7 @@ impl Config {
                 description: e.description,
                 provider: e.provider,
                 role: e.role,
+                target,
                 max_duration: e.max_duration,
                 approvals,
                 reason: ReasonRule {
@@ -376,21 +553,78 @@ impl Config {
     }
 }
 
+fn kind_keys(
+    table: &'static [(
+        &'static str,
+        &'static [&'static str],
+        &'static [&'static str],
+    )],
+    kind: &str,
+) -> Option<(&'static [&'static str], &'static [&'static str])> {
+    table
+        .iter()
+        .find(|(k, _, _)| *k == kind)
+        .map(|(_, allowed, required)| (*allowed, *required))
+}
+
 fn validate_provider(name: &str, p: &ProviderConfig) -> Result<(), ConfigError> {
     let ctx = format!("[providers.{name}]");
-    match p.kind.as_str() {
-        "postgres" => {
-            if p.url.is_none() {
-                return Err(invalid(format!(
-                    "{ctx}: kind postgres needs `url = \"postgres://user@host:5432/db\"`"
-                )));
+    let Some((allowed, required)) = kind_keys(PROVIDER_KEYS, &p.kind) else {
+        return Err(invalid(format!(
+            "{ctx}: unknown kind `{}` (known: {})",
+            p.kind,
+            PROVIDER_KINDS.join(", ")
+        )));
+    };
+    let set = p.keys_set();
+    if let Some(key) = set.iter().find(|k| !allowed.contains(k)) {
+        return Err(invalid(format!(
+            "{ctx}: `{key}` does not apply to kind {} (it takes: {})",
+            p.kind,
+            allowed.join(", ")
+        )));
+    }
+    if let Some(key) = required.iter().find(|k| !set.contains(k)) {
+        let example = match (p.kind.as_str(), *key) {
+            ("postgres", _) => " = \"postgres://user@host:5432/db\"",
+            ("mysql", _) => " = \"mysql://user:password@host:3306/\"",
+            ("ssh", _) => " = \"ssh_ca\" (an OpenSSH private key file; generated if missing)",
+            ("gcp-iam", _) => " = \"projects/PROJECT_ID\"",
+            ("command", _) => " = [\"/path/prog\", \"{principal}\", \"{role}\", \"{not_after}\"]",
+            _ => "",
+        };
+        return Err(invalid(format!(
+            "{ctx}: kind {} needs `{key}`{example}",
+            p.kind
+        )));
+    }
+    if p.kind == "command" {
+        for (key, argv) in [
+            ("grant", &p.grant),
+            ("revoke", &p.revoke),
+            ("list", &p.list),
+        ] {
+            if let Some(argv) = argv {
+                match argv.first() {
+                    Some(prog) if prog.starts_with('/') => {}
+                    _ => {
+                        return Err(invalid(format!(
+                            "{ctx}: `{key}` must start with an absolute program path (no shell is used)"
+                        )))
+                    }
+                }
             }
         }
-        other => {
+    }
+    if p.kind == "gcp-iam" {
+        let r = p.resource.as_deref().unwrap_or_default();
+        let ok = ["projects/", "folders/", "organizations/"]
+            .iter()
+            .any(|pre| r.strip_prefix(pre).is_some_and(|id| is_resource_id(id)));
+        if !ok {
             return Err(invalid(format!(
-                "{ctx}: unknown kind `{other}` (known: {})",
-                PROVIDER_KINDS.join(", ")
-            )))
+                "{ctx}: resource `{r}` must be projects/ID, folders/ID or organizations/ID"
+            )));
         }
     }
     if let Some(prefix) = &p.role_prefix {
@@ -403,6 +637,110 @@ fn validate_provider(name: &str, p: &ProviderConfig) -> Result<(), ConfigError> 
             return Err(invalid(format!(
                 "{ctx}: role_prefix must be 1-24 of a-z 0-9 _"
             )));
+        }
+    }
+    Ok(())
+}
+
+fn is_resource_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.' || b == b':')
+}
+
+/// Names the provider can put in a statement or an API path: letters, digits, `_ - . : /`.
+fn is_plain_name(s: &str, extra: &[u8]) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || extra.contains(&b))
+}
+
+fn validate_target(
+    ctx: &str,
+    provider: &ProviderName,
+    kind: &str,
+    t: &EntitlementTarget,
+    extensions_given: bool,
+) -> Result<(), ConfigError> {
+    let (allowed, required) = kind_keys(ENTITLEMENT_KEYS, kind).unwrap_or((&[], &[]));
+    let set = t.keys_set(extensions_given);
+    if let Some(key) = set.iter().find(|k| !allowed.contains(k)) {
+        return Err(invalid(format!(
+            "{ctx}: `{key}` does not apply to provider `{provider}` (kind {kind}; it takes: {})",
+            allowed.join(", ")
+        )));
+    }
+    if let Some(key) = required.iter().find(|k| !set.contains(k)) {
+        return Err(invalid(format!(
+            "{ctx}: provider `{provider}` is {kind}, so `{key}` is required"
+        )));
+    }
+    if let Some(role) = &t.role {
+        let ok = match kind {
+            // Quoted as an identifier by the provider, but keep names boring.
+            "postgres" | "mysql" => is_plain_name(role, b"") && role.len() <= 63,
+            "gcp-iam" => {
+                role.starts_with("roles/")
+                    || (role.starts_with("projects/") || role.starts_with("organizations/"))
+                        && role.contains("/roles/")
+            }
+            _ => !role.is_empty() && role.len() <= 253 && !role.chars().any(|c| c.is_control()),
+        } && is_plain_name(role, b"./");
+        if !ok {
+            let hint = match kind {
+                "gcp-iam" => "an IAM role such as roles/spanner.databaseUser",
+                "postgres" | "mysql" => "1-63 of letters, digits, _ and -",
+                _ => "letters, digits, _ - . /",
+            };
+            return Err(invalid(format!(
+                "{ctx}: role `{role}` is not valid: {hint}"
+            )));
+        }
+    }
+    for p in &t.principals {
+        if !is_plain_name(p, b".@") || p.len() > 64 {
+            return Err(invalid(format!(
+                "{ctx}: principal `{p}` is not a valid login name (letters, digits, _ - . @)"
+            )));
+        }
+    }
+    for x in &t.extensions {
+        if !is_plain_name(x, b".@") {
+            return Err(invalid(format!("{ctx}: extension `{x}` is not valid")));
+        }
+    }
+    if let Some(fc) = &t.force_command {
+        if fc.is_empty() || fc.contains('\0') || fc.contains('\n') {
+            return Err(invalid(format!(
+                "{ctx}: force_command must be one non-empty line"
+            )));
+        }
+    }
+    if let Some(sa) = &t.source_address {
+        if !is_plain_name(sa, b".:/,") {
+            return Err(invalid(format!(
+                "{ctx}: source_address `{sa}` must be a comma-separated list of addresses/CIDRs"
+            )));
+        }
+    }
+    for (key, v) in [
+        ("cluster_role", &t.cluster_role),
+        ("namespace", &t.namespace),
+    ] {
+        if let Some(v) = v {
+            // DNS-1123 subdomain (ClusterRole) / label (namespace); ':' appears in system roles.
+            let ok = v.len() <= if key == "namespace" { 63 } else { 253 }
+                && is_plain_name(v, if key == "namespace" { b"" } else { b".:" })
+                && !v.contains('_')
+                && (key != "namespace" || v.bytes().all(|b| !b.is_ascii_uppercase()));
+            if !ok {
+                return Err(invalid(format!(
+                    "{ctx}: {key} `{v}` is not a valid Kubernetes name"
+                )));
+            }
         }
     }
     Ok(())

@@ -2,10 +2,11 @@
 //! (the reconciler may repeat it after a crash), and every grant carries the
 //! target's native expiry where the target has one.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use airlock_core::config::ProviderConfig;
-use airlock_core::{ProviderName, RequestId, UserName};
+use airlock_core::config::{Entitlement, EntitlementTarget, ProviderConfig};
+use airlock_core::{EntitlementName, ProviderName, RequestId, UserName};
 use time::OffsetDateTime;
 
 pub mod postgres;
@@ -19,8 +20,12 @@ pub struct GrantSpec {
     pub requester: UserName,
     /// The requester's email, when known.
     pub email: Option<String>,
-    /// Provider role to grant (entitlement `role`).
+    /// The entitlement granted.
+    pub entitlement: EntitlementName,
+    /// Provider role to grant (entitlement `role`, same as `target.role`).
     pub role: Option<String>,
+    /// Everything provider-specific the entitlement says (principals, ClusterRole, ...).
+    pub target: EntitlementTarget,
     /// Native expiry: access must end here even if airlock is down.
     pub not_after: OffsetDateTime,
     /// Per-grant secret derived by the server (never stored); providers turn it
@@ -35,6 +40,36 @@ pub struct ManagedAccount {
     pub account: String,
     /// The request id encoded in the name, if it parses.
     pub request_id: Option<RequestId>,
+}
+
+/// Access to an entitlement's role that exists on the target *outside* airlock:
+/// standing privilege that defeats zero-touch. Reported, never removed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StandingAccess {
+    /// The entitlement whose role is held.
+    pub entitlement: String,
+    /// Who holds it, in the target's terms (`alice`, `user:bob@example.com`, `User oidc:carol`).
+    pub principal: String,
+    /// How it is held (e.g. `member of payments_writer`, `binding without condition`).
+    pub detail: String,
+}
+
+/// Input to [`Provider::credentials`] beyond the grant itself.
+#[derive(Debug, Clone, Default)]
+pub struct CredentialRequest {
+    /// The requester's public key (ssh: the key to certify), as an OpenSSH line.
+    pub public_key: Option<String>,
+    /// A unique serial allocated by the store when the provider is a [`CertificateAuthority`].
+    pub serial: Option<u64>,
+}
+
+/// Where a provider finds the files its configuration names.
+#[derive(Debug, Clone)]
+pub struct ProviderContext {
+    /// The configuration file's folder: relative paths (`ca_key`, `kubeconfig`, ...) start here.
+    pub config_dir: PathBuf,
+    /// The server's data folder (keys, state).
+    pub data_dir: PathBuf,
 }
 
 /// Provider failures, split by whether retrying may help.
@@ -60,27 +95,66 @@ impl ProviderError {
 pub trait Provider: Send + Sync {
     /// The configured name (`[providers.NAME]`).
     fn name(&self) -> &ProviderName;
-    /// Can the target be reached and used now?
+    /// The configured kind (`postgres`, `ssh`, ...).
+    fn kind(&self) -> &'static str;
+    /// Can the target be reached and used now? Called at start-up and at request time.
     async fn check(&self) -> Result<(), ProviderError>;
     /// Creates or refreshes the grant (idempotent).
     async fn apply(&self, grant: &GrantSpec) -> Result<(), ProviderError>;
     /// Removes the grant; an absent grant is success.
     async fn remove(&self, grant: &GrantSpec) -> Result<(), ProviderError>;
-    /// Accounts on the target that airlock owns (by prefix).
+    /// Accounts on the target that airlock owns (by prefix or label).
     async fn list_managed(&self) -> Result<Vec<ManagedAccount>, ProviderError>;
     /// Removes an account found by `list_managed` that has no grant (drift).
     async fn remove_account(&self, account: &str) -> Result<(), ProviderError>;
+    /// Who holds the given entitlements' roles outside airlock (read-only).
+    async fn standing_access(
+        &self,
+        _entitlements: &[Entitlement],
+    ) -> Result<Vec<StandingAccess>, ProviderError> {
+        Ok(Vec::new())
+    }
     /// What the requester needs to use the grant (JSON object).
-    fn credentials(&self, grant: &GrantSpec) -> serde_json::Value;
+    async fn credentials(
+        &self,
+        grant: &GrantSpec,
+        request: &CredentialRequest,
+    ) -> Result<serde_json::Value, ProviderError>;
+    /// Set when `credentials` mints certificates: each needs a store-allocated
+    /// serial (recorded, so it can be revoked) and the CA publishes a revocation list.
+    fn certificate_authority(&self) -> Option<&dyn CertificateAuthority> {
+        None
+    }
+}
+
+/// A provider that signs certificates (ssh): its public key and revocation list.
+pub trait CertificateAuthority: Send + Sync {
+    /// The CA public key as one OpenSSH line (for sshd's `TrustedUserCAKeys`).
+    fn public_key(&self) -> String;
+    /// A revocation list naming `serials`, in the target's format (an OpenSSH
+    /// KRL for sshd's `RevokedKeys`), signed by the CA where the format allows.
+    fn revocation_list(&self, serials: &[u64]) -> Result<Vec<u8>, ProviderError>;
+}
+
+/// The key id of the certificate minted for a grant: names the user and the request.
+pub fn certificate_key_id(grant: &GrantSpec) -> String {
+    format!("airlock:{}:{}", grant.requester, grant.request_id)
 }
 
 /// Builds the provider for `[providers.NAME]`.
-pub fn build(name: &ProviderName, config: &ProviderConfig) -> Result<Arc<dyn Provider>, String> {
+pub fn build(
+    name: &ProviderName,
+    config: &ProviderConfig,
+    ctx: &ProviderContext,
+) -> Result<Arc<dyn Provider>, String> {
+    let _ = ctx;
     match config.kind.as_str() {
         "postgres" => Ok(Arc::new(postgres::PostgresProvider::new(
             name.clone(),
             config,
         )?)),
-        other => Err(format!("provider {name}: unknown kind `{other}`")),
+        other => Err(format!(
+            "provider {name}: kind `{other}` is not built into this binary"
+        )),
     }
 }

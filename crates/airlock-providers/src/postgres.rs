@@ -15,7 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_core::config::ProviderConfig;
+use airlock_core::config::{Entitlement, ProviderConfig};
 use airlock_core::{ProviderName, RequestId};
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
@@ -24,7 +24,9 @@ use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
 
-use crate::{GrantSpec, ManagedAccount, Provider, ProviderError};
+use crate::{
+    CredentialRequest, GrantSpec, ManagedAccount, Provider, ProviderError, StandingAccess,
+};
 
 /// Prefix of the roles airlock creates when `role_prefix` is not set.
 pub const DEFAULT_ROLE_PREFIX: &str = "airlock_";
@@ -437,6 +439,10 @@ impl Provider for PostgresProvider {
         &self.name
     }
 
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
     async fn check(&self) -> Result<(), ProviderError> {
         self.with_conn(|c| async move {
             c.client.simple_query("SELECT 1").await?;
@@ -531,7 +537,60 @@ impl Provider for PostgresProvider {
         .await
     }
 
-    fn credentials(&self, grant: &GrantSpec) -> serde_json::Value {
+    async fn credentials(
+        &self,
+        grant: &GrantSpec,
+        _request: &CredentialRequest,
+    ) -> Result<serde_json::Value, ProviderError> {
+        Ok(self.credentials_json(grant))
+    }
+
+    async fn standing_access(
+        &self,
+        entitlements: &[Entitlement],
+    ) -> Result<Vec<StandingAccess>, ProviderError> {
+        let roles: Vec<(String, String)> = entitlements
+            .iter()
+            .filter_map(|e| Some((e.name.to_string(), e.role.clone()?)))
+            .collect();
+        if roles.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (roles, prefix) = (&roles, &self.prefix);
+        self.with_conn(|c| async move {
+            // Direct or inherited membership in the entitlement role by any
+            // login role airlock did not create: standing privilege.
+            let mut out = Vec::new();
+            for (entitlement, role) in roles {
+                let rows = c
+                    .client
+                    .query(
+                        "WITH RECURSIVE m(member) AS ( \
+                           SELECT a.member FROM pg_auth_members a \
+                           JOIN pg_roles r ON r.oid = a.roleid WHERE r.rolname = $1 \
+                           UNION SELECT a.member FROM pg_auth_members a JOIN m ON a.roleid = m.member) \
+                         SELECT DISTINCT r.rolname FROM m JOIN pg_roles r ON r.oid = m.member \
+                         WHERE r.rolcanlogin AND left(r.rolname, length($2)) <> $2 ORDER BY 1",
+                        &[role, prefix],
+                    )
+                    .await?;
+                for row in rows {
+                    out.push(StandingAccess {
+                        entitlement: entitlement.clone(),
+                        principal: row.get(0),
+                        detail: format!("login role is a member of {role} outside airlock"),
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+impl PostgresProvider {
+    /// Connection details for a grant (the password is re-derived, never stored).
+    pub fn credentials_json(&self, grant: &GrantSpec) -> serde_json::Value {
         serde_json::json!({
             "username": self.account_name(&grant.request_id),
             "password": scram::password(&grant.secret),
@@ -563,10 +622,7 @@ mod tests {
         ProviderConfig {
             kind: "postgres".into(),
             url: Some(url.into()),
-            role_prefix: None,
-            connection_limit: None,
-            public_host: None,
-            public_port: None,
+            ..Default::default()
         }
     }
 
@@ -575,7 +631,9 @@ mod tests {
             request_id: RequestId::parse("r0123456789abcdef").unwrap(),
             requester: UserName::parse("alice").unwrap(),
             email: None,
+            entitlement: airlock_core::EntitlementName::parse("payments-db-write").unwrap(),
             role: Some("payments_writer".into()),
+            target: Default::default(),
             not_after: datetime!(2030-01-02 03:04:05.678 +02:00),
             secret: [7; 32],
         }
@@ -588,7 +646,7 @@ mod tests {
     #[test]
     fn credentials_come_from_the_url_by_default() {
         let p = provider(&config("postgres://admin:s3cret@db.internal:6543/payments"));
-        let c = p.credentials(&grant());
+        let c = p.credentials_json(&grant());
         assert_eq!(c["username"], "airlock_r0123456789abcdef");
         assert_eq!(c["host"], "db.internal");
         assert_eq!(c["port"], 6543);
@@ -603,7 +661,7 @@ mod tests {
         cfg.public_host = Some("pg.example.com".into());
         cfg.public_port = Some(5433);
         cfg.role_prefix = Some("zt_".into());
-        let c = provider(&cfg).credentials(&grant());
+        let c = provider(&cfg).credentials_json(&grant());
         assert_eq!(c["host"], "pg.example.com");
         assert_eq!(c["port"], 5433);
         assert_eq!(c["database"], "postgres");

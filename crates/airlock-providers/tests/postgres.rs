@@ -65,9 +65,7 @@ fn provider_config(url: &str, prefix: &str) -> ProviderConfig {
         kind: "postgres".into(),
         url: Some(url.into()),
         role_prefix: Some(prefix.into()),
-        connection_limit: None,
-        public_host: None,
-        public_port: None,
+        ..Default::default()
     }
 }
 
@@ -107,7 +105,9 @@ impl Fixture {
             request_id: RequestId::parse(&format!("req{}", token())).unwrap(),
             requester: UserName::parse("alice").unwrap(),
             email: Some("alice@example.com".into()),
+            entitlement: airlock_core::EntitlementName::parse("payments-db-write").unwrap(),
             role: Some(self.role.clone()),
+            target: Default::default(),
             not_after,
             secret,
         }
@@ -146,7 +146,7 @@ impl Fixture {
 
     /// Connects as the grant's role with the password from `credentials`.
     async fn login(&self, g: &GrantSpec) -> Result<Client, tokio_postgres::Error> {
-        let creds = self.provider.credentials(g);
+        let creds = self.provider.credentials_json(g);
         self.login_with(
             creds["username"].as_str().unwrap(),
             creds["password"].as_str().unwrap(),
@@ -262,7 +262,7 @@ async fn derived_password_logs_in_until_native_expiry_ends_it_without_airlock() 
     f.provider.apply(&g).await.unwrap();
     f.assert_passwords_are_checked(&account).await;
 
-    let creds = f.provider.credentials(&g);
+    let creds = f.provider.credentials_json(&g);
     assert_eq!(creds["username"], account.as_str());
     assert_eq!(
         creds["expires_at"],
@@ -595,7 +595,9 @@ async fn unreachable_server_fails_fast_and_is_retryable() {
         request_id: RequestId::parse("abcdefgh1").unwrap(),
         requester: UserName::parse("alice").unwrap(),
         email: None,
+        entitlement: airlock_core::EntitlementName::parse("payments-db-write").unwrap(),
         role: Some("r".into()),
+        target: Default::default(),
         not_after: in_secs(60),
         secret: [1; 32],
     };

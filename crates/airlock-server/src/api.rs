@@ -84,7 +84,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/requests/{id}/reviews", post(review_request))
         .route("/api/v1/requests/{id}/withdraw", post(withdraw_request))
         .route("/api/v1/requests/{id}/revoke", post(revoke_request))
-        .route("/api/v1/requests/{id}/credentials", get(credentials))
+        .route(
+            "/api/v1/requests/{id}/credentials",
+            get(credentials).post(credentials_post),
+        )
         .route("/api/v1/grants", get(grants))
         .route("/api/v1/audit/events", get(audit_events))
         .route("/api/v1/audit/verify", get(audit_verify))
@@ -303,7 +306,25 @@ async fn credentials(
     Caller(p): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let c = lifecycle::credentials(&app, &p, parse_id(&id)?).await?;
+    let c = lifecycle::credentials(&app, &p, parse_id(&id)?, None).await?;
+    Ok(json_response(StatusCode::OK, c))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CredentialsBody {
+    public_key: Option<String>,
+}
+
+/// POST form: carries the public key to certify (ssh).
+async fn credentials_post(
+    State(app): AppState,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let b: CredentialsBody = optional_body(&body)?;
+    let c = lifecycle::credentials(&app, &p, parse_id(&id)?, b.public_key).await?;
     Ok(json_response(StatusCode::OK, c))
 }
 

@@ -26,6 +26,8 @@ pub struct ServeOptions {
     pub policy_text: Option<String>,
     /// Keys live here.
     pub data_dir: PathBuf,
+    /// The configuration file's folder (provider files such as `ca_key` are relative to it).
+    pub config_dir: PathBuf,
     /// `sqlite://…` or `postgres://…`.
     pub database_url: String,
     /// SHA-256 hashes of admin tokens defined at start-up (bootstrap, dev).
@@ -69,8 +71,12 @@ impl App {
         let policy = PolicyEngine::new(&opts.config, opts.policy_text.as_deref())
             .map_err(|e| e.to_string())?;
         let mut providers = BTreeMap::new();
+        let ctx = airlock_providers::ProviderContext {
+            config_dir: opts.config_dir.clone(),
+            data_dir: opts.data_dir.clone(),
+        };
         for (name, pc) in &opts.config.providers {
-            providers.insert(name.clone(), airlock_providers::build(name, pc)?);
+            providers.insert(name.clone(), airlock_providers::build(name, pc, &ctx)?);
         }
         let fault = match std::env::var("AIRLOCK_FAULT").ok().as_deref() {
             Some("pause-after-provider-apply") => Some(Fault::PauseAfterProviderApply),

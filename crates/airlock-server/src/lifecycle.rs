@@ -13,8 +13,8 @@ use airlock_core::request::{
     GrantPhase, GrantStatus, Request, RequestId, RequestState, Review, ReviewDecision, Transition,
 };
 use airlock_core::{Error, Principal, Span};
-use airlock_providers::GrantSpec;
-use airlock_store::Change;
+use airlock_providers::{certificate_key_id, CredentialRequest, GrantSpec, ProviderError};
+use airlock_store::{CertificateRecord, Change};
 use axum::http::StatusCode;
 use rand::Rng;
 use serde_json::json;
@@ -76,7 +76,9 @@ pub fn grant_spec(app: &App, r: &Request) -> Result<GrantSpec, Error> {
             .users
             .get(&r.requester)
             .and_then(|u| u.email.clone()),
+        entitlement: ent.name.clone(),
         role: ent.role.clone(),
+        target: ent.target.clone(),
         not_after,
         secret: app.keys.grant_secret(r.id.as_str()),
     })
@@ -425,6 +427,7 @@ pub async fn credentials(
     app: &Arc<App>,
     who: &Principal,
     id: RequestId,
+    public_key: Option<String>,
 ) -> Result<serde_json::Value, ApiError> {
     let lookup = id.clone();
     let r = app
@@ -443,7 +446,88 @@ pub async fn credentials(
     }
     let ent = entitlement_of(app, &r)?;
     let spec = grant_spec(app, &r)?;
-    Ok(app.provider(&ent.provider)?.credentials(&spec))
+    let provider = app.provider(&ent.provider)?;
+    let mut input = CredentialRequest {
+        public_key,
+        serial: None,
+    };
+    if provider.certificate_authority().is_some() {
+        let key = input.public_key.as_deref().ok_or_else(|| {
+            Error::invalid(
+                "public_key",
+                format!(
+                    "entitlement {} grants a certificate: pass your public key \
+                     (airlock credentials {} --public-key ~/.ssh/id_ed25519.pub)",
+                    ent.name, r.id
+                ),
+            )
+        })?;
+        if key.len() > MAX_PUBLIC_KEY_LEN || key.chars().any(|c| c.is_control() && c != '\n') {
+            return Err(Error::invalid(
+                "public_key",
+                "not one OpenSSH public key line (at most 16 KiB, no control characters)",
+            )
+            .into());
+        }
+        // The serial is recorded (and audited) before anything is signed, so
+        // every certificate that exists can be revoked.
+        let cert = CertificateRecord {
+            provider: ent.provider.to_string(),
+            request_id: r.id.clone(),
+            key_id: certificate_key_id(&spec),
+            valid_before: spec.not_after,
+        };
+        let now = app.now();
+        let actor = who.name.to_string();
+        let subject = subject(&r.id);
+        let key_id = cert.key_id.clone();
+        let serial = app
+            .db(move |s| {
+                s.issue_certificate(
+                    &cert,
+                    &mut |serial| {
+                        AuditDraft::new(
+                            "credential.issued",
+                            &actor,
+                            subject.clone(),
+                            json!({"provider": cert.provider, "serial": serial, "key_id": key_id,
+                                   "valid_before": fmt_time(cert.valid_before)}),
+                        )
+                    },
+                    now,
+                )
+            })
+            .await?;
+        input.serial = Some(serial);
+    } else if input.public_key.is_some() {
+        return Err(Error::invalid(
+            "public_key",
+            format!(
+                "entitlement {} does not use a public key (provider {} is {})",
+                ent.name,
+                ent.provider,
+                provider.kind()
+            ),
+        )
+        .into());
+    }
+    provider
+        .credentials(&spec, &input)
+        .await
+        .map_err(provider_error)
+}
+
+/// Longest public key accepted for certification.
+pub const MAX_PUBLIC_KEY_LEN: usize = 16 * 1024;
+
+/// A provider failure as the caller sees it: refusals are the caller's to fix (400), outages 503.
+pub fn provider_error(e: ProviderError) -> ApiError {
+    match &e {
+        ProviderError::Refused { .. } => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
+        ProviderError::Unreachable { .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+    }
 }
 
 /// RFC 3339 in UTC, as every timestamp on the wire.

@@ -45,6 +45,7 @@ macro_rules! store_conformance_tests {
             audit_scan_stops_when_the_visitor_says_so,
             tokens_round_trip_and_duplicates_are_refused,
             count_by_state_reports_every_state,
+            certificates_get_unique_serials_and_are_revoked_with_their_request,
             ping_succeeds,
         );
     };
@@ -364,6 +365,85 @@ pub fn update_request_applies_every_change_field_with_its_audit_events(make: &Ma
         )
         .expect("claim");
     assert_eq!(sorted_ids(&claimed), vec![r.id.to_string()]);
+}
+
+/// Serials are unique and audited; a certificate is listed as revoked once its
+/// request has left `active`, and only until the certificate expires.
+pub fn certificates_get_unique_serials_and_are_revoked_with_their_request(make: &MakeStore) {
+    let store = make(None);
+    let mut r = sample(1, t0());
+    r.state = RequestState::Active;
+    create(&*store, &r, t0());
+    let mut other = sample(2, t0());
+    other.state = RequestState::Active;
+    create(&*store, &other, t0());
+    let until = t0() + Duration::hours(1);
+    let issue = |provider: &str, req: &Request| {
+        let cert = crate::CertificateRecord {
+            provider: provider.into(),
+            request_id: req.id.clone(),
+            key_id: format!("alice@{}", req.id),
+            valid_before: until,
+        };
+        store
+            .issue_certificate(
+                &cert,
+                &mut |serial| {
+                    AuditDraft::new(
+                        "credential.issued",
+                        "alice",
+                        "request:1",
+                        serde_json::json!({ "serial": serial }),
+                    )
+                },
+                t0(),
+            )
+            .expect("issue")
+    };
+    let a = issue("ssh-prod", &r);
+    let b = issue("ssh-prod", &r);
+    let c = issue("ssh-other", &r);
+    let d = issue("ssh-prod", &other);
+    let mut all = vec![a, b, c, d];
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 4, "serials repeat: {a} {b} {c} {d}");
+    assert!(a >= 1);
+    let events = store.audit_events(head(&*store) - 4, 10).expect("events");
+    let serials: Vec<u64> = events
+        .iter()
+        .map(|e| {
+            e.to_event().expect("event").data["serial"]
+                .as_u64()
+                .expect("serial")
+        })
+        .collect();
+    assert_eq!(serials, vec![a, b, c, d]);
+    assert!(store
+        .revoked_certificates("ssh-prod", t0())
+        .expect("krl")
+        .is_empty());
+    store
+        .update_request(&r.id, t0(), &mut |_| {
+            Ok(Change {
+                state: Some(RequestState::Revoked),
+                ..Change::default()
+            })
+        })
+        .expect("revoke");
+    assert_eq!(
+        store.revoked_certificates("ssh-prod", t0()).expect("krl"),
+        vec![a, b]
+    );
+    assert_eq!(
+        store.revoked_certificates("ssh-other", t0()).expect("krl"),
+        vec![c]
+    );
+    // Expired certificates need no revocation entry.
+    assert!(store
+        .revoked_certificates("ssh-prod", until)
+        .expect("krl")
+        .is_empty());
 }
 
 /// A refusal from `decide` changes nothing and is returned as `Rejected`.

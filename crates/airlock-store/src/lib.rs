@@ -190,8 +190,35 @@ pub trait Store: Send + Sync {
     /// Request counts per state (for metrics).
     fn count_by_state(&self) -> StoreResult<Vec<(RequestState, u64)>>;
 
+    /// Allocates a unique certificate serial for a grant, records it with the
+    /// certificate's end of validity, and appends `audit(serial)` in the same
+    /// transaction. Serials start at 1 and never repeat.
+    fn issue_certificate(
+        &self,
+        cert: &CertificateRecord,
+        audit: &mut dyn FnMut(u64) -> AuditDraft,
+        now: OffsetDateTime,
+    ) -> StoreResult<u64>;
+
+    /// Serials of certificates issued by `provider` that must be refused now:
+    /// their request is no longer active and they are still valid at `now`.
+    fn revoked_certificates(&self, provider: &str, now: OffsetDateTime) -> StoreResult<Vec<u64>>;
+
     /// Cheap liveness check of the database.
     fn ping(&self) -> StoreResult<()>;
+}
+
+/// A certificate minted for a grant (the serial is allocated by the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRecord {
+    /// The provider that signed it.
+    pub provider: String,
+    /// The grant's request.
+    pub request_id: RequestId,
+    /// The certificate's key id.
+    pub key_id: String,
+    /// End of validity (the grant's `not_after`).
+    pub valid_before: OffsetDateTime,
 }
 
 /// Opens the store named by `url` (`sqlite://PATH` or `postgres://...`) and migrates it.

@@ -16,7 +16,9 @@ use postgres::{Client, Config, GenericClient, NoTls, Row, Transaction};
 use time::OffsetDateTime;
 
 use crate::codec::{self, RequestRow, ReviewRow, TokenRow, REQUEST_COLUMNS, TOKEN_COLUMNS};
-use crate::{Change, RequestFilter, Store, StoreError, StoreResult, TokenRecord};
+use crate::{
+    CertificateRecord, Change, RequestFilter, Store, StoreError, StoreResult, TokenRecord,
+};
 
 /// Most connections one store opens.
 const MAX_CONNECTIONS: usize = 16;
@@ -27,7 +29,8 @@ const SCAN_CHUNK: i32 = 10_000;
 
 /// Schema migrations; entry `i` moves the schema from version `i` to `i + 1`.
 /// Tables are unqualified so they land in the connection's `search_path`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE requests (
     id TEXT PRIMARY KEY,
     entitlement TEXT NOT NULL,
@@ -93,7 +96,19 @@ CREATE TABLE tokens (
     expires_at BIGINT NOT NULL,
     revoked BOOLEAN NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE certificates (
+    serial BIGSERIAL PRIMARY KEY,
+    provider TEXT NOT NULL,
+    request_id TEXT NOT NULL REFERENCES requests (id),
+    key_id TEXT NOT NULL,
+    valid_before BIGINT NOT NULL,
+    issued_at BIGINT NOT NULL
+);
+CREATE INDEX certificates_provider ON certificates (provider, valid_before);
+"#,
+];
 
 fn db(e: postgres::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
@@ -741,6 +756,52 @@ impl Store for PgStore {
             .map(|r| Ok((r.try_get(0).map_err(col)?, r.try_get(1).map_err(col)?)))
             .collect::<StoreResult<Vec<(String, i64)>>>()?;
         codec::counts(rows)
+    }
+
+    fn issue_certificate(
+        &self,
+        cert: &CertificateRecord,
+        audit: &mut dyn FnMut(u64) -> AuditDraft,
+        now: OffsetDateTime,
+    ) -> StoreResult<u64> {
+        self.write(|tx| {
+            let row = tx
+                .query_one(
+                    "INSERT INTO certificates (provider, request_id, key_id, valid_before, issued_at) \
+                     VALUES ($1, $2, $3, $4, $5) RETURNING serial",
+                    &[
+                        &cert.provider,
+                        &cert.request_id.as_str(),
+                        &cert.key_id,
+                        &codec::micros(cert.valid_before),
+                        &codec::micros(now),
+                    ],
+                )
+                .map_err(db)?;
+            let serial = u64::try_from(row.get::<_, i64>(0))
+                .map_err(|_| StoreError::Corrupt("negative certificate serial".into()))?;
+            append_audit_tx(tx, self.signer.as_ref(), &[audit(serial)], now)?;
+            Ok(serial)
+        })
+    }
+
+    fn revoked_certificates(&self, provider: &str, now: OffsetDateTime) -> StoreResult<Vec<u64>> {
+        let rows = self
+            .pool
+            .get()?
+            .query(
+                "SELECT c.serial FROM certificates c JOIN requests r ON r.id = c.request_id \
+                 WHERE c.provider = $1 AND c.valid_before > $2 AND r.state <> 'active' \
+                 ORDER BY c.serial",
+                &[&provider, &codec::micros(now)],
+            )
+            .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                u64::try_from(row.get::<_, i64>(0))
+                    .map_err(|_| StoreError::Corrupt("negative serial".into()))
+            })
+            .collect()
     }
 
     fn ping(&self) -> StoreResult<()> {

@@ -12,10 +12,13 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use time::OffsetDateTime;
 
 use crate::codec::{self, RequestRow, ReviewRow, TokenRow, REQUEST_COLUMNS, TOKEN_COLUMNS};
-use crate::{Change, RequestFilter, Store, StoreError, StoreResult, TokenRecord};
+use crate::{
+    CertificateRecord, Change, RequestFilter, Store, StoreError, StoreResult, TokenRecord,
+};
 
 /// Schema migrations; entry `i` moves the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE requests (
     id TEXT PRIMARY KEY,
     entitlement TEXT NOT NULL,
@@ -81,7 +84,19 @@ CREATE TABLE tokens (
     expires_at INTEGER NOT NULL,
     revoked INTEGER NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE certificates (
+    serial INTEGER PRIMARY KEY AUTOINCREMENT,
+    provider TEXT NOT NULL,
+    request_id TEXT NOT NULL REFERENCES requests (id),
+    key_id TEXT NOT NULL,
+    valid_before INTEGER NOT NULL,
+    issued_at INTEGER NOT NULL
+);
+CREATE INDEX certificates_provider ON certificates (provider, valid_before);
+"#,
+];
 
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
@@ -667,6 +682,55 @@ impl Store for SqliteStore {
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(db)?;
         codec::counts(rows)
+    }
+
+    fn issue_certificate(
+        &self,
+        cert: &CertificateRecord,
+        audit: &mut dyn FnMut(u64) -> AuditDraft,
+        now: OffsetDateTime,
+    ) -> StoreResult<u64> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO certificates (provider, request_id, key_id, valid_before, issued_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .map_err(db)?
+            .execute(params![
+                cert.provider,
+                cert.request_id.as_str(),
+                cert.key_id,
+                codec::micros(cert.valid_before),
+                codec::micros(now),
+            ])
+            .map_err(db)?;
+            let serial = u64::try_from(tx.last_insert_rowid())
+                .map_err(|_| StoreError::Corrupt("negative certificate serial".into()))?;
+            append_audit_tx(tx, self.signer.as_ref(), &[audit(serial)], now)?;
+            Ok(serial)
+        })
+    }
+
+    fn revoked_certificates(&self, provider: &str, now: OffsetDateTime) -> StoreResult<Vec<u64>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT c.serial FROM certificates c JOIN requests r ON r.id = c.request_id \
+                 WHERE c.provider = ?1 AND c.valid_before > ?2 AND r.state <> 'active' \
+                 ORDER BY c.serial",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(params![provider, codec::micros(now)], |row| {
+                row.get::<_, i64>(0)
+            })
+            .map_err(db)?;
+        rows.map(|r| {
+            r.map_err(db).and_then(|v| {
+                u64::try_from(v).map_err(|_| StoreError::Corrupt("negative serial".into()))
+            })
+        })
+        .collect()
     }
 
     fn ping(&self) -> StoreResult<()> {

@@ -15,6 +15,8 @@ pub const DEV_CONFIG: &str = include_str!("dev-config.toml");
 pub struct Resolved {
     pub config: Config,
     pub policy_text: Option<String>,
+    /// The configuration file's folder.
+    pub config_dir: PathBuf,
     pub data_dir: PathBuf,
     pub database_url: String,
 }
@@ -63,6 +65,7 @@ pub fn resolve(config_path: &Path, data_dir_override: Option<&Path>) -> Result<R
     };
     Ok(Resolved {
         config,
+        config_dir: base,
         policy_text,
         data_dir,
         database_url,
@@ -157,6 +160,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         config: resolved.config,
         policy_text: resolved.policy_text,
         data_dir: resolved.data_dir.clone(),
+        config_dir: resolved.config_dir.clone(),
         database_url: resolved.database_url.clone(),
         admin_token_hashes: admin_tokens,
         replica_id,

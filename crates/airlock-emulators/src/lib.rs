@@ -1,0 +1,5 @@
+//! Local emulations of third-party APIs that cannot run on a test machine.
+//! Each follows the documented wire behaviour (paths, status codes, error
+//! bodies, concurrency rules) closely enough that the production client code
+//! runs against it unchanged; only the base URL differs. Test-only: never
+//! linked into the `airlock` binary.

@@ -9,6 +9,7 @@ use airlock_core::config::{Entitlement, EntitlementTarget, ProviderConfig};
 use airlock_core::{EntitlementName, ProviderName, RequestId, UserName};
 use time::OffsetDateTime;
 
+pub mod command;
 pub mod postgres;
 
 /// What a provider needs to apply or remove one grant.
@@ -147,8 +148,12 @@ pub fn build(
     config: &ProviderConfig,
     ctx: &ProviderContext,
 ) -> Result<Arc<dyn Provider>, String> {
-    let _ = ctx;
     match config.kind.as_str() {
+        "command" => Ok(Arc::new(command::CommandProvider::new(
+            name.clone(),
+            config,
+            &ctx.config_dir,
+        )?)),
         "postgres" => Ok(Arc::new(postgres::PostgresProvider::new(
             name.clone(),
             config,

@@ -89,6 +89,9 @@ pub fn router(app: Arc<App>) -> Router {
             get(credentials).post(credentials_post),
         )
         .route("/api/v1/grants", get(grants))
+        .route("/api/v1/drift", get(drift))
+        .route("/api/v1/providers/{name}/ssh/krl", get(ssh_krl))
+        .route("/api/v1/providers/{name}/ssh/ca.pub", get(ssh_ca_pub))
         .route("/api/v1/audit/events", get(audit_events))
         .route("/api/v1/audit/verify", get(audit_verify))
         .route("/api/v1/audit/pubkey", get(audit_pubkey))
@@ -336,6 +339,108 @@ async fn grants(State(app): AppState, Caller(_): Caller) -> Result<Response, Api
     };
     let list = app.db(move |s| s.list_requests(&filter)).await?;
     Ok(json_response(StatusCode::OK, list))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DriftQuery {
+    provider: Option<String>,
+}
+
+async fn drift(
+    State(app): AppState,
+    Caller(p): Caller,
+    q: Result<Query<DriftQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    if !p.admin {
+        return Err(Error::forbidden(
+            "only admins can read drift reports (they name who holds access outside airlock)",
+        )
+        .into());
+    }
+    let only = match &q.provider {
+        Some(name) => Some(configured_provider(&app, name)?),
+        None => None,
+    };
+    let report = crate::drift::report(&app, only.as_ref()).await;
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ "providers": report }),
+    ))
+}
+
+fn configured_provider(app: &App, name: &str) -> Result<airlock_core::ProviderName, ApiError> {
+    airlock_core::ProviderName::parse(name)
+        .ok()
+        .filter(|n| app.providers.contains_key(n))
+        .ok_or_else(|| {
+            Error::not_found(format!(
+                "provider `{}` (configured: {})",
+                name.chars().take(64).collect::<String>(),
+                app.providers
+                    .keys()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .into()
+        })
+}
+
+/// The named provider's certificate authority, or 404 naming its kind.
+fn certificate_authority(
+    app: &App,
+    name: &str,
+) -> Result<Arc<dyn airlock_providers::Provider>, ApiError> {
+    let pname = configured_provider(app, name)?;
+    let provider = app.provider(&pname)?;
+    if provider.certificate_authority().is_none() {
+        return Err(Error::not_found(format!(
+            "SSH certificate authority: provider `{pname}` is kind {}, not ssh",
+            provider.kind()
+        ))
+        .into());
+    }
+    Ok(provider)
+}
+
+/// The KRL naming every certificate whose grant ended early and that would
+/// still be valid. Unauthenticated on purpose: hosts fetch it from cron, and
+/// it holds only serial numbers.
+async fn ssh_krl(State(app): AppState, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let provider = certificate_authority(&app, &name)?;
+    let pname = provider.name().to_string();
+    let now = app.now();
+    let serials = app.db(move |s| s.revoked_certificates(&pname, now)).await?;
+    let ca = provider
+        .certificate_authority()
+        .expect("checked by certificate_authority()");
+    let krl = ca
+        .revocation_list(&serials)
+        .map_err(lifecycle::provider_error)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        krl,
+    )
+        .into_response())
+}
+
+/// The CA public key for sshd's `TrustedUserCAKeys` (public, unauthenticated).
+async fn ssh_ca_pub(State(app): AppState, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let provider = certificate_authority(&app, &name)?;
+    let line = provider
+        .certificate_authority()
+        .expect("checked by certificate_authority()")
+        .public_key();
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{}\n", line.trim_end()),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]

@@ -124,6 +124,18 @@ impl App {
     }
 }
 
+/// Says at start-up which providers answer, so a typo in a URL or key path
+/// shows in the log before the first request does.
+async fn check_providers(app: Arc<App>) {
+    for (name, provider) in &app.providers {
+        match provider.check().await {
+            Ok(()) => tracing::info!(provider = %name, kind = provider.kind(), "provider ready"),
+            Err(e) => tracing::warn!(provider = %name, kind = provider.kind(), error = %e,
+                "provider check failed; requests for its entitlements will be refused until it answers"),
+        }
+    }
+}
+
 /// Serves the API on `listener` (and runs background loops if configured)
 /// until `shutdown` resolves.
 pub async fn run(
@@ -133,6 +145,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     if reconcile {
+        tokio::spawn(check_providers(app.clone()));
         tokio::spawn(crate::reconciler::run(app.clone()));
         tokio::spawn(crate::reconciler::run_drift(app.clone()));
     }

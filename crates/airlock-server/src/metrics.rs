@@ -60,6 +60,8 @@ pub struct Metrics {
     pub provider_errors: Mutex<std::collections::BTreeMap<String, u64>>,
     /// Drift accounts removed.
     pub drift_removed: AtomicU64,
+    /// Last drift check per provider: (orphaned, standing).
+    pub drift: Mutex<std::collections::BTreeMap<String, (u64, u64)>>,
 }
 
 impl Metrics {
@@ -67,6 +69,13 @@ impl Metrics {
     pub fn provider_error(&self, provider: &str) {
         if let Ok(mut m) = self.provider_errors.lock() {
             *m.entry(provider.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Records the latest drift counts of one provider.
+    pub fn set_drift(&self, provider: &str, orphaned: u64, standing: u64) {
+        if let Ok(mut m) = self.drift.lock() {
+            m.insert(provider.to_string(), (orphaned, standing));
         }
     }
 
@@ -109,6 +118,18 @@ impl Metrics {
             "# HELP airlock_drift_removed_total Accounts removed because no grant backs them.\n# TYPE airlock_drift_removed_total counter\nairlock_drift_removed_total {}",
             self.drift_removed.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP airlock_drift_accounts Access found by the last drift check: orphaned (managed by airlock, no grant) or standing (entitlement role held outside airlock).\n# TYPE airlock_drift_accounts gauge"
+        );
+        if let Ok(m) = self.drift.lock() {
+            for (p, (orphaned, standing)) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "airlock_drift_accounts{{provider=\"{p}\",type=\"orphaned\"}} {orphaned}\nairlock_drift_accounts{{provider=\"{p}\",type=\"standing\"}} {standing}"
+                );
+            }
+        }
         out
     }
 }

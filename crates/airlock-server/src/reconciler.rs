@@ -366,26 +366,19 @@ pub async fn run_drift(app: Arc<App>) {
 /// and audits each removal. Returns the removed account names.
 pub async fn drift_once(app: &Arc<App>) -> Vec<String> {
     let mut removed = vec![];
-    for (name, provider) in &app.providers {
-        let accounts = match provider.list_managed().await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::debug!(provider = %name, error = %e, "drift check skipped");
-                continue;
-            }
+    for d in crate::drift::report(app, None).await {
+        if let Some(e) = &d.error {
+            tracing::debug!(provider = %d.provider, error = %e, "drift check incomplete");
+        }
+        for s in &d.standing {
+            tracing::warn!(provider = %d.provider, entitlement = %s.entitlement, principal = %s.principal,
+                detail = %s.detail, "standing access outside airlock");
+        }
+        let name = &d.provider;
+        let Some(provider) = app.providers.get(name) else {
+            continue;
         };
-        for acct in accounts {
-            let backed = match acct.request_id.clone() {
-                Some(id) => match app.db(move |s| s.get_request(&id)).await {
-                    Ok(r) => r.is_some_and(|r| r.grant.phase.may_exist()),
-                    // Unsure: keep it and look again next round.
-                    Err(_) => true,
-                },
-                None => false,
-            };
-            if backed {
-                continue;
-            }
+        for acct in d.orphaned {
             // Audit before effect: if the intent cannot be recorded, do not touch the account.
             let subject = format!("provider:{name}");
             let data = json!({"account": acct.account, "request": acct.request_id});

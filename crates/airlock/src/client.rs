@@ -27,7 +27,7 @@ impl Client {
         }
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+    fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<ureq::Response> {
         let url = format!("{}{path}", self.addr);
         let mut req = self.agent.request(method, &url);
         if let Some(t) = &self.token {
@@ -38,13 +38,7 @@ impl Client {
             None => req.call(),
         };
         match resp {
-            Ok(r) => {
-                let text = r.into_string()?;
-                if text.trim().is_empty() {
-                    return Ok(Value::Null);
-                }
-                Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
-            }
+            Ok(r) => Ok(r),
             Err(ureq::Error::Status(code, r)) => {
                 let text = r.into_string().unwrap_or_default();
                 let detail = serde_json::from_str::<Value>(&text)
@@ -63,6 +57,28 @@ impl Client {
                 self.addr
             )),
         }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let text = self.send(method, path, body)?.into_string()?;
+        if text.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// GET a binary document (e.g. a KRL), at most `limit` bytes.
+    pub fn get_bytes(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        self.send("GET", path, None)?
+            .into_reader()
+            .take(limit + 1)
+            .read_to_end(&mut out)?;
+        if out.len() as u64 > limit {
+            return Err(anyhow!("response from {path} is larger than {limit} bytes"));
+        }
+        Ok(out)
     }
 
     /// GET a JSON document.

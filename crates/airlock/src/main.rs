@@ -23,7 +23,7 @@ mod serve;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
@@ -132,7 +132,24 @@ enum Command {
         comment: Option<String>,
     },
     /// Credentials of an active grant (requester only).
-    Credentials { id: String },
+    Credentials {
+        id: String,
+        /// SSH grants: certify this public key; prints the certificate line only
+        /// (`airlock credentials ID --public-key k.pub > k-cert.pub`).
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+    },
+    /// SSH certificate authority of a provider.
+    Ssh {
+        #[command(subcommand)]
+        command: SshCommand,
+    },
+    /// Access on targets that no grant backs, and standing access outside airlock (admins).
+    Drift {
+        /// Only this provider.
+        #[arg(long)]
+        provider: Option<String>,
+    },
     /// Entitlements in the catalog.
     Entitlements,
     /// Who the token belongs to.
@@ -184,6 +201,14 @@ enum AuditCommand {
 }
 
 #[derive(Subcommand)]
+enum SshCommand {
+    /// Write the KRL (OpenSSH binary format) for sshd's RevokedKeys to stdout.
+    Krl { provider: String },
+    /// Print the CA public key for sshd's TrustedUserCAKeys.
+    CaKey { provider: String },
+}
+
+#[derive(Subcommand)]
 enum PolicyCommand {
     /// Run policy test cases (TOML) against the catalog and Cedar policies.
     Test {
@@ -228,6 +253,43 @@ fn emit(output: Output, v: &Value, human: impl FnOnce(&Value) -> String) {
         Output::Json => say!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
         Output::Text => say!("{}", human(v)),
     }
+}
+
+/// Reads one OpenSSH public key line (not a private key: refuse those loudly).
+fn read_public_key(file: &std::path::Path) -> Result<String> {
+    let meta = std::fs::metadata(file)
+        .with_context(|| format!("cannot read public key {}", file.display()))?;
+    if meta.len() > 16 * 1024 {
+        bail!("{} is larger than 16 KiB: not a public key", file.display());
+    }
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read public key {}", file.display()))?;
+    if text.contains("PRIVATE KEY") {
+        bail!(
+            "{} is a private key; pass the public key (usually the same path with .pub)",
+            file.display()
+        );
+    }
+    let line = text.trim();
+    if line.is_empty() || line.lines().count() != 1 {
+        bail!(
+            "{} must hold exactly one OpenSSH public key line",
+            file.display()
+        );
+    }
+    Ok(line.to_string())
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 fn path_id(id: &str) -> Result<&str> {
@@ -345,7 +407,72 @@ fn run(cli: Cli) -> Result<i32> {
             )?;
             emit(out, &r, output::request_line);
         }
-        Command::Credentials { id } => {
+        Command::Credentials {
+            id,
+            public_key: Some(file),
+        } => {
+            let key = read_public_key(&file)?;
+            let r = client().post(
+                &format!("/api/v1/requests/{}/credentials", path_id(&id)?),
+                &json!({ "public_key": key }),
+            )?;
+            emit(out, &r, |v| {
+                v["certificate"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| serde_json::to_string_pretty(v).unwrap_or_default())
+            });
+        }
+        Command::Ssh { command } => {
+            let (provider, what) = match &command {
+                SshCommand::Krl { provider } => (provider, "krl"),
+                SshCommand::CaKey { provider } => (provider, "ca.pub"),
+            };
+            if provider.is_empty()
+                || !provider
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                bail!("`{provider}` is not a provider name (see [providers.NAME] in the config)");
+            }
+            let path = format!("/api/v1/providers/{provider}/ssh/{what}");
+            let body = client().get_bytes(&path, 64 << 20)?;
+            use std::io::Write;
+            let mut stdout = std::io::stdout().lock();
+            match command {
+                SshCommand::Krl { .. } if out == Output::Json => {
+                    use base64::Engine;
+                    let v = json!({"provider": provider, "krl_base64": base64::engine::general_purpose::STANDARD.encode(&body)});
+                    say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                }
+                SshCommand::CaKey { .. } if out == Output::Json => {
+                    let v = json!({"provider": provider, "public_key": String::from_utf8_lossy(&body).trim_end()});
+                    say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                }
+                SshCommand::Krl { .. } if std::io::IsTerminal::is_terminal(&stdout) => {
+                    bail!("the KRL is binary: redirect it to a file (airlock ssh krl {provider} > revoked.krl)")
+                }
+                _ => {
+                    if let Err(e) = stdout.write_all(&body).and_then(|_| stdout.flush()) {
+                        if e.kind() != std::io::ErrorKind::BrokenPipe {
+                            return Err(e.into());
+                        }
+                    }
+                }
+            }
+        }
+        Command::Drift { provider } => {
+            let path = match &provider {
+                Some(p) => format!("/api/v1/drift?provider={}", urlencode(p)),
+                None => "/api/v1/drift".to_string(),
+            };
+            let r = client().get(&path)?;
+            emit(out, &r, output::drift_report);
+        }
+        Command::Credentials {
+            id,
+            public_key: None,
+        } => {
             let r = client().get(&format!("/api/v1/requests/{}/credentials", path_id(&id)?))?;
             emit(out, &r, |v| {
                 let get = |k: &str| {

@@ -52,3 +52,38 @@ pub fn request_detail(r: &Value) -> String {
     }
     out
 }
+
+/// `airlock drift` as text: one block per provider.
+pub fn drift_report(v: &Value) -> String {
+    let mut out = Vec::new();
+    for p in v["providers"].as_array().into_iter().flatten() {
+        let name = p["provider"].as_str().unwrap_or("");
+        let kind = p["kind"].as_str().unwrap_or("");
+        let orphaned = p["orphaned"].as_array().map(Vec::len).unwrap_or(0);
+        let standing = p["standing"].as_array().map(Vec::len).unwrap_or(0);
+        out.push(format!(
+            "{name} ({kind}): {orphaned} without a grant, {standing} standing outside airlock"
+        ));
+        for a in p["orphaned"].as_array().into_iter().flatten() {
+            out.push(format!(
+                "  no grant   {} (the reconciler removes it)",
+                a["account"].as_str().unwrap_or("")
+            ));
+        }
+        for s in p["standing"].as_array().into_iter().flatten() {
+            out.push(format!(
+                "  standing   {} holds {}: {}",
+                s["principal"].as_str().unwrap_or(""),
+                s["entitlement"].as_str().unwrap_or(""),
+                s["detail"].as_str().unwrap_or("")
+            ));
+        }
+        if let Some(e) = p["error"].as_str() {
+            out.push(format!("  incomplete: {e}"));
+        }
+    }
+    if out.is_empty() {
+        out.push("no providers".into());
+    }
+    out.join("\n")
+}

@@ -7,4 +7,5 @@ mod audit;
 mod crash;
 mod input;
 mod lifecycle;
+mod providers;
 mod setup;

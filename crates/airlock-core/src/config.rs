@@ -620,7 +620,7 @@ fn validate_provider(name: &str, p: &ProviderConfig) -> Result<(), ConfigError> 
         let r = p.resource.as_deref().unwrap_or_default();
         let ok = ["projects/", "folders/", "organizations/"]
             .iter()
-            .any(|pre| r.strip_prefix(pre).is_some_and(|id| is_resource_id(id)));
+            .any(|pre| r.strip_prefix(pre).is_some_and(is_resource_id));
         if !ok {
             return Err(invalid(format!(
                 "{ctx}: resource `{r}` must be projects/ID, folders/ID or organizations/ID"

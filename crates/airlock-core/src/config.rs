@@ -827,4 +827,111 @@ reason = { required = true, pattern = "^(INC|CHG)-[0-9]+" }
             "{err}"
         );
     }
+
+    /// The provider snippets from the providers issue, verbatim.
+    const PROVIDERS: &str = r#"
+[providers.ssh-prod]
+kind = "ssh"
+ca_key = "ssh_ca"        # OpenSSH private key file, relative to the config; generated (Ed25519) if missing
+
+[[entitlement]]
+name = "web-deploy"
+provider = "ssh-prod"
+principals = ["deploy"]  # certificate principals (remote login names)
+max_duration = "1h"
+approvals = { count = 1, reviewers = ["sre"] }
+
+[providers.k8s-prod]
+kind = "kubernetes"
+kubeconfig = "kubeconfig.yaml"   # or in-cluster service account
+
+[[entitlement]]
+name = "payments-k8s-edit"
+provider = "k8s-prod"
+cluster_role = "edit"
+namespace = "payments"           # omit for a ClusterRoleBinding
+max_duration = "1h"
+approvals = { count = 1, reviewers = ["sre"] }
+
+[providers.gcp-prod]
+kind = "gcp-iam"
+resource = "projects/payments-prod"     # or folders/…, organizations/…
+credentials = "sa.json"                  # service account key; or the metadata server
+endpoint = "https://cloudresourcemanager.googleapis.com"   # overridable for tests
+
+[[entitlement]]
+name = "payments-spanner-write"
+provider = "gcp-prod"
+role = "roles/spanner.databaseUser"
+max_duration = "1h"
+approvals = { count = 1, reviewers = ["sre"] }
+
+[providers.legacy]
+kind = "command"
+grant = ["/path/prog", "{principal}", "{role}", "{not_after}"]
+revoke = ["/path/prog", "--revoke", "{principal}"]
+list = ["/path/prog", "--list"]
+
+[providers.maria]
+kind = "mysql"
+url = "mysql://airlock@127.0.0.1:3306/"
+
+[[entitlement]]
+name = "orders-write"
+provider = "maria"
+role = "orders_writer"
+max_duration = "1h"
+approvals = { count = 1, reviewers = ["sre"] }
+"#;
+
+    #[test]
+    fn every_provider_kind_parses_with_its_target() {
+        let c = Config::parse(&format!("{SAMPLE}{PROVIDERS}")).unwrap();
+        let ssh = c.entitlement("web-deploy").unwrap();
+        assert_eq!(ssh.target.principals, ["deploy"]);
+        assert_eq!(ssh.target.extensions, ["permit-pty"]);
+        let k8s = c.entitlement("payments-k8s-edit").unwrap();
+        assert_eq!(k8s.target.cluster_role.as_deref(), Some("edit"));
+        assert_eq!(k8s.target.namespace.as_deref(), Some("payments"));
+        let gcp = c.entitlement("payments-spanner-write").unwrap();
+        assert_eq!(
+            gcp.target.role.as_deref(),
+            Some("roles/spanner.databaseUser")
+        );
+        assert_eq!(c.providers.len(), 6);
+    }
+
+    fn refusal(extra: &str) -> String {
+        Config::parse(&format!("{SAMPLE}{PROVIDERS}{extra}"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn keys_and_targets_that_do_not_fit_the_kind_are_refused() {
+        let err = refusal("[providers.x]\nkind = \"ssh\"\n");
+        assert!(err.contains("kind ssh needs `ca_key`"), "{err}");
+        let err = refusal("[providers.x]\nkind = \"ssh\"\nca_key = \"k\"\nurl = \"u\"\n");
+        assert!(err.contains("`url` does not apply to kind ssh"), "{err}");
+        let err = refusal("[providers.x]\nkind = \"gcp-iam\"\nresource = \"buckets/x\"\n");
+        assert!(err.contains("projects/ID"), "{err}");
+        let ent = |provider: &str, body: &str| {
+            format!("[[entitlement]]\nname = \"e2\"\nprovider = \"{provider}\"\n{body}\nmax_duration = \"1h\"\napprovals = {{ count = 1, reviewers = [\"sre\"] }}\n")
+        };
+        let err = refusal(&ent("ssh-prod", ""));
+        assert!(err.contains("so `principals` is required"), "{err}");
+        let err = refusal(&ent("ssh-prod", "principals = [\"root; rm\"]"));
+        assert!(err.contains("not a valid login name"), "{err}");
+        let err = refusal(&ent("k8s-prod", "cluster_role = \"edit\"\nrole = \"x\""));
+        assert!(err.contains("`role` does not apply"), "{err}");
+        let err = refusal(&ent(
+            "k8s-prod",
+            "cluster_role = \"edit\"\nnamespace = \"Pay_ments\"",
+        ));
+        assert!(err.contains("not a valid Kubernetes name"), "{err}");
+        let err = refusal(&ent("gcp-prod", "role = \"owner\""));
+        assert!(err.contains("roles/spanner.databaseUser"), "{err}");
+        let err = refusal(&ent("maria", "role = \"a`b\""));
+        assert!(err.contains("is not valid"), "{err}");
+    }
 }

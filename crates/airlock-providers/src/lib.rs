@@ -10,6 +10,7 @@ use airlock_core::{EntitlementName, ProviderName, RequestId, UserName};
 use time::OffsetDateTime;
 
 pub mod postgres;
+pub mod ssh;
 
 /// What a provider needs to apply or remove one grant.
 #[derive(Debug, Clone)]
@@ -147,12 +148,12 @@ pub fn build(
     config: &ProviderConfig,
     ctx: &ProviderContext,
 ) -> Result<Arc<dyn Provider>, String> {
-    let _ = ctx;
     match config.kind.as_str() {
         "postgres" => Ok(Arc::new(postgres::PostgresProvider::new(
             name.clone(),
             config,
         )?)),
+        "ssh" => Ok(Arc::new(ssh::SshProvider::new(name.clone(), config, ctx)?)),
         other => Err(format!(
             "provider {name}: kind `{other}` is not built into this binary"
         )),

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 
 pub mod command;
 pub mod postgres;
+pub mod ssh;
 
 /// What a provider needs to apply or remove one grant.
 #[derive(Debug, Clone)]
@@ -158,6 +159,7 @@ pub fn build(
             name.clone(),
             config,
         )?)),
+        "ssh" => Ok(Arc::new(ssh::SshProvider::new(name.clone(), config, ctx)?)),
         other => Err(format!(
             "provider {name}: kind `{other}` is not built into this binary"
         )),

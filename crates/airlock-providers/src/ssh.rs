@@ -1,0 +1,226 @@
+//! SSH certificate authority provider (`kind = "ssh"`): access is a short-lived
+//! OpenSSH user certificate signed in-process; it ends by itself at
+//! `not_after` (native expiry, no call to any server), and earlier through the
+//! KRL this CA publishes for sshd's `RevokedKeys`. Nothing is created on the
+//! target, so apply/remove have nothing to do and there is nothing to drift.
+
+mod ca_key;
+pub mod cert;
+pub mod krl;
+
+use std::path::PathBuf;
+
+use airlock_core::config::ProviderConfig;
+use airlock_core::ProviderName;
+use ssh_key::PrivateKey;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+pub use ca_key::CaKeyError;
+pub use cert::{KeyRefusal, CLOCK_SKEW_SECS};
+
+use crate::{
+    CertificateAuthority, CredentialRequest, GrantSpec, ManagedAccount, Provider, ProviderContext,
+    ProviderError,
+};
+
+/// `[providers.NAME] kind = "ssh"`.
+pub struct SshProvider {
+    name: ProviderName,
+    key_path: PathBuf,
+    ca: PrivateKey,
+    /// `TrustedUserCAKeys` line.
+    ca_public: String,
+    /// The CA public key in SSH wire format (named by the KRL).
+    ca_blob: Vec<u8>,
+}
+
+impl std::fmt::Debug for SshProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the private key.
+        f.debug_struct("SshProvider")
+            .field("name", &self.name)
+            .field("key_path", &self.key_path)
+            .field("ca_public", &self.ca_public)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SshProvider {
+    /// Loads the CA key named by `ca_key` (relative to the config folder),
+    /// generating an Ed25519 key there if the file does not exist.
+    pub fn new(
+        name: ProviderName,
+        config: &ProviderConfig,
+        ctx: &ProviderContext,
+    ) -> Result<Self, String> {
+        let file = config.ca_key.as_deref().ok_or_else(|| {
+            format!("provider {name}: kind ssh needs `ca_key = \"ssh_ca\"` (an OpenSSH private key file; generated if missing)")
+        })?;
+        if file.trim().is_empty() {
+            return Err(format!(
+                "provider {name}: `ca_key` is empty; name a file such as \"ssh_ca\""
+            ));
+        }
+        let key_path = ctx.config_dir.join(file);
+        let ca = ca_key::load_or_generate(&key_path, &format!("airlock CA {name}"))
+            .map_err(|e| format!("provider {name}: {e}"))?;
+        let public = ca.public_key();
+        let ca_public = public
+            .to_openssh()
+            .map_err(|e| format!("provider {name}: cannot encode the CA public key: {e}"))?;
+        let ca_blob = public
+            .to_bytes()
+            .map_err(|e| format!("provider {name}: cannot encode the CA public key: {e}"))?;
+        Ok(SshProvider {
+            name,
+            key_path,
+            ca,
+            ca_public,
+            ca_blob,
+        })
+    }
+
+    /// Where the CA private key lives.
+    pub fn key_path(&self) -> &std::path::Path {
+        &self.key_path
+    }
+
+    fn refused(&self, detail: impl Into<String>) -> ProviderError {
+        ProviderError::Refused {
+            provider: self.name.to_string(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Signs the certificate for `grant` as of `now` (see [`Provider::credentials`]).
+    pub fn certify(
+        &self,
+        grant: &GrantSpec,
+        request: &CredentialRequest,
+        now: OffsetDateTime,
+    ) -> Result<serde_json::Value, ProviderError> {
+        let key = cert::parse_user_key(request.public_key.as_deref(), self.ca.public_key())
+            .map_err(|e| self.refused(e.to_string()))?;
+        let serial = match request.serial {
+            Some(0) => return Err(self.refused("certificate serial 0 cannot be revoked by a KRL; the server must allocate serials from 1 (a server bug, please report it)")),
+            Some(s) => s,
+            None => return Err(self.refused("no certificate serial was allocated for this request (a server bug, please report it)")),
+        };
+        let principals = &grant.target.principals;
+        if principals.is_empty() {
+            return Err(self.refused(format!(
+                "entitlement {} lists no principals; set `principals = [\"LOGIN\"]`",
+                grant.entitlement
+            )));
+        }
+        let now_secs = u64::try_from(now.unix_timestamp()).unwrap_or(0);
+        // Floor: the certificate never outlives the grant, even by a fraction of a second.
+        let valid_before = u64::try_from(grant.not_after.unix_timestamp()).unwrap_or(0);
+        if valid_before <= now_secs {
+            return Err(self.refused(format!(
+                "the grant ended at {}; request access again",
+                rfc3339(valid_before)
+            )));
+        }
+        let contents = cert::CertContents {
+            key_id: crate::certificate_key_id(grant),
+            serial,
+            principals,
+            extensions: &grant.target.extensions,
+            source_address: grant.target.source_address.as_deref(),
+            force_command: grant.target.force_command.as_deref(),
+            valid_after: now_secs.saturating_sub(CLOCK_SKEW_SECS),
+            valid_before,
+        };
+        let certificate = cert::sign(&self.ca, &key, &contents)
+            .and_then(|c| c.to_openssh())
+            .map_err(|e| self.refused(format!("signing the certificate failed: {e}")))?;
+        Ok(serde_json::json!({
+            "certificate": certificate,
+            "serial": serial,
+            "valid_after": rfc3339(contents.valid_after),
+            "valid_before": rfc3339(valid_before),
+            "principals": principals,
+            "key_id": contents.key_id,
+        }))
+    }
+
+    /// The KRL revoking `serials`, as generated at `now`.
+    pub fn krl_at(&self, serials: &[u64], now: OffsetDateTime) -> Vec<u8> {
+        let generated = u64::try_from(now.unix_timestamp()).unwrap_or(0);
+        krl::encode(
+            &self.ca_blob,
+            serials,
+            generated,
+            &format!("airlock {}", self.name),
+        )
+    }
+}
+
+fn rfc3339(unix: u64) -> String {
+    i64::try_from(unix)
+        .ok()
+        .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| unix.to_string())
+}
+
+#[async_trait::async_trait]
+impl Provider for SshProvider {
+    fn name(&self) -> &ProviderName {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "ssh"
+    }
+
+    /// The key was loaded (and checked) when the provider was built.
+    async fn check(&self) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    /// Access is the certificate the requester fetches; nothing to create.
+    async fn apply(&self, _grant: &GrantSpec) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    /// The certificate expires at `not_after`; early ends go through the KRL.
+    async fn remove(&self, _grant: &GrantSpec) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    async fn list_managed(&self) -> Result<Vec<ManagedAccount>, ProviderError> {
+        Ok(Vec::new())
+    }
+
+    async fn remove_account(&self, account: &str) -> Result<(), ProviderError> {
+        Err(self.refused(format!(
+            "ssh creates no accounts, so `{account}` cannot be removed; revoke certificates through the KRL"
+        )))
+    }
+
+    async fn credentials(
+        &self,
+        grant: &GrantSpec,
+        request: &CredentialRequest,
+    ) -> Result<serde_json::Value, ProviderError> {
+        self.certify(grant, request, OffsetDateTime::now_utc())
+    }
+
+    fn certificate_authority(&self) -> Option<&dyn CertificateAuthority> {
+        Some(self)
+    }
+}
+
+impl CertificateAuthority for SshProvider {
+    fn public_key(&self) -> String {
+        self.ca_public.clone()
+    }
+
+    /// Unsigned (sshd ignores KRL signatures and OpenSSH 9.4+ rejects signed KRLs).
+    fn revocation_list(&self, serials: &[u64]) -> Result<Vec<u8>, ProviderError> {
+        Ok(self.krl_at(serials, OffsetDateTime::now_utc()))
+    }
+}

@@ -9,3 +9,4 @@ mod input;
 mod lifecycle;
 mod providers;
 mod setup;
+mod ssh;

@@ -9,6 +9,7 @@ use airlock_core::config::{Entitlement, EntitlementTarget, ProviderConfig};
 use airlock_core::{EntitlementName, ProviderName, RequestId, UserName};
 use time::OffsetDateTime;
 
+pub mod mysql;
 pub mod postgres;
 
 /// What a provider needs to apply or remove one grant.
@@ -153,6 +154,7 @@ pub fn build(
             name.clone(),
             config,
         )?)),
+        "mysql" => Ok(Arc::new(mysql::MysqlProvider::new(name.clone(), config)?)),
         other => Err(format!(
             "provider {name}: kind `{other}` is not built into this binary"
         )),

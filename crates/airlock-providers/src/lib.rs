@@ -10,6 +10,7 @@ use airlock_core::{EntitlementName, ProviderName, RequestId, UserName};
 use time::OffsetDateTime;
 
 pub mod command;
+pub mod mysql;
 pub mod postgres;
 pub mod ssh;
 
@@ -160,6 +161,7 @@ pub fn build(
             config,
         )?)),
         "ssh" => Ok(Arc::new(ssh::SshProvider::new(name.clone(), config, ctx)?)),
+        "mysql" => Ok(Arc::new(mysql::MysqlProvider::new(name.clone(), config)?)),
         other => Err(format!(
             "provider {name}: kind `{other}` is not built into this binary"
         )),

@@ -16,6 +16,7 @@ mod policy;
 mod provider;
 mod report;
 mod serve_rss;
+mod ssh;
 mod util;
 
 use std::path::PathBuf;
@@ -88,6 +89,7 @@ const BENCHES: &[(&str, &str, Bench)] = &[
     ),
     ("audit", "audit verify --offline", audit::run),
     ("serve", "idle RSS of airlock serve", serve_rss::run),
+    ("ssh", "SSH certificate signing and approve→login", ssh::run),
 ];
 
 struct Args {

@@ -7,6 +7,7 @@ mod audit;
 mod crash;
 mod input;
 mod lifecycle;
+mod mysql;
 mod providers;
 mod setup;
 mod ssh;

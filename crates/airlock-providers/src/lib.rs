@@ -9,6 +9,7 @@ use airlock_core::config::{Entitlement, EntitlementTarget, ProviderConfig};
 use airlock_core::{EntitlementName, ProviderName, RequestId, UserName};
 use time::OffsetDateTime;
 
+pub mod gcp_iam;
 pub mod postgres;
 
 /// What a provider needs to apply or remove one grant.
@@ -147,11 +148,15 @@ pub fn build(
     config: &ProviderConfig,
     ctx: &ProviderContext,
 ) -> Result<Arc<dyn Provider>, String> {
-    let _ = ctx;
     match config.kind.as_str() {
         "postgres" => Ok(Arc::new(postgres::PostgresProvider::new(
             name.clone(),
             config,
+        )?)),
+        "gcp-iam" => Ok(Arc::new(gcp_iam::GcpIamProvider::new(
+            name.clone(),
+            config,
+            ctx,
         )?)),
         other => Err(format!(
             "provider {name}: kind `{other}` is not built into this binary"

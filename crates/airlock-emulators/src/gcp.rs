@@ -134,7 +134,7 @@ impl GcpEmulator {
             )
             .route("/v1/{*rest}", post(iam_v1))
             .route("/v3/{*rest}", post(iam_v3))
-            .fallback(not_found)
+            .fallback(|| async { not_found() })
             .with_state(state.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -283,14 +283,6 @@ fn invalid_argument(message: impl Into<String>) -> Response {
     google_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message)
 }
 
-async fn not_found() -> Response {
-    google_error(
-        StatusCode::NOT_FOUND,
-        "NOT_FOUND",
-        "The requested URL was not found on this server.",
-    )
-}
-
 #[derive(Deserialize)]
 struct TokenForm {
     grant_type: Option<String>,
@@ -402,10 +394,10 @@ fn iam(
     body: &[u8],
 ) -> Response {
     let Some((resource, method)) = rest.rsplit_once(':') else {
-        return not_found_sync();
+        return not_found();
     };
     let Some(kind) = resource_kind(resource, api) else {
-        return not_found_sync();
+        return not_found();
     };
     let permission = |verb: &str| format!("resourcemanager.{kind}.{verb}");
     let mut inner = lock(&state);
@@ -478,11 +470,11 @@ fn iam(
                 Json(json!({ "permissions": held })).into_response()
             }
         }
-        _ => not_found_sync(),
+        _ => not_found(),
     }
 }
 
-fn not_found_sync() -> Response {
+fn not_found() -> Response {
     google_error(
         StatusCode::NOT_FOUND,
         "NOT_FOUND",

@@ -40,6 +40,8 @@ pub const MAX_ATTEMPTS: u32 = 10;
 /// First backoff after a conflict; doubles per attempt up to [`MAX_BACKOFF`].
 const BASE_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(3);
+/// IAM refuses longer condition descriptions.
+const MAX_DESCRIPTION_CHARS: usize = 256;
 
 /// `[providers.NAME] kind = "gcp-iam"`.
 pub struct GcpIamProvider {
@@ -168,10 +170,13 @@ impl GcpIamProvider {
 
     fn binding_for(&self, grant: &GrantSpec) -> Result<Binding, ProviderError> {
         let not_after = grant.not_after.format(&Rfc3339).unwrap_or_default();
-        let description = format!(
+        let description: String = format!(
             "Granted by airlock for request {} ({} by {}); ends at {not_after}",
             grant.request_id, grant.entitlement, grant.requester
-        );
+        )
+        .chars()
+        .take(MAX_DESCRIPTION_CHARS)
+        .collect();
         Ok(Binding::airlock(
             self.role(grant)?,
             &self.member(grant)?,

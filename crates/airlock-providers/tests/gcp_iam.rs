@@ -97,6 +97,12 @@ impl World {
     }
 }
 
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn request_id(n: u32) -> RequestId {
     RequestId::parse(&format!("req{n:08}")).unwrap()
 }

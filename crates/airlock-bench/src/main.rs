@@ -9,6 +9,7 @@
 
 mod audit;
 mod expiry;
+mod gcp;
 mod harness;
 mod lifecycle;
 mod pg;
@@ -88,6 +89,11 @@ const BENCHES: &[(&str, &str, Bench)] = &[
         lifecycle::run,
     ),
     ("audit", "audit verify --offline", audit::run),
+    (
+        "gcp",
+        "GCP IAM: 20 concurrent grants on one policy",
+        gcp::run,
+    ),
     ("serve", "idle RSS of airlock serve", serve_rss::run),
     ("ssh", "SSH certificate signing and approve→login", ssh::run),
 ];

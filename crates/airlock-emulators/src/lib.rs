@@ -3,3 +3,6 @@
 //! bodies, concurrency rules) closely enough that the production client code
 //! runs against it unchanged; only the base URL differs. Test-only: never
 //! linked into the `airlock` binary.
+
+/// GCP IAM (Resource Manager policies, OAuth token endpoint, metadata server).
+pub mod gcp;

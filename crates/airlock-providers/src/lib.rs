@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 
 pub mod command;
 pub mod mysql;
+pub mod gcp_iam;
 pub mod postgres;
 pub mod ssh;
 
@@ -162,6 +163,11 @@ pub fn build(
         )?)),
         "ssh" => Ok(Arc::new(ssh::SshProvider::new(name.clone(), config, ctx)?)),
         "mysql" => Ok(Arc::new(mysql::MysqlProvider::new(name.clone(), config)?)),
+        "gcp-iam" => Ok(Arc::new(gcp_iam::GcpIamProvider::new(
+            name.clone(),
+            config,
+            ctx,
+        )?)),
         other => Err(format!(
             "provider {name}: kind `{other}` is not built into this binary"
         )),

@@ -279,6 +279,10 @@ impl Provider for GcpIamProvider {
         "gcp-iam"
     }
 
+    fn requires_email(&self) -> bool {
+        true
+    }
+
     async fn check(&self) -> Result<(), ProviderError> {
         let needed = api::permissions(&self.resource);
         let held = self

@@ -10,8 +10,8 @@ use airlock_core::{EntitlementName, ProviderName, RequestId, UserName};
 use time::OffsetDateTime;
 
 pub mod command;
-pub mod mysql;
 pub mod gcp_iam;
+pub mod mysql;
 pub mod postgres;
 pub mod ssh;
 
@@ -124,6 +124,11 @@ pub trait Provider: Send + Sync {
         grant: &GrantSpec,
         request: &CredentialRequest,
     ) -> Result<serde_json::Value, ProviderError>;
+    /// True when a grant names the requester by email (e.g. `user:EMAIL` in
+    /// GCP IAM), so requests from principals without one are refused up front.
+    fn requires_email(&self) -> bool {
+        false
+    }
     /// Set when `credentials` mints certificates: each needs a store-allocated
     /// serial (recorded, so it can be revoked) and the CA publishes a revocation list.
     fn certificate_authority(&self) -> Option<&dyn CertificateAuthority> {

@@ -144,6 +144,20 @@ pub async fn create(
     }
     // Do not ask reviewers for access that cannot be granted right now.
     let provider = app.provider(&ent.provider)?;
+    if provider.requires_email() && who.email.is_none() {
+        return Err(Error::invalid(
+            "entitlement",
+            format!(
+                "{} is granted to an email address (provider {} is {}), and user {} has none: \
+                 add `email` to their [[user]] entry or log in with OIDC",
+                ent.name,
+                ent.provider,
+                provider.kind(),
+                who.name
+            ),
+        )
+        .into());
+    }
     if let Err(e) = provider.check().await {
         app.metrics.provider_error(ent.provider.as_str());
         return Err(ApiError {

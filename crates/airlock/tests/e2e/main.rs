@@ -5,6 +5,7 @@ mod kit;
 
 mod audit;
 mod crash;
+mod gcp;
 mod input;
 mod lifecycle;
 mod mysql;

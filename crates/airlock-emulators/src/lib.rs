@@ -3,3 +3,5 @@
 //! bodies, concurrency rules) closely enough that the production client code
 //! runs against it unchanged; only the base URL differs. Test-only: never
 //! linked into the `airlock` binary.
+
+pub mod kubernetes;

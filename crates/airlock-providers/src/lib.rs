@@ -9,6 +9,7 @@ use airlock_core::config::{Entitlement, EntitlementTarget, ProviderConfig};
 use airlock_core::{EntitlementName, ProviderName, RequestId, UserName};
 use time::OffsetDateTime;
 
+pub mod kubernetes;
 pub mod postgres;
 
 /// What a provider needs to apply or remove one grant.
@@ -152,6 +153,11 @@ pub fn build(
         "postgres" => Ok(Arc::new(postgres::PostgresProvider::new(
             name.clone(),
             config,
+        )?)),
+        "kubernetes" => Ok(Arc::new(kubernetes::KubernetesProvider::new(
+            name.clone(),
+            config,
+            ctx,
         )?)),
         other => Err(format!(
             "provider {name}: kind `{other}` is not built into this binary"

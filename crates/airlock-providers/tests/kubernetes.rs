@@ -612,6 +612,7 @@ async fn rejected_credentials_missing_rights_and_missing_namespaces_are_refused(
         detail.contains("namespaces \"nowhere\" not found"),
         "{detail}"
     );
+    assert!(detail.contains("create the namespace"), "{detail}");
 
     let mut no_role = g.clone();
     no_role.target.cluster_role = None;

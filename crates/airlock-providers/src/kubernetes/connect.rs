@@ -152,6 +152,9 @@ pub fn classify(provider: &str, server: &str, doing: &str, e: kube::Error) -> Pr
                 403 => refused(format!(
                     "{what}: give airlock's identity the RBAC listed in docs/providers/kubernetes.md"
                 )),
+                404 if s.details.as_ref().is_some_and(|d| d.kind == "namespaces") => refused(
+                    format!("{what}: create the namespace, or fix `namespace` in the entitlement"),
+                ),
                 408 | 429 => unreachable(what),
                 500..=599 => unreachable(what),
                 _ => refused(what),

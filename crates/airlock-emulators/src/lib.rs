@@ -6,3 +6,4 @@
 
 /// GCP IAM (Resource Manager policies, OAuth token endpoint, metadata server).
 pub mod gcp;
+pub mod kubernetes;

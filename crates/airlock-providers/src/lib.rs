@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 pub mod command;
 pub mod gcp_iam;
 pub mod mysql;
+pub mod kubernetes;
 pub mod postgres;
 pub mod ssh;
 
@@ -169,6 +170,7 @@ pub fn build(
         "ssh" => Ok(Arc::new(ssh::SshProvider::new(name.clone(), config, ctx)?)),
         "mysql" => Ok(Arc::new(mysql::MysqlProvider::new(name.clone(), config)?)),
         "gcp-iam" => Ok(Arc::new(gcp_iam::GcpIamProvider::new(
+        "kubernetes" => Ok(Arc::new(kubernetes::KubernetesProvider::new(
             name.clone(),
             config,
             ctx,

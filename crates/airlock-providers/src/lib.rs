@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 
 pub mod command;
 pub mod gcp_iam;
-pub mod mysql;
 pub mod kubernetes;
+pub mod mysql;
 pub mod postgres;
 pub mod ssh;
 
@@ -170,6 +170,10 @@ pub fn build(
         "ssh" => Ok(Arc::new(ssh::SshProvider::new(name.clone(), config, ctx)?)),
         "mysql" => Ok(Arc::new(mysql::MysqlProvider::new(name.clone(), config)?)),
         "gcp-iam" => Ok(Arc::new(gcp_iam::GcpIamProvider::new(
+            name.clone(),
+            config,
+            ctx,
+        )?)),
         "kubernetes" => Ok(Arc::new(kubernetes::KubernetesProvider::new(
             name.clone(),
             config,

@@ -7,6 +7,7 @@ mod audit;
 mod crash;
 mod gcp;
 mod input;
+mod kubernetes;
 mod lifecycle;
 mod mysql;
 mod providers;

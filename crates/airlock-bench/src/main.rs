@@ -11,6 +11,7 @@ mod audit;
 mod expiry;
 mod harness;
 mod lifecycle;
+mod mysql;
 mod pg;
 mod policy;
 mod provider;
@@ -81,6 +82,7 @@ const BENCHES: &[(&str, &str, Bench)] = &[
         "PostgreSQL provider grant+revoke",
         provider::run,
     ),
+    ("mysql", "MariaDB provider grant+revoke", mysql::run),
     (
         "lifecycle",
         "request→approve→active via HTTP",

@@ -12,6 +12,7 @@ mod expiry;
 mod gcp;
 mod harness;
 mod lifecycle;
+mod mysql;
 mod pg;
 mod policy;
 mod provider;
@@ -83,6 +84,7 @@ const BENCHES: &[(&str, &str, Bench)] = &[
         "PostgreSQL provider grant+revoke",
         provider::run,
     ),
+    ("mysql", "MariaDB provider grant+revoke", mysql::run),
     (
         "lifecycle",
         "request→approve→active via HTTP",

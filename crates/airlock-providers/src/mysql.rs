@@ -7,18 +7,19 @@
 //! One cached connection serves every call, one call at a time (account DDL
 //! serializes on the server anyway); each write is one multi-statement round trip.
 
+mod errors;
 mod native_password;
+mod session;
 mod sql;
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use airlock_core::config::{Entitlement, ProviderConfig};
 use airlock_core::{ProviderName, RequestId};
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder, ServerError};
+use mysql_async::{Opts, OptsBuilder};
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 use tokio::sync::Mutex;
@@ -26,6 +27,8 @@ use tokio::sync::Mutex;
 use crate::{
     CredentialRequest, GrantSpec, ManagedAccount, Provider, ProviderError, StandingAccess,
 };
+use errors::{code, connection_lost, scrub, server_error, Failure};
+use session::Session;
 
 /// Prefix of the users airlock creates when `role_prefix` is not set.
 pub const DEFAULT_ROLE_PREFIX: &str = "airlock_";
@@ -35,32 +38,13 @@ pub const DEFAULT_CONNECTION_LIMIT: u32 = 10;
 pub const DEFAULT_EVENT_SCHEMA: &str = "mysql";
 /// How long connecting (TCP, handshake, login) may take, so a dead host fails fast.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one operation may wait for the server before its connection is
+/// dropped (so a hung server cannot block every later call).
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// MariaDB's limit on user names.
 const MAX_USER_NAME_LEN: usize = 80;
 /// MariaDB's limit on identifiers such as event names.
 const MAX_EVENT_NAME_LEN: usize = 64;
-
-/// MariaDB error codes the provider acts on.
-mod code {
-    pub const DB_ACCESS_DENIED: u16 = 1044;
-    pub const ACCESS_DENIED: u16 = 1045;
-    pub const BAD_DB: u16 = 1049;
-    pub const TABLE_ACCESS_DENIED: u16 = 1142;
-    pub const SPECIFIC_ACCESS_DENIED: u16 = 1227;
-    pub const CANNOT_USER: u16 = 1396;
-    pub const ACCESS_DENIED_NO_PASSWORD: u16 = 1698;
-    pub const INVALID_ROLE: u16 = 1959;
-    /// Shutdown, aborted/killed connection, network errors, idle timeout.
-    pub const CONNECTION_LOST: &[u16] = &[1053, 1152, 1158, 1159, 1160, 1161, 1927, 4031];
-    /// Worth a retry: connection and user limits, lock waits, deadlocks, interrupts.
-    pub const TRANSIENT: &[u16] = &[1040, 1203, 1205, 1213, 1226, 1317, 1969];
-}
-
-/// What airlock's own MariaDB user needs; quoted in every privilege error.
-const PRIVILEGES: &str = "airlock's MariaDB user needs CREATE USER and CONNECTION ADMIN on *.*, \
-EVENT on the expiry schema, SELECT on mysql.user and mysql.roles_mapping, UPDATE on mysql.* \
-(MariaDB requires it for SET DEFAULT ROLE ... FOR) and each entitlement role WITH ADMIN OPTION \
-(see docs/providers/mysql.md)";
 
 /// `@@event_scheduler` as last seen.
 const SCHEDULER_UNKNOWN: u8 = 0;
@@ -79,50 +63,6 @@ pub struct MysqlProvider {
     session: Mutex<Option<Session>>,
     scheduler: AtomicU8,
     warned_scheduler_off: AtomicBool,
-}
-
-/// The cached connection and what was learnt about it at login.
-struct Session {
-    conn: Conn,
-    /// airlock's own account (`CURRENT_USER()`), never listed nor removed.
-    me_user: String,
-    me_host: String,
-    /// CONNECTION ADMIN (or SUPER): without it `KILL USER` silently ends nothing.
-    can_kill: bool,
-}
-
-/// A failure inside one attempt: the raw driver error (to decide on a retry)
-/// or an already-classified one.
-enum Failure {
-    Db(mysql_async::Error),
-    Provider(ProviderError),
-}
-
-impl From<mysql_async::Error> for Failure {
-    fn from(e: mysql_async::Error) -> Self {
-        Failure::Db(e)
-    }
-}
-
-impl From<ProviderError> for Failure {
-    fn from(e: ProviderError) -> Self {
-        Failure::Provider(e)
-    }
-}
-
-fn server_error(e: &mysql_async::Error) -> Option<&ServerError> {
-    match e {
-        mysql_async::Error::Server(s) => Some(s),
-        _ => None,
-    }
-}
-
-/// The connection cannot be used any more (a retry on a fresh one may work).
-fn connection_lost(e: &mysql_async::Error) -> bool {
-    match server_error(e) {
-        Some(s) => code::CONNECTION_LOST.contains(&s.code) || s.state.starts_with("08"),
-        None => e.is_fatal(),
-    }
 }
 
 impl MysqlProvider {
@@ -195,84 +135,6 @@ impl MysqlProvider {
         }
     }
 
-    fn unreachable(&self, detail: impl Into<String>) -> ProviderError {
-        ProviderError::Unreachable {
-            provider: self.name.to_string(),
-            detail: detail.into(),
-        }
-    }
-
-    fn refused(&self, detail: impl Into<String>) -> ProviderError {
-        ProviderError::Refused {
-            provider: self.name.to_string(),
-            detail: detail.into(),
-        }
-    }
-
-    /// Outages and contention are retryable; whatever else the server says is a refusal.
-    fn classify(&self, e: &mysql_async::Error) -> ProviderError {
-        let Some(s) = server_error(e) else {
-            let mut detail = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(inner) = source {
-                let text = inner.to_string();
-                if !detail.contains(&text) {
-                    detail.push_str(": ");
-                    detail.push_str(&text);
-                }
-                source = inner.source();
-            }
-            return self.unreachable(detail);
-        };
-        let detail = format!(
-            "{} (MariaDB error {}, SQLSTATE {})",
-            s.message, s.code, s.state
-        );
-        if code::TRANSIENT.contains(&s.code) || connection_lost(e) || s.state.starts_with("40") {
-            return self.unreachable(detail);
-        }
-        match s.code {
-            code::ACCESS_DENIED => {
-                self.refused(format!("{detail}: check the user and password in `url`"))
-            }
-            code::DB_ACCESS_DENIED
-            | code::TABLE_ACCESS_DENIED
-            | code::SPECIFIC_ACCESS_DENIED
-            | code::ACCESS_DENIED_NO_PASSWORD => self.refused(format!("{detail}: {PRIVILEGES}")),
-            code::BAD_DB => self.refused(format!(
-                "{detail}: the schema in `url` holds the expiry events; create it or name an existing one"
-            )),
-            _ => self.refused(detail),
-        }
-    }
-
-    fn missing_role(&self, role: &str) -> ProviderError {
-        self.refused(format!(
-            "role {role} does not exist on {}: create it (CREATE ROLE {role}), grant it to airlock's \
-             user WITH ADMIN OPTION, or fix the entitlement",
-            self.name
-        ))
-    }
-
-    /// A refused apply, with the hint that fits the entitlement role.
-    fn apply_refusal(&self, e: &mysql_async::Error, role: &str, me: &str) -> ProviderError {
-        match server_error(e).map(|s| s.code) {
-            Some(code::INVALID_ROLE) => self.missing_role(role),
-            Some(code::ACCESS_DENIED_NO_PASSWORD) => self.refused(format!(
-                "airlock's MariaDB user {me} may not grant role {role}: GRANT {role} TO {me} WITH ADMIN OPTION"
-            )),
-            _ => self.classify(e),
-        }
-    }
-
-    fn cannot_kill(&self, s: &Session) -> String {
-        let me = sql::user_at(&s.me_user, &s.me_host);
-        format!(
-            "airlock's MariaDB user {me} lacks CONNECTION ADMIN, so KILL USER cannot end other \
-             users' sessions: GRANT CONNECTION ADMIN ON *.* TO {me}"
-        )
-    }
-
     /// Records `@@event_scheduler`; warns once per provider when it is not ON.
     fn note_scheduler(&self, value: &str) {
         let on = value.eq_ignore_ascii_case("ON");
@@ -289,102 +151,6 @@ impl MysqlProvider {
                  `SET GLOBAL event_scheduler = ON` and keep it on across restarts with \
                  `event_scheduler = ON` under [mysqld] in my.cnf (DISABLED needs that and a restart)"
             );
-        }
-    }
-
-    async fn connect(&self) -> Result<Session, ProviderError> {
-        let conn = tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(self.opts.clone()))
-            .await
-            .map_err(|_| {
-                self.unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))
-            })?
-            .map_err(|e| self.classify(&e))?;
-        let session = self.prepare(conn).await.map_err(|e| match e {
-            Failure::Db(e) => self.classify(&e),
-            Failure::Provider(e) => e,
-        })?;
-        tracing::debug!(provider = %self.name, user = %session.me_user, "mysql provider connected");
-        Ok(session)
-    }
-
-    /// Session settings the statements rely on, and who airlock is.
-    async fn prepare(&self, mut conn: Conn) -> Result<Session, Failure> {
-        // Event times are written in UTC; the sql_mode pins how text parses.
-        conn.query_drop(
-            "SET SESSION time_zone = '+00:00', \
-             SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
-        )
-        .await?;
-        let (version, me, scheduler): (String, String, String) = conn
-            .query_first("SELECT VERSION(), CURRENT_USER(), @@event_scheduler")
-            .await?
-            .unwrap_or_default();
-        if !version.contains("MariaDB") {
-            return Err(self
-                .refused(format!(
-                    "the server is {version}, not MariaDB: this provider supports MariaDB 10.5 or later \
-                     (MySQL's role and KILL syntax differ)"
-                ))
-                .into());
-        }
-        self.note_scheduler(&scheduler);
-        // Host names cannot hold `@`; user names can.
-        let (me_user, me_host) = me.rsplit_once('@').unwrap_or((me.as_str(), ""));
-        let grantee = format!("'{me_user}'@'{me_host}'");
-        let holders: Vec<String> = conn
-            .query(
-                "SELECT GRANTEE FROM information_schema.USER_PRIVILEGES \
-                 WHERE PRIVILEGE_TYPE IN ('CONNECTION ADMIN', 'SUPER')",
-            )
-            .await?;
-        Ok(Session {
-            can_kill: holders.contains(&grantee),
-            me_user: me_user.to_owned(),
-            me_host: me_host.to_owned(),
-            conn,
-        })
-    }
-
-    /// Runs `op` on the cached session (connecting if there is none). If a
-    /// cached connection turns out to be dead (server restart, idle timeout),
-    /// runs it once more on a fresh one: every operation here is idempotent.
-    /// `op` owns the session while it runs, so a cancelled call drops the
-    /// connection instead of leaving it mid-protocol.
-    async fn with_session<'a, T, F, Fut>(&'a self, op: F) -> Result<T, ProviderError>
-    where
-        F: Fn(Session) -> Fut,
-        Fut: Future<Output = (Session, Result<T, Failure>)> + 'a,
-    {
-        let mut slot = self.session.lock().await;
-        let mut retried = false;
-        loop {
-            let (session, cached) = match slot.take() {
-                Some(s) => (s, true),
-                None => (self.connect().await?, false),
-            };
-            let (session, result) = op(session).await;
-            let e = match result {
-                Ok(v) => {
-                    *slot = Some(session);
-                    return Ok(v);
-                }
-                Err(Failure::Provider(e)) => {
-                    *slot = Some(session);
-                    return Err(e);
-                }
-                Err(Failure::Db(e)) => e,
-            };
-            if !connection_lost(&e) {
-                *slot = Some(session);
-                return Err(self.classify(&e));
-            }
-            drop(session);
-            if cached && !retried {
-                retried = true;
-                tracing::debug!(provider = %self.name, error = %e, "connection lost; retrying once");
-                continue;
-            }
-            return Err(self.classify(&e));
         }
     }
 
@@ -458,21 +224,6 @@ impl MysqlProvider {
         })
     }
 }
-
-/// Replaces `secret` (a password hash) wherever an error quotes it.
-fn scrub(e: ProviderError, secret: &str) -> ProviderError {
-    match e {
-        ProviderError::Unreachable { provider, detail } => ProviderError::Unreachable {
-            provider,
-            detail: detail.replace(secret, "<password hash>"),
-        },
-        ProviderError::Refused { provider, detail } => ProviderError::Refused {
-            provider,
-            detail: detail.replace(secret, "<password hash>"),
-        },
-    }
-}
-
 #[async_trait::async_trait]
 impl Provider for MysqlProvider {
     fn name(&self) -> &ProviderName {
@@ -519,7 +270,11 @@ impl Provider for MysqlProvider {
             ))
         })?;
         let not_after = sql::utc_datetime(grant.not_after).ok_or_else(|| {
-            self.refused(format!("not_after {} is out of range", grant.not_after))
+            self.refused(format!(
+                "not_after {} is outside what a MariaDB event can be scheduled at (1970 to {})",
+                grant.not_after,
+                sql::LAST_EVENT_TIME
+            ))
         })?;
         let hash = native_password::hash(&grant.secret);
         let g = sql::Grant {
@@ -788,14 +543,5 @@ mod tests {
         let mut missing = config("x");
         missing.url = None;
         assert!(provider(&missing).err().unwrap().contains("needs `url"));
-    }
-
-    #[test]
-    fn scrub_hides_the_password_hash() {
-        let e = ProviderError::Refused {
-            provider: "p".into(),
-            detail: "syntax error near '*ABC' WITH".into(),
-        };
-        assert!(!scrub(e, "*ABC").to_string().contains("*ABC"));
     }
 }

@@ -4,7 +4,7 @@
 //! values airlock generates (a password hash, a timestamp, a request id) and
 //! these are checked to need no escaping.
 
-use time::macros::format_description;
+use time::macros::{datetime, format_description};
 use time::{OffsetDateTime, UtcOffset};
 
 /// A backtick-quoted identifier; safe for any text.
@@ -32,11 +32,16 @@ pub fn generated_literal(s: &str) -> Option<String> {
     plain.then(|| format!("'{s}'"))
 }
 
+/// The latest time MariaDB can schedule an event at (the end of its
+/// TIMESTAMP range before 11.5).
+pub const LAST_EVENT_TIME: OffsetDateTime = datetime!(2038-01-19 03:14:07 UTC);
+
 /// `not_after` in UTC as MariaDB DATETIME text, floored to the second so the
-/// event never fires later than `not_after`; `None` outside years 1000-9999.
+/// event never fires later than `not_after`; `None` before 1970 or after
+/// [`LAST_EVENT_TIME`].
 pub fn utc_datetime(t: OffsetDateTime) -> Option<String> {
     let t = t.to_offset(UtcOffset::UTC);
-    if !(1000..=9999).contains(&t.year()) {
+    if t.year() < 1970 || t > LAST_EVENT_TIME {
         return None;
     }
     t.format(format_description!(
@@ -142,7 +147,6 @@ pub fn remove(schema: &str, user: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::datetime;
 
     #[test]
     fn identifiers_double_backticks_and_nothing_else() {
@@ -167,7 +171,9 @@ mod tests {
     fn not_after_is_utc_and_floored_to_the_second() {
         let t = datetime!(2030-01-02 03:04:05.999 +02:00);
         assert_eq!(utc_datetime(t).as_deref(), Some("2030-01-02 01:04:05"));
-        assert!(utc_datetime(datetime!(0999-12-31 23:00 UTC)).is_none());
+        assert!(utc_datetime(datetime!(1969-12-31 23:00 UTC)).is_none());
+        assert!(utc_datetime(LAST_EVENT_TIME).is_some());
+        assert!(utc_datetime(datetime!(2038-01-19 03:14:08 UTC)).is_none());
     }
 
     #[test]

@@ -398,6 +398,23 @@ fn lists_filter_by_label_selector_across_namespaces_and_page_with_continue() {
         vec!["a", "b"]
     );
 
+    let (code, list) = api.call(
+        "GET",
+        &format!("{all}?fieldSelector=metadata.name%3Dd"),
+        None,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(list["items"][0]["metadata"]["namespace"], "payments");
+    let (code, list) = api.call(
+        "GET",
+        &format!("{all}?fieldSelector=metadata.namespace%21%3Ddefault"),
+        None,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    let (code, _) = api.call("GET", &format!("{all}?fieldSelector=spec.x%3D1"), None);
+    assert_eq!(code, 400);
+
     let (code, body) = api.call("GET", &format!("{RB}?labelSelector=a%3Db%3Dc"), None);
     assert_eq!(code, 400);
     assert_status(&body, 400, "BadRequest");

@@ -18,9 +18,10 @@ use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 
 pub use binding::{
-    Account, BindingObject, Desired, ENTITLEMENT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
-    NAME_PREFIX, NOT_AFTER_ANNOTATION, REQUESTER_ANNOTATION, REQUEST_LABEL,
+    Account, ENTITLEMENT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, NAME_PREFIX,
+    NOT_AFTER_ANNOTATION, REQUESTER_ANNOTATION, REQUEST_LABEL,
 };
+use binding::{BindingObject, Desired};
 pub use connect::{CONNECT_TIMEOUT, IO_TIMEOUT};
 
 use crate::{

@@ -270,6 +270,51 @@ async fn apply_converges_a_binding_that_differs() {
     assert_ne!(b["metadata"]["uid"], made["metadata"]["uid"]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_applies_converge_on_one_binding() {
+    let emu = kubernetes::start().await;
+    emu.add_namespace("payments");
+    let dir = Dir::new();
+    let provider = Arc::new(build(&dir, &emu.kubeconfig(&emu.token)).unwrap());
+    // The same grant from several replicas at once: AlreadyExists is success.
+    let same: Vec<_> = (0..8)
+        .map(|_| {
+            let p = provider.clone();
+            tokio::spawn(async move {
+                p.apply(&grant("req0000020", Some("payments"), NOT_AFTER))
+                    .await
+            })
+        })
+        .collect();
+    for t in same {
+        t.await.unwrap().unwrap();
+    }
+    // Differing versions of one grant: each write is conditional, losers re-read and retry.
+    let years = [2031, 2032, 2033, 2034];
+    let differing: Vec<_> = years
+        .iter()
+        .map(|y| {
+            let p = provider.clone();
+            let t = NOT_AFTER.replace_year(*y).unwrap();
+            tokio::spawn(async move { p.apply(&grant("req0000020", Some("payments"), t)).await })
+        })
+        .collect();
+    for t in differing {
+        t.await.unwrap().unwrap();
+    }
+    let all = emu.all(Resource::RoleBindings);
+    assert_eq!(all.len(), 1);
+    let not_after = all[0]["metadata"]["annotations"]["airlock.dev/not-after"]
+        .as_str()
+        .unwrap();
+    assert!(
+        years
+            .iter()
+            .any(|y| not_after == format!("{y}-01-02T03:04:05Z")),
+        "{not_after}"
+    );
+}
+
 #[tokio::test]
 async fn remove_deletes_the_binding_and_removing_again_is_ok() {
     let w = world().await;

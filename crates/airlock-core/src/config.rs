@@ -731,11 +731,17 @@ fn validate_target(
         ("namespace", &t.namespace),
     ] {
         if let Some(v) = v {
-            // DNS-1123 subdomain (ClusterRole) / label (namespace); ':' appears in system roles.
-            let ok = v.len() <= if key == "namespace" { 63 } else { 253 }
-                && is_plain_name(v, if key == "namespace" { b"" } else { b".:" })
-                && !v.contains('_')
-                && (key != "namespace" || v.bytes().all(|b| !b.is_ascii_uppercase()));
+            // Namespaces are DNS-1123 labels; RBAC names only forbid `/`, `%`,
+            // `.` and `..`, but airlock keeps them to plain names (`:` appears in
+            // system roles such as `system:aggregate-to-edit`).
+            let ok = if key == "namespace" {
+                v.len() <= 63
+                    && is_plain_name(v, b"")
+                    && !v.contains('_')
+                    && v.bytes().all(|b| !b.is_ascii_uppercase())
+            } else {
+                is_plain_name(v, b".:") && v != "." && v != ".."
+            };
             if !ok {
                 return Err(invalid(format!(
                     "{ctx}: {key} `{v}` is not a valid Kubernetes name"

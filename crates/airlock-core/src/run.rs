@@ -269,6 +269,10 @@ pub struct Run {
     pub requester: UserName,
     pub reason: String,
     pub state: RunState,
+    /// Whether nobody waits to stream it: then it starts as soon as it is
+    /// approved (otherwise its requester starts it, or the server does after
+    /// a grace period).
+    pub detached: bool,
     /// Which rule decided (`rule 2 ["delete", "pod", "*", "-n", "*"]` or `operation NAME`).
     pub rule: String,
     /// What approval it needs.

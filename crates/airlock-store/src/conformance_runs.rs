@@ -71,6 +71,7 @@ fn sample(n: u32, state: RunState, at: OffsetDateTime) -> Run {
         requester: user("alice"),
         reason: "INC-1".into(),
         state,
+        detached: false,
         rule: "rule 2 [\"delete\", \"pod\", \"*\"]".into(),
         approvals: RunApprovals {
             count: 1,

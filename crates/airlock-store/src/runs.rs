@@ -7,7 +7,7 @@
 use airlock_core::audit_chain::AuditDraft;
 use airlock_core::rate::Rate;
 use airlock_core::request::Review;
-use airlock_core::run::{Run, RunId, RunState};
+use airlock_core::run::{DryRun, Run, RunId, RunState};
 use airlock_core::UserName;
 use time::OffsetDateTime;
 
@@ -75,6 +75,8 @@ pub struct RunChange {
     pub error: Option<String>,
     /// The transcript (also sets `transcript_*` and `output_bytes` on the run).
     pub transcript: Option<Transcript>,
+    /// An operation's dry run, once it ran.
+    pub dry_run: Option<DryRun>,
     pub lease: Option<LeaseChange>,
     /// Set when a run is approved: when a background executor may start it.
     pub start_after: Option<OffsetDateTime>,
@@ -94,6 +96,7 @@ impl RunChange {
             && self.exit_code.is_none()
             && self.error.is_none()
             && self.transcript.is_none()
+            && self.dry_run.is_none()
             && self.lease.is_none()
             && self.start_after.is_none()
             && self.cancel_requested.is_none()
@@ -123,6 +126,9 @@ impl RunChange {
             r.transcript_bytes = Some(t.bytes.len() as u64);
             r.output_bytes = Some(t.output_bytes);
             r.transcript_truncated = t.truncated;
+        }
+        if let Some(d) = &self.dry_run {
+            r.dry_run = Some(d.clone());
         }
         if let Some(review) = &self.review {
             r.reviews.push(review.clone());

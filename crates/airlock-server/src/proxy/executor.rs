@@ -172,10 +172,33 @@ fn command(job: &Job, cwd: &PathBuf) -> tokio::process::Command {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            close_inherited_descriptors();
             Ok(())
         });
     }
     cmd
+}
+
+/// Marks every descriptor above stderr close-on-exec, so nothing airlock
+/// itself inherited without that flag (e.g. from its own parent) reaches the
+/// tool. Runs in the forked child: only async-signal-safe calls.
+fn close_inherited_descriptors() {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: plain syscalls on this process's own descriptor table.
+    unsafe {
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) == 0 {
+            return;
+        }
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur.min(65_536) as i32
+        } else {
+            4096
+        };
+        for fd in 3..max {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
 }
 
 /// Where output goes besides the transcript.

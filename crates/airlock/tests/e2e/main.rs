@@ -8,4 +8,7 @@ mod crash;
 mod input;
 mod lifecycle;
 mod providers;
+mod proxy;
+mod proxy_kit;
+mod proxy_ops;
 mod setup;

@@ -20,11 +20,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use super::create::{self, Created, ExecInput, ProxyError, RateLimited};
 use super::frames::{self, frame, json_frame, Kind};
 use super::hub::Chunk;
-use super::runs::{
-    self, may_read_output, Created, ExecInput, OperationInput, ProxyError, RateLimited,
-};
+use super::operation::{self, OperationInput};
+use super::{execution, may_read_output, review};
 use crate::api::ApiJson;
 use crate::app::App;
 use crate::auth::Caller;
@@ -185,7 +185,7 @@ async fn create_run(
     Caller(p): Caller,
     ApiJson(b): ApiJson<ExecBody>,
 ) -> Result<Response, ProxyError> {
-    let c = runs::exec(
+    let c = create::exec(
         &app,
         &p,
         ExecInput {
@@ -219,7 +219,7 @@ async fn operation_run(
     Path(name): Path<String>,
     ApiJson(b): ApiJson<OperationBody>,
 ) -> Result<Response, ProxyError> {
-    let c = runs::run_operation(
+    let c = operation::run_operation(
         &app,
         &p,
         &name,
@@ -307,7 +307,7 @@ async fn review_run(
             )
         }
     };
-    let run = runs::review(&app, &p, parse_run_id(&id)?, decision, b.comment).await?;
+    let run = review::review(&app, &p, parse_run_id(&id)?, decision, b.comment).await?;
     Ok(json_response(StatusCode::OK, run))
 }
 
@@ -333,7 +333,7 @@ async fn start_run(
     body: Bytes,
 ) -> Result<Response, ProxyError> {
     let _: CommentBody = optional_body(&body)?;
-    let c = runs::start(&app, Some(&p), parse_run_id(&id)?, true).await?;
+    let c = execution::start(&app, Some(&p), parse_run_id(&id)?, true).await?;
     Ok(match c {
         Created::Stored(run) => json_response(StatusCode::OK, run),
         other => created_response(other),
@@ -347,7 +347,7 @@ async fn cancel_run(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let b: CommentBody = optional_body(&body)?;
-    let run = runs::cancel(&app, &p, parse_run_id(&id)?, b.comment).await?;
+    let run = review::cancel(&app, &p, parse_run_id(&id)?, b.comment).await?;
     Ok(json_response(StatusCode::OK, run))
 }
 

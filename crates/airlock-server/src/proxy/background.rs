@@ -20,7 +20,7 @@ pub async fn run(app: Arc<App>) {
         match app.db(move |s| s.due_runs(now, BATCH)).await {
             Ok(ids) => {
                 for id in ids {
-                    super::runs::tend(&app, id).await;
+                    super::execution::tend(&app, id).await;
                 }
             }
             Err(e) => {

@@ -14,6 +14,7 @@ mod lifecycle;
 mod pg;
 mod policy;
 mod provider;
+mod proxy;
 mod report;
 mod serve_rss;
 mod util;
@@ -48,6 +49,8 @@ pub struct Ctx {
     pub audit_events: usize,
     /// Grant+revoke pairs (benchmark 5).
     pub pairs: usize,
+    /// Smaller sizes (`--quick`).
+    pub quick: bool,
 }
 
 impl Ctx {
@@ -66,6 +69,7 @@ impl Ctx {
             decisions: pick(100_000, 20_000),
             audit_events: pick(1_000_000, 100_000),
             pairs: pick(400, 100),
+            quick,
         }
     }
 }
@@ -87,6 +91,11 @@ const BENCHES: &[(&str, &str, Bench)] = &[
         lifecycle::run,
     ),
     ("audit", "audit verify --offline", audit::run),
+    (
+        "proxy",
+        "tool proxy: exec overhead, output streaming, rule match",
+        proxy::run,
+    ),
     ("serve", "idle RSS of airlock serve", serve_rss::run),
 ];
 

@@ -16,6 +16,7 @@ mod mysql;
 mod pg;
 mod policy;
 mod provider;
+mod proxy;
 mod report;
 mod serve_rss;
 mod ssh;
@@ -51,6 +52,8 @@ pub struct Ctx {
     pub audit_events: usize,
     /// Grant+revoke pairs (benchmark 5).
     pub pairs: usize,
+    /// Smaller sizes (`--quick`).
+    pub quick: bool,
 }
 
 impl Ctx {
@@ -69,6 +72,7 @@ impl Ctx {
             decisions: pick(100_000, 20_000),
             audit_events: pick(1_000_000, 100_000),
             pairs: pick(400, 100),
+            quick,
         }
     }
 }
@@ -95,6 +99,11 @@ const BENCHES: &[(&str, &str, Bench)] = &[
         "gcp",
         "GCP IAM: 20 concurrent grants on one policy",
         gcp::run,
+    ),
+    (
+        "proxy",
+        "tool proxy: exec overhead, output streaming, rule match",
+        proxy::run,
     ),
     ("serve", "idle RSS of airlock serve", serve_rss::run),
     ("ssh", "SSH certificate signing and approve→login", ssh::run),

@@ -3,8 +3,9 @@
 
 use std::collections::BTreeSet;
 
+use crate::names::UserName;
 use crate::principal::Principal;
-use crate::request::{Request, ReviewDecision};
+use crate::request::{Request, Review, ReviewDecision};
 
 /// `approvals = { count = N, reviewers = ["group-or-user", ...] }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,14 +39,31 @@ impl ApprovalRule {
         reviewer: &Principal,
         request: &Request,
     ) -> Result<(), crate::Error> {
-        if reviewer.name == request.requester {
+        self.check_reviewer_of(
+            reviewer,
+            &request.requester,
+            &request.reviews,
+            request.state.as_str(),
+        )
+    }
+
+    /// [`check_reviewer`](Self::check_reviewer) for anything reviewed (requests, runs):
+    /// never oneself, never twice. `state` only names the current state in the refusal.
+    pub fn check_reviewer_of(
+        &self,
+        reviewer: &Principal,
+        requester: &UserName,
+        reviews: &[Review],
+        state: &str,
+    ) -> Result<(), crate::Error> {
+        if reviewer.name == *requester {
             return Err(crate::Error::forbidden(
                 "you cannot review your own request; ask another reviewer",
             ));
         }
-        if request.reviews.iter().any(|r| r.reviewer == reviewer.name) {
+        if reviews.iter().any(|r| r.reviewer == reviewer.name) {
             return Err(crate::Error::Conflict {
-                current_state: request.state.to_string(),
+                current_state: state.to_string(),
                 message: format!("{} has already reviewed this request", reviewer.name),
             });
         }
@@ -54,17 +72,20 @@ impl ApprovalRule {
 
     /// Counts distinct approvers other than the requester; any deny wins.
     pub fn tally(&self, request: &Request) -> Tally {
-        if request
-            .reviews
+        self.tally_reviews(&request.requester, &request.reviews)
+    }
+
+    /// [`tally`](Self::tally) for anything reviewed (requests, runs).
+    pub fn tally_reviews(&self, requester: &UserName, reviews: &[Review]) -> Tally {
+        if reviews
             .iter()
-            .any(|r| r.decision == ReviewDecision::Deny && r.reviewer != request.requester)
+            .any(|r| r.decision == ReviewDecision::Deny && r.reviewer != *requester)
         {
             return Tally::Denied;
         }
-        let approvers: BTreeSet<_> = request
-            .reviews
+        let approvers: BTreeSet<_> = reviews
             .iter()
-            .filter(|r| r.decision == ReviewDecision::Approve && r.reviewer != request.requester)
+            .filter(|r| r.decision == ReviewDecision::Approve && r.reviewer != *requester)
             .map(|r| &r.reviewer)
             .collect();
         let have = approvers.len() as u32;

@@ -40,6 +40,10 @@ struct RawConfig {
     providers: BTreeMap<String, ProviderConfig>,
     #[serde(default)]
     entitlement: Vec<RawEntitlement>,
+    #[serde(default)]
+    tool: Vec<toml::Spanned<crate::tool::RawTool>>,
+    #[serde(default)]
+    operation: Vec<toml::Spanned<crate::operation::RawOperation>>,
 }
 
 /// `[server]`: where to listen and what to store in.
@@ -403,6 +407,10 @@ pub struct Config {
     pub groups: BTreeMap<GroupName, BTreeSet<UserName>>,
     pub providers: BTreeMap<ProviderName, ProviderConfig>,
     pub entitlements: BTreeMap<EntitlementName, Entitlement>,
+    /// `[[tool]]`s the proxy may run.
+    pub tools: BTreeMap<crate::ToolName, crate::tool::Tool>,
+    /// `[[operation]]`s in the catalog.
+    pub operations: BTreeMap<crate::OperationName, crate::operation::Operation>,
 }
 
 impl Config {
@@ -512,12 +520,16 @@ impl Config {
                 return Err(invalid(format!("{ctx} is defined twice")));
             }
         }
+        let tools = crate::tool::parse_tools(text, raw.tool)?;
+        let operations = crate::operation::parse_operations(text, raw.operation, &tools)?;
         Ok(Config {
             server: raw.server,
             users,
             groups,
             providers,
             entitlements,
+            tools,
+            operations,
         })
     }
 

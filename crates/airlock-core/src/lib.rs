@@ -7,13 +7,18 @@ pub mod config;
 pub mod duration;
 pub mod error;
 pub mod names;
+pub mod operation;
+pub mod param;
 pub mod policy;
 pub mod principal;
+pub mod rate;
 pub mod request;
+pub mod run;
+pub mod tool;
 
 pub use duration::Span;
 pub use error::Error;
-pub use names::{EntitlementName, GroupName, ProviderName, UserName};
+pub use names::{EntitlementName, GroupName, OperationName, ProviderName, ToolName, UserName};
 pub use principal::Principal;
 pub use request::{
     GrantPhase, Request, RequestId, RequestState, Review, ReviewDecision, Transition,

@@ -73,6 +73,14 @@ name_type!(
     /// Name of a principal (user or service account).
     UserName, "user"
 );
+name_type!(
+    /// Name of a `[[tool]]` the proxy runs (what users type after `airlock exec --`).
+    ToolName, "tool"
+);
+name_type!(
+    /// Name of an `[[operation]]` in the catalog.
+    OperationName, "operation"
+);
 
 #[cfg(test)]
 mod tests {

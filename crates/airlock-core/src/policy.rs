@@ -22,6 +22,9 @@ use cedar_policy::{
 use crate::config::{Config, Entitlement};
 use crate::principal::Principal;
 
+mod proxy;
+pub use proxy::{ProxyAction, ProxyContext, ProxyResource};
+
 const BUILTIN: &str = r#"@id("airlock-catalog")
 permit(principal, action, resource) when { context.catalog_allows };"#;
 

@@ -58,6 +58,8 @@ pub struct App {
     pub replica_id: String,
     pub fault: Option<Fault>,
     pub data_dir: PathBuf,
+    /// Tool-proxy runs executing in this process.
+    pub proxy: crate::proxy::Hub,
 }
 
 impl App {
@@ -82,6 +84,9 @@ impl App {
             Some("pause-after-provider-apply") => Some(Fault::PauseAfterProviderApply),
             _ => None,
         };
+        if !opts.config.tools.is_empty() {
+            crate::proxy::executor::harden_process();
+        }
         Ok(Arc::new(App {
             config: opts.config,
             policy,
@@ -94,6 +99,7 @@ impl App {
             replica_id: opts.replica_id,
             fault,
             data_dir: opts.data_dir,
+            proxy: crate::proxy::Hub::default(),
         }))
     }
 
@@ -147,6 +153,7 @@ pub async fn run(
     if reconcile {
         tokio::spawn(check_providers(app.clone()));
         tokio::spawn(crate::reconciler::run(app.clone()));
+        tokio::spawn(crate::proxy::background::run(app.clone()));
         tokio::spawn(crate::reconciler::run_drift(app.clone()));
     }
     let router = crate::api::router(app);

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod metrics;
 pub mod problem;
+pub mod proxy;
 pub mod reconciler;
 
 pub use app::{App, ServeOptions};

@@ -13,10 +13,15 @@ use time::OffsetDateTime;
 
 mod codec;
 pub mod conformance;
+pub mod conformance_runs;
 mod pg;
+mod runs;
 mod sqlite;
 
 pub use pg::PgStore;
+pub use runs::{
+    LeaseChange, NewRun, RateCheck, RunChange, RunFilter, RunLease, RunStore, Transcript,
+};
 pub use sqlite::SqliteStore;
 
 /// What can go wrong in the store.
@@ -116,8 +121,8 @@ pub struct TokenRecord {
 }
 
 /// The storage boundary. Implementations are synchronous; async callers use
-/// `spawn_blocking`.
-pub trait Store: Send + Sync {
+/// `spawn_blocking`. Runs of the tool proxy are in the [`RunStore`] part.
+pub trait Store: RunStore + Send + Sync {
     /// Stores a new request and its audit events atomically.
     fn create_request(
         &self,

@@ -80,11 +80,13 @@ fn pg_store(signer: Option<CheckpointSigner>) -> Arc<dyn Store> {
 mod sqlite {
     use super::sqlite_store;
     airlock_store::store_conformance_tests!(sqlite_store);
+    airlock_store::run_store_conformance_tests!(sqlite_store);
 }
 
 mod pg {
     use super::pg_store;
     airlock_store::store_conformance_tests!(pg_store);
+    airlock_store::run_store_conformance_tests!(pg_store);
 }
 
 #[test]

@@ -9,6 +9,8 @@ use serde_json::Value;
 /// Talks to `AIRLOCK_ADDR` with `AIRLOCK_TOKEN`.
 pub struct Client {
     agent: ureq::Agent,
+    /// Without an overall timeout: a run's output may stream for as long as the tool runs.
+    streaming: ureq::Agent,
     addr: String,
     token: Option<String>,
 }
@@ -22,6 +24,9 @@ impl Client {
             .build();
         Client {
             agent,
+            streaming: ureq::AgentBuilder::new()
+                .timeout_connect(Duration::from_secs(5))
+                .build(),
             addr: addr.trim_end_matches('/').to_string(),
             token,
         }
@@ -89,5 +94,34 @@ impl Client {
     /// POST a JSON body.
     pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
         self.call("POST", path, Some(body))
+    }
+
+    /// Sends a request whose response may be a long stream (a run's output);
+    /// error statuses become the same one-line messages as other calls.
+    pub fn stream(&self, method: &str, path: &str, body: Option<&Value>) -> Result<ureq::Response> {
+        let url = format!("{}{path}", self.addr);
+        let mut req = self.streaming.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        let resp = match body {
+            Some(b) => req.send_json(b.clone()),
+            None => req.call(),
+        };
+        match resp {
+            Ok(r) => Ok(r),
+            Err(ureq::Error::Status(code, r)) => {
+                let text = r.into_string().unwrap_or_default();
+                let detail = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_string))
+                    .unwrap_or(text);
+                Err(anyhow!("{detail} [HTTP {code}]"))
+            }
+            Err(ureq::Error::Transport(t)) => Err(anyhow!(
+                "cannot reach airlock at {}: {t} (is `airlock serve` running? set AIRLOCK_ADDR)",
+                self.addr
+            )),
+        }
     }
 }

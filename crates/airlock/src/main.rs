@@ -18,6 +18,7 @@ macro_rules! say {
 mod client;
 mod offline;
 mod output;
+mod proxy;
 mod serve;
 
 use std::path::PathBuf;
@@ -163,6 +164,27 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Run a command through the tool proxy: `airlock exec [--reason R] [--no-wait] -- TOOL ARG…`.
+    Exec {
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Do not wait for approval or stream the output; print the run and return.
+        #[arg(long)]
+        no_wait: bool,
+        /// The tool and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "TOOL ARG")]
+        command: Vec<String>,
+    },
+    /// Catalog operations (list, run).
+    Operation {
+        #[command(subcommand)]
+        command: proxy::OperationCommand,
+    },
+    /// Runs of the tool proxy (show, list, transcript, follow, cancel).
+    Run {
+        #[command(subcommand)]
+        command: proxy::RunCommand,
     },
     /// Token commands (admin).
     Token {
@@ -352,6 +374,9 @@ fn run(cli: Cli) -> Result<i32> {
             comment,
         } => {
             let decision = if approve { "approve" } else { "deny" };
+            if proxy::is_run_id(&id) {
+                return proxy::review(&client(), out, &id, decision, comment);
+            }
             let r = client().post(
                 &format!("/api/v1/requests/{}/reviews", path_id(&id)?),
                 &json!({"decision": decision, "comment": comment}),
@@ -530,6 +555,13 @@ fn run(cli: Cli) -> Result<i32> {
                 )
             });
         }
+        Command::Exec {
+            reason,
+            no_wait,
+            command,
+        } => return proxy::exec(&client(), out, &reason, no_wait, &command),
+        Command::Operation { command } => return proxy::operation(&client(), out, command),
+        Command::Run { command } => return proxy::run(&client(), out, command),
         Command::Audit { command } => return audit(out, &client, command),
         Command::Policy {
             command: PolicyCommand::Test { file, config },

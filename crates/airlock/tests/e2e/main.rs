@@ -11,5 +11,8 @@ mod kubernetes;
 mod lifecycle;
 mod mysql;
 mod providers;
+mod proxy;
+mod proxy_kit;
+mod proxy_ops;
 mod setup;
 mod ssh;

@@ -1,0 +1,465 @@
+//! The proxy's HTTP API under `/api/v1`: tools, operations, runs, reviews,
+//! transcripts and live output streams (see `frames` for the wire format).
+//! Rate-limit refusals are 429 problems with `Retry-After` and the limit.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_core::request::ReviewDecision;
+use airlock_core::run::{Run, RunId, RunState};
+use airlock_core::Error;
+use airlock_store::RunFilter;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::create::{self, Created, ExecInput, ProxyError, RateLimited};
+use super::frames::{self, frame, json_frame, Kind};
+use super::hub::Chunk;
+use super::operation::{self, OperationInput};
+use super::{execution, may_read_output, review};
+use crate::api::ApiJson;
+use crate::app::App;
+use crate::auth::Caller;
+use crate::lifecycle::fmt_time;
+use crate::problem::ApiError;
+
+type AppState = State<Arc<App>>;
+
+/// How often a follower polls the store for a run executing elsewhere.
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
+
+/// The proxy's routes (merged into the main router).
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/api/v1/tools", get(list_tools))
+        .route("/api/v1/operations", get(list_operations))
+        .route("/api/v1/operations/{name}/runs", post(operation_run))
+        .route("/api/v1/runs", post(create_run).get(list_runs))
+        .route("/api/v1/runs/{id}", get(show_run))
+        .route("/api/v1/runs/{id}/reviews", post(review_run))
+        .route("/api/v1/runs/{id}/start", post(start_run))
+        .route("/api/v1/runs/{id}/cancel", post(cancel_run))
+        .route("/api/v1/runs/{id}/transcript", get(transcript))
+        .route("/api/v1/runs/{id}/stream", get(follow))
+}
+
+impl IntoResponse for ProxyError {
+    fn into_response(self) -> Response {
+        match self {
+            ProxyError::Api(e) => e.into_response(),
+            ProxyError::RateLimited(r) => rate_limited(&r),
+        }
+    }
+}
+
+/// 429 with `Retry-After` and a problem body naming the rule, N per W and the next allowed time.
+fn rate_limited(r: &RateLimited) -> Response {
+    let body = json!({
+        "type": "about:blank",
+        "title": "Too Many Requests",
+        "status": 429,
+        "detail": r.message(),
+        "rule": r.rule,
+        "limit": r.rate.count,
+        "window": r.rate.window.as_secs(),
+        "next_allowed_at": fmt_time(r.next_allowed_at),
+        "retry_after": r.retry_after,
+        "run": r.run.id,
+    });
+    let mut resp = (StatusCode::TOO_MANY_REQUESTS, body.to_string()).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&r.retry_after.to_string()) {
+        h.insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+fn json_response(status: StatusCode, v: impl serde::Serialize) -> Response {
+    (status, axum::Json(v)).into_response()
+}
+
+/// A chunked response of frames.
+fn stream_response(rx: mpsc::Receiver<Bytes>) -> Response {
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<Bytes, Infallible>(b), rx))
+    });
+    let mut resp = Response::new(Body::from_stream(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(frames::CONTENT_TYPE),
+    );
+    resp
+}
+
+fn created_response(c: Created) -> Response {
+    match c {
+        Created::Attached { frames, .. } => stream_response(frames),
+        Created::Stored(run) => json_response(StatusCode::CREATED, run),
+        Created::DryRunOnly(v) => json_response(StatusCode::OK, v),
+    }
+}
+
+fn parse_run_id(s: &str) -> Result<RunId, ApiError> {
+    Ok(RunId::parse(s)?)
+}
+
+async fn load(app: &Arc<App>, id: &RunId) -> Result<Run, ApiError> {
+    let lookup = id.clone();
+    Ok(app
+        .db(move |s| s.get_run(&lookup))
+        .await?
+        .ok_or_else(|| Error::not_found(format!("run `{id}`")))?)
+}
+
+async fn list_tools(State(app): AppState, Caller(_): Caller) -> Response {
+    let list: Vec<Value> = app
+        .config
+        .tools
+        .values()
+        .map(|t| {
+            json!({
+                "name": t.name, "path": t.path, "timeout": t.timeout.as_secs(),
+                "transcript_cap": t.transcript_cap,
+                "rules": t.rules.iter().map(|r| json!({
+                    "number": r.number, "args": r.args_text, "action": r.action,
+                    "approvals": {"count": r.approvals.count, "reviewers": r.approvals.reviewers},
+                    "rate": r.rate.map(|x| x.to_string()), "reason": r.reason,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, list)
+}
+
+async fn list_operations(State(app): AppState, Caller(_): Caller) -> Response {
+    let list: Vec<Value> = app
+        .config
+        .operations
+        .values()
+        .map(|o| {
+            json!({
+                "name": o.name, "description": o.description, "tool": o.tool,
+                "args": o.args.iter().map(|a| a.source()).collect::<Vec<_>>(),
+                "dry_run_args": o.dry_run_args.as_ref().map(|d| d.iter().map(|a| a.source()).collect::<Vec<_>>()),
+                "approvals": {"count": o.approvals.count, "reviewers": o.approvals.reviewers},
+                "rate": o.rate.map(|x| x.to_string()),
+                "approval_timeout": o.approval_timeout.as_secs(),
+                "params": o.params.values().map(|p| json!({
+                    "name": p.name, "accepts": p.accepts(), "description": p.description,
+                    "default": p.default, "allow_leading_dash": p.allow_leading_dash,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, list)
+}
+
+/// Body of `POST /api/v1/runs`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecBody {
+    tool: String,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    reason: String,
+    /// Stream the output in this response when the run starts at once.
+    #[serde(default)]
+    attach: bool,
+}
+
+async fn create_run(
+    State(app): AppState,
+    Caller(p): Caller,
+    ApiJson(b): ApiJson<ExecBody>,
+) -> Result<Response, ProxyError> {
+    let c = create::exec(
+        &app,
+        &p,
+        ExecInput {
+            tool: b.tool,
+            args: b.args,
+            reason: b.reason,
+            attach: b.attach,
+        },
+    )
+    .await?;
+    Ok(created_response(c))
+}
+
+/// Body of `POST /api/v1/operations/{name}/runs`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OperationBody {
+    #[serde(default)]
+    params: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    attach: bool,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn operation_run(
+    State(app): AppState,
+    Caller(p): Caller,
+    Path(name): Path<String>,
+    ApiJson(b): ApiJson<OperationBody>,
+) -> Result<Response, ProxyError> {
+    let c = operation::run_operation(
+        &app,
+        &p,
+        &name,
+        OperationInput {
+            params: b.params,
+            reason: b.reason,
+            attach: b.attach,
+            dry_run_only: b.dry_run,
+        },
+    )
+    .await?;
+    Ok(created_response(c))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<String>,
+    #[serde(default)]
+    mine: bool,
+    #[serde(default)]
+    to_review: bool,
+    limit: Option<u32>,
+}
+
+async fn list_runs(
+    State(app): AppState,
+    Caller(p): Caller,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let mut filter = RunFilter {
+        limit: q.limit.unwrap_or(100).min(1000),
+        ..Default::default()
+    };
+    if let Some(s) = &q.state {
+        filter.state = Some(s.parse()?);
+    }
+    if q.mine {
+        filter.requester = Some(p.name.clone());
+    }
+    if q.to_review {
+        filter.state = Some(RunState::Pending);
+        filter.limit = 1000;
+    }
+    let mut list = app.db(move |s| s.list_runs(&filter)).await?;
+    if q.to_review {
+        list.retain(|r| {
+            r.requester != p.name
+                && r.approvals.reviewers.iter().any(|x| p.matches(x))
+                && !r.reviews.iter().any(|v| v.reviewer == p.name)
+        });
+    }
+    Ok(json_response(StatusCode::OK, list))
+}
+
+async fn show_run(
+    State(app): AppState,
+    Caller(_): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let run = load(&app, &parse_run_id(&id)?).await?;
+    Ok(json_response(StatusCode::OK, run))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewBody {
+    decision: String,
+    comment: Option<String>,
+}
+
+async fn review_run(
+    State(app): AppState,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<ReviewBody>,
+) -> Result<Response, ApiError> {
+    let decision = match b.decision.as_str() {
+        "approve" => ReviewDecision::Approve,
+        "deny" => ReviewDecision::Deny,
+        other => {
+            return Err(
+                Error::invalid("decision", format!("`{other}` is not approve or deny")).into(),
+            )
+        }
+    };
+    let run = review::review(&app, &p, parse_run_id(&id)?, decision, b.comment).await?;
+    Ok(json_response(StatusCode::OK, run))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CommentBody {
+    comment: Option<String>,
+}
+
+fn optional_body<T: serde::de::DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, ApiError> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+}
+
+/// The requester starts an approved run here and streams its output.
+async fn start_run(
+    State(app): AppState,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ProxyError> {
+    let _: CommentBody = optional_body(&body)?;
+    let c = execution::start(&app, Some(&p), parse_run_id(&id)?, true).await?;
+    Ok(match c {
+        Created::Stored(run) => json_response(StatusCode::OK, run),
+        other => created_response(other),
+    })
+}
+
+async fn cancel_run(
+    State(app): AppState,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let b: CommentBody = optional_body(&body)?;
+    let run = review::cancel(&app, &p, parse_run_id(&id)?, b.comment).await?;
+    Ok(json_response(StatusCode::OK, run))
+}
+
+fn check_reader(who: &airlock_core::Principal, run: &Run) -> Result<(), ApiError> {
+    if may_read_output(who, run) {
+        Ok(())
+    } else {
+        Err(Error::forbidden(
+            "only the requester, a reviewer of this run or an admin can read its output",
+        )
+        .into())
+    }
+}
+
+async fn transcript(
+    State(app): AppState,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_run_id(&id)?;
+    let run = load(&app, &id).await?;
+    check_reader(&p, &run)?;
+    let lookup = id.clone();
+    let body = app.db(move |s| s.run_transcript(&lookup)).await?;
+    let Some(body) = body else {
+        return Err(Error::Conflict {
+            current_state: run.state.to_string(),
+            message: format!(
+                "run `{id}` has no transcript (it has not finished or never ran); follow it with GET /api/v1/runs/{id}/stream"
+            ),
+        }
+        .into());
+    };
+    let mut resp = (StatusCode::OK, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Some(Ok(v)) = run.transcript_sha256.as_deref().map(HeaderValue::from_str) {
+        h.insert("x-airlock-transcript-sha256", v);
+    }
+    Ok(resp)
+}
+
+/// Follows a run: live output if it executes here (what it wrote so far,
+/// then the rest), else its stored transcript once it ends; then the final run.
+async fn follow(
+    State(app): AppState,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_run_id(&id)?;
+    let run = load(&app, &id).await?;
+    check_reader(&p, &run)?;
+    let (tx, rx) = mpsc::channel(32);
+    tokio::spawn(async move {
+        let _ = tx.send(json_frame(Kind::Start, &run)).await;
+        let mut replayed = false;
+        if let Some(live) = app.proxy.get(&id) {
+            let (so_far, mut more) = live.follow();
+            drop(live);
+            for (stderr, b) in so_far {
+                let kind = if stderr { Kind::Stderr } else { Kind::Stdout };
+                if tx.send(frame(kind, &b)).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                let f = match more.recv().await {
+                    Ok(Chunk::Stdout(b)) => frame(Kind::Stdout, &b),
+                    Ok(Chunk::Stderr(b)) => frame(Kind::Stderr, &b),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => frame(
+                        Kind::Note,
+                        format!("[airlock: this viewer fell behind; {n} chunks of output skipped]")
+                            .as_bytes(),
+                    ),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
+                if tx.send(f).await.is_err() {
+                    return;
+                }
+            }
+            replayed = true;
+        }
+        let done = loop {
+            match load(&app, &id).await {
+                Ok(r) if r.state.is_terminal() => break r,
+                Ok(_) => tokio::time::sleep(FOLLOW_POLL).await,
+                Err(e) => {
+                    let _ = tx
+                        .send(json_frame(
+                            Kind::Error,
+                            &json!({"status": e.status.as_u16(), "detail": e.detail}),
+                        ))
+                        .await;
+                    return;
+                }
+            }
+            if tx.is_closed() {
+                return;
+            }
+        };
+        if !replayed {
+            let lookup = id.clone();
+            if let Ok(Some(t)) = app.db(move |s| s.run_transcript(&lookup)).await {
+                if !t.is_empty() {
+                    let _ = tx.send(frame(Kind::Stdout, &t)).await;
+                }
+            }
+        }
+        let _ = tx.send(json_frame(Kind::End, &done)).await;
+    });
+    Ok(stream_response(rx))
+}

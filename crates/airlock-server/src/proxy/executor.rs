@@ -1,0 +1,371 @@
+//! Runs one program: an argv list (never a shell), an environment of only
+//! the tool's variables plus PATH and LANG, stdin from /dev/null, an empty
+//! private working directory, and a fresh process group that is killed as a
+//! whole at the timeout, on cancel, and when the program exits (so nothing it
+//! started outlives the run). The direct child also dies with the server
+//! (`PR_SET_PDEATHSIG`). Output is streamed as it arrives and kept up to the
+//! transcript cap.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use airlock_store::Transcript;
+use axum::body::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::frames::{frame, Kind};
+use super::hub::LiveRun;
+
+/// Bytes read from a pipe at once.
+const READ_CHUNK: usize = 64 * 1024;
+/// After SIGTERM at the timeout or on cancel, how long before SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+/// After the program exits, how long to keep reading output still in the pipes.
+const DRAIN: Duration = Duration::from_secs(2);
+/// PATH for tools when the server has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Absolute program path, then arguments.
+    pub argv: Vec<String>,
+    /// The tool's environment (server-held credentials).
+    pub env: BTreeMap<String, String>,
+    pub timeout: Duration,
+    /// Transcript cap in bytes.
+    pub cap: usize,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The program exited by itself.
+    Exited(i32),
+    /// The program was killed by a signal it did not get from airlock.
+    Signaled(i32),
+    /// Killed at the timeout.
+    TimedOut,
+    /// Killed because someone cancelled it.
+    Cancelled(String),
+    /// The program could not be started.
+    NotStarted(String),
+}
+
+/// The result of [`execute`].
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub ending: Ending,
+    /// Exit status as a shell reports it (128 + signal when killed).
+    pub exit_code: Option<i32>,
+    pub transcript: Transcript,
+}
+
+impl Outcome {
+    /// Words for the run's `error` field, if it did not simply exit.
+    pub fn error(&self, timeout: Duration) -> Option<String> {
+        match &self.ending {
+            Ending::Exited(_) => None,
+            Ending::Signaled(s) => Some(format!("killed by signal {s}")),
+            Ending::TimedOut => Some(format!(
+                "killed (whole process group) at the tool's timeout of {}s",
+                timeout.as_secs()
+            )),
+            Ending::Cancelled(by) => {
+                Some(format!("cancelled by {by}; its process group was killed"))
+            }
+            Ending::NotStarted(e) => Some(e.clone()),
+        }
+    }
+}
+
+/// stdout+stderr as kept: the first `cap` bytes, then a marker.
+struct Capture {
+    kept: Vec<u8>,
+    cap: usize,
+    total: u64,
+}
+
+impl Capture {
+    fn new(cap: usize) -> Capture {
+        Capture {
+            kept: Vec::new(),
+            cap,
+            total: 0,
+        }
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        self.total += data.len() as u64;
+        let room = self.cap.saturating_sub(self.kept.len());
+        self.kept.extend_from_slice(&data[..data.len().min(room)]);
+    }
+
+    fn finish(mut self) -> Transcript {
+        let truncated = self.total > self.kept.len() as u64;
+        if truncated {
+            self.kept.extend_from_slice(
+                format!(
+                    "\n[airlock: transcript truncated at {} bytes; the tool wrote {} bytes]\n",
+                    self.cap, self.total
+                )
+                .as_bytes(),
+            );
+        }
+        Transcript {
+            sha256: hex::encode(Sha256::digest(&self.kept)),
+            bytes: self.kept,
+            output_bytes: self.total,
+            truncated,
+        }
+    }
+}
+
+fn killpg(pgid: i32, sig: i32) {
+    // SAFETY: killpg only sends a signal; an absent group is ESRCH, ignored.
+    unsafe {
+        libc::killpg(pgid, sig);
+    }
+}
+
+/// A private, empty working directory for one run.
+fn work_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = std::env::temp_dir().join(format!(
+        "airlock-run-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    Ok(dir)
+}
+
+fn command(job: &Job, cwd: &PathBuf) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(&job.argv[0]);
+    cmd.args(&job.argv[1..])
+        .env_clear()
+        .env(
+            "PATH",
+            std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string()),
+        )
+        .env(
+            "LANG",
+            std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".to_string()),
+        )
+        .envs(&job.env)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // async-signal-safe prctl(2).
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            close_inherited_descriptors();
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// Marks every descriptor above stderr close-on-exec, so nothing airlock
+/// itself inherited without that flag (e.g. from its own parent) reaches the
+/// tool. Runs in the forked child: only async-signal-safe calls.
+fn close_inherited_descriptors() {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: plain syscalls on this process's own descriptor table.
+    unsafe {
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) == 0 {
+            return;
+        }
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur.min(65_536) as i32
+        } else {
+            4096
+        };
+        for fd in 3..max {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+}
+
+/// Where output goes besides the transcript.
+pub struct Sinks<'a> {
+    /// The attached client's stream (frames); dropped if it stalls past the deadline or goes away.
+    pub client: Option<mpsc::Sender<Bytes>>,
+    /// Late viewers in this process.
+    pub live: Option<&'a LiveRun>,
+}
+
+impl Sinks<'_> {
+    async fn emit(&mut self, stderr: bool, data: &[u8], deadline: Instant) {
+        let bytes = Bytes::copy_from_slice(data);
+        if let Some(live) = self.live {
+            live.publish(stderr, &bytes);
+        }
+        if let Some(tx) = &self.client {
+            let f = frame(if stderr { Kind::Stderr } else { Kind::Stdout }, data);
+            // A client that stops reading must not hold the run past its timeout.
+            match tokio::time::timeout_at(deadline, tx.send(f)).await {
+                Ok(Ok(())) => {}
+                _ => self.client = None,
+            }
+        }
+    }
+}
+
+/// Runs `job` to its end. `cancel` carries who cancelled, once someone does.
+pub async fn execute(
+    job: &Job,
+    mut sinks: Sinks<'_>,
+    mut cancel: watch::Receiver<Option<String>>,
+) -> Outcome {
+    let not_started = |e: String| Outcome {
+        ending: Ending::NotStarted(e),
+        exit_code: None,
+        transcript: Capture::new(job.cap).finish(),
+    };
+    let cwd = match work_dir() {
+        Ok(d) => d,
+        Err(e) => return not_started(format!("cannot create a working directory: {e}")),
+    };
+    let outcome = run_in(job, &cwd, &mut sinks, &mut cancel).await;
+    let _ = std::fs::remove_dir_all(&cwd);
+    match outcome {
+        Ok(o) => o,
+        Err(e) => not_started(e),
+    }
+}
+
+async fn run_in(
+    job: &Job,
+    cwd: &PathBuf,
+    sinks: &mut Sinks<'_>,
+    cancel: &mut watch::Receiver<Option<String>>,
+) -> Result<Outcome, String> {
+    let mut child = command(job, cwd)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", job.argv[0]))?;
+    let pgid = child
+        .id()
+        .map(|p| p as i32)
+        .ok_or_else(|| "the program exited before airlock saw it start".to_string())?;
+    let mut out = child.stdout.take().ok_or("no stdout pipe")?;
+    let mut err = child.stderr.take().ok_or("no stderr pipe")?;
+    let (mut out_buf, mut err_buf) = (vec![0u8; READ_CHUNK], vec![0u8; READ_CHUNK]);
+    let (mut out_open, mut err_open) = (true, true);
+    let mut capture = Capture::new(job.cap);
+    let deadline = Instant::now() + job.timeout;
+    let far = Instant::now() + Duration::from_secs(400 * 86400);
+    let mut status = None;
+    let mut killed: Option<Ending> = None;
+    let mut sigkill_at = far;
+    let mut drain_until = far;
+    loop {
+        if status.is_some() && !out_open && !err_open {
+            break;
+        }
+        tokio::select! {
+            n = out.read(&mut out_buf), if out_open => match n {
+                Ok(n) if n > 0 => {
+                    capture.push(&out_buf[..n]);
+                    sinks.emit(false, &out_buf[..n], deadline).await;
+                }
+                _ => out_open = false,
+            },
+            n = err.read(&mut err_buf), if err_open => match n {
+                Ok(n) if n > 0 => {
+                    capture.push(&err_buf[..n]);
+                    sinks.emit(true, &err_buf[..n], deadline).await;
+                }
+                _ => err_open = false,
+            },
+            st = child.wait(), if status.is_none() => {
+                // Whatever the program left behind in its group goes with it.
+                killpg(pgid, libc::SIGKILL);
+                status = Some(st.map_err(|e| format!("waiting for the program failed: {e}"))?);
+                drain_until = Instant::now() + DRAIN;
+            }
+            _ = tokio::time::sleep_until(deadline), if killed.is_none() && status.is_none() => {
+                killpg(pgid, libc::SIGTERM);
+                killed = Some(Ending::TimedOut);
+                sigkill_at = Instant::now() + KILL_GRACE;
+            }
+            r = cancel.changed(), if killed.is_none() && status.is_none() => {
+                let by = match r {
+                    Ok(()) => cancel.borrow().clone(),
+                    // The switch was dropped: the server is going away.
+                    Err(_) => Some("the server shutting down".to_string()),
+                };
+                if let Some(by) = by {
+                    killpg(pgid, libc::SIGTERM);
+                    killed = Some(Ending::Cancelled(by));
+                    sigkill_at = Instant::now() + KILL_GRACE;
+                }
+            }
+            _ = tokio::time::sleep_until(sigkill_at), if status.is_none() => {
+                killpg(pgid, libc::SIGKILL);
+                sigkill_at = far;
+            }
+            // A process that left the group (setsid) may hold the pipes open: stop reading.
+            _ = tokio::time::sleep_until(drain_until) => break,
+        }
+    }
+    let status = status.ok_or("the program's status is unknown")?;
+    let exit_code = status.code().or_else(|| status.signal().map(|s| 128 + s));
+    let ending = match (killed, status.code(), status.signal()) {
+        (Some(k), _, _) => k,
+        (None, Some(c), _) => Ending::Exited(c),
+        (None, None, Some(s)) => Ending::Signaled(s),
+        (None, None, None) => Ending::Exited(-1),
+    };
+    Ok(Outcome {
+        ending,
+        exit_code,
+        transcript: capture.finish(),
+    })
+}
+
+/// Makes this process's memory, environment and descriptors unreadable to
+/// other processes of the same user — in particular to the tools it runs
+/// (`/proc/PPID/environ` holds the bootstrap token and database URL).
+pub fn harden_process() {
+    // SAFETY: prctl(PR_SET_DUMPABLE) only changes this process's own flag.
+    let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if rc != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "could not mark the server non-dumpable");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transcript_is_capped_with_a_marker_and_hashed_as_stored() {
+        let mut c = Capture::new(8);
+        c.push(b"12345");
+        c.push(b"67890");
+        let t = c.finish();
+        assert!(t.truncated);
+        assert_eq!(t.output_bytes, 10);
+        assert!(t.bytes.starts_with(
+            b"12345678\n[airlock: transcript truncated at 8 bytes; the tool wrote 10 bytes]"
+        ));
+        assert_eq!(t.sha256, hex::encode(Sha256::digest(&t.bytes)));
+        let t = Capture::new(8).finish();
+        assert!(!t.truncated && t.bytes.is_empty());
+    }
+}

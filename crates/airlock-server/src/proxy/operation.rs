@@ -1,0 +1,251 @@
+//! Operation runs: validated parameters, policy, rate limit, then the dry
+//! run (its output is stored on the run, next to the exact argv, for
+//! reviewers); operations without approvals start once the dry run passed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use airlock_core::audit_chain::AuditDraft;
+use airlock_core::operation::Operation;
+use airlock_core::policy::{PolicyEngine, ProxyAction, ProxyContext, ProxyResource};
+use airlock_core::run::{DryRun, RunApprovals, RunState, RunTransition};
+use airlock_core::tool::Tool;
+use airlock_core::{Error, OperationName, Principal};
+use airlock_store::RunChange;
+use serde_json::json;
+
+use super::create::{audit_refusal, base_run, check_reason, store_new, Created, Draft, ProxyError};
+use super::execution::{job_for, start};
+use super::executor::{self, Sinks};
+use super::*;
+use crate::app::App;
+use crate::problem::ApiError;
+
+/// Dry-run output kept on the run for reviewers.
+const DRY_RUN_CAP: usize = 64 * 1024;
+
+/// Body of `POST /api/v1/operations/{name}/runs`.
+#[derive(Debug, Clone)]
+pub struct OperationInput {
+    pub params: BTreeMap<String, String>,
+    pub reason: String,
+    pub attach: bool,
+    /// Only run the dry run; create nothing.
+    pub dry_run_only: bool,
+}
+
+/// The operation, or a 404.
+pub fn operation<'a>(app: &'a App, name: &str) -> Result<&'a Operation, Error> {
+    OperationName::parse(name)
+        .ok()
+        .and_then(|n| app.config.operations.get(&n))
+        .ok_or_else(|| {
+            Error::not_found(format!(
+                "operation `{}` (list them with `airlock operation list`)",
+                name.chars().take(64).collect::<String>()
+            ))
+        })
+}
+
+/// Runs a dry run to its end and describes it for reviewers.
+async fn dry_run(tool: &Tool, argv: &[String]) -> DryRun {
+    let mut job = job_for(tool, argv);
+    job.cap = job.cap.min(DRY_RUN_CAP);
+    let (_keep, cancel) = tokio::sync::watch::channel(None);
+    let o = executor::execute(
+        &job,
+        Sinks {
+            client: None,
+            live: None,
+        },
+        cancel,
+    )
+    .await;
+    DryRun {
+        argv: argv.to_vec(),
+        exit_code: o.exit_code,
+        output: String::from_utf8_lossy(&o.transcript.bytes).into_owned(),
+        output_sha256: o.transcript.sha256.clone(),
+        truncated: o.transcript.truncated,
+        error: o.error(job.timeout),
+    }
+}
+
+/// `airlock operation run`: validate parameters, check policy and the rate
+/// limit, run the dry run (reviewers see it next to the argv), then wait for
+/// approvals or run.
+pub async fn run_operation(
+    app: &Arc<App>,
+    who: &Principal,
+    name: &str,
+    input: OperationInput,
+) -> Result<Created, ProxyError> {
+    let op = operation(app, name)?;
+    let tool =
+        app.config.tools.get(&op.tool).ok_or_else(|| {
+            ApiError::internal(format!("operation {} names a missing tool", op.name))
+        })?;
+    check_reason(&input.reason)?;
+    let prepared = op.prepare(tool, &input.params)?;
+    let now = app.now();
+    let ctx = ProxyContext {
+        reason: input.reason.clone(),
+        mfa: who.mfa,
+        hour: now.hour(),
+        requester: None,
+        args: prepared.argv[1..].to_vec(),
+        params: prepared.params.clone(),
+        rule_action: if op.approvals.count > 0 {
+            "approve"
+        } else {
+            "allow"
+        }
+        .into(),
+    };
+    let d = app.policy.decide_proxy(
+        who,
+        ProxyAction::Operation,
+        ProxyResource::Operation(op),
+        true,
+        &ctx,
+    );
+    if !d.allowed {
+        audit_refusal(
+            app,
+            who,
+            format!("operation:{}", op.name),
+            json!({"params": prepared.params, "reason": "policy", "policies": d.policies}),
+        )
+        .await?;
+        return Err(Error::forbidden(PolicyEngine::explain_proxy_refusal(
+            ProxyAction::Operation,
+            op.name.as_str(),
+            &d,
+        ))
+        .into());
+    }
+    if input.dry_run_only {
+        let Some(argv) = &prepared.dry_run_argv else {
+            return Err(Error::invalid(
+                "dry_run",
+                format!("operation `{}` has no dry_run_args", op.name),
+            )
+            .into());
+        };
+        let dr = dry_run(tool, argv).await;
+        let draft = AuditDraft::new(
+            "operation.dry_run",
+            who.name.as_str(),
+            format!("operation:{}", op.name),
+            json!({"argv": dr.argv, "params": prepared.params, "exit_code": dr.exit_code,
+                   "output_sha256": dr.output_sha256, "truncated": dr.truncated, "would_run": prepared.argv}),
+        );
+        let at = app.now();
+        app.db(move |s| s.append_audit(&[draft], at)).await?;
+        return Ok(Created::DryRunOnly(json!({
+            "operation": op.name, "params": prepared.params, "argv": prepared.argv, "dry_run": dr,
+        })));
+    }
+    let mut run = base_run(
+        who,
+        tool,
+        prepared.argv.clone(),
+        &input.reason,
+        format!("operation {}", op.name),
+        RunApprovals {
+            count: op.approvals.count,
+            reviewers: op.approvals.reviewers.clone(),
+        },
+        now,
+    );
+    let id = run.id.clone();
+    let sub = subject(&id);
+    run.operation = Some(op.name.clone());
+    run.params = Some(prepared.params.clone());
+    run.detached = !input.attach;
+    run.lapses_at = Some(now + op.approval_timeout.to_time());
+    let audit = vec![AuditDraft::new(
+        "run.created",
+        who.name.as_str(),
+        sub.clone(),
+        json!({"tool": tool.name, "argv": run.argv, "operation": op.name, "params": prepared.params,
+               "rule": run.rule, "reason": input.reason, "approvals": run.approvals,
+               "dry_run_argv": prepared.dry_run_argv, "policies": d.policies}),
+    )];
+    let stored = store_new(
+        app,
+        Draft {
+            rate: op
+                .rate
+                .map(|r| (r, op.rate_key(), format!("operation {}", op.name))),
+            run,
+            run_now: false,
+            audit,
+        },
+    )
+    .await?;
+    let auto = op.approvals.count == 0;
+    let dry = match &prepared.dry_run_argv {
+        Some(argv) => Some(dry_run(tool, argv).await),
+        None => None,
+    };
+    if dry.is_none() && !auto {
+        return Ok(Created::Stored(stored));
+    }
+    let at = app.now();
+    let actor = who.name.to_string();
+    let detached = stored.detached;
+    let run = app
+        .db(move |s| {
+            s.update_run(&id, at, &mut |r, _| {
+                if r.state != RunState::Pending {
+                    return Ok(RunChange::default());
+                }
+                let mut change = RunChange::default();
+                if let Some(dr) = &dry {
+                    change.audit.push(AuditDraft::new(
+                        "run.dry_run",
+                        &actor,
+                        sub.clone(),
+                        json!({"argv": dr.argv, "exit_code": dr.exit_code, "output_sha256": dr.output_sha256,
+                               "truncated": dr.truncated, "error": dr.error}),
+                    ));
+                    change.dry_run = Some(dr.clone());
+                    if dr.exit_code != Some(0) {
+                        change.state = Some(r.state.apply(RunTransition::Abort)?);
+                        change.error = Some(format!(
+                            "the dry run failed ({}); nothing else ran",
+                            dr.error.clone().unwrap_or_else(|| format!(
+                                "exit {}",
+                                dr.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "unknown".into())
+                            ))
+                        ));
+                        change.finished_at = Some(at);
+                        change.audit.push(AuditDraft::new(
+                            "run.finished",
+                            "system",
+                            sub.clone(),
+                            json!({"state": "failed", "exit_code": null, "error": change.error}),
+                        ));
+                        return Ok(change);
+                    }
+                }
+                if auto {
+                    change.state = Some(r.state.apply(RunTransition::Approve)?);
+                    change.start_after = Some(start_after(at, detached));
+                    change.audit.push(AuditDraft::new(
+                        "run.approved",
+                        "system",
+                        sub.clone(),
+                        json!({"auto": true}),
+                    ));
+                }
+                Ok(change)
+            })
+        })
+        .await?;
+    if run.state == RunState::Approved {
+        return start(app, None, run.id.clone(), input.attach).await;
+    }
+    Ok(Created::Stored(run))
+}

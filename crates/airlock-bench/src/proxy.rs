@@ -120,6 +120,25 @@ fn overhead(ctx: &Ctx, env: &[(&str, String)], true_bin: &str, n: usize) -> Resu
             proxied.push(p);
         }
     }
+    // The same run through the HTTP API from this process: no CLI start-up.
+    let agent = ureq::AgentBuilder::new().build();
+    let url = format!("{}/api/v1/runs", env[0].1);
+    let auth = format!("Bearer {}", env[1].1);
+    let mut api = Vec::with_capacity(n);
+    for i in 0..n + 10 {
+        let t = Instant::now();
+        let resp = agent
+            .post(&url)
+            .set("Authorization", &auth)
+            .send_json(serde_json::json!({"tool": "true", "attach": true}))
+            .map_err(|e| anyhow!("POST /api/v1/runs: {e}"))?;
+        let mut body = Vec::new();
+        resp.into_reader().read_to_end(&mut body)?;
+        if i >= 10 {
+            api.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let a50 = percentile(&sorted(api), 50.0);
     let (direct, proxied) = (sorted(direct), sorted(proxied));
     let (d50, d99) = (percentile(&direct, 50.0), percentile(&direct, 99.0));
     let (p50, p99) = (percentile(&proxied, 50.0), percentile(&proxied, 99.0));
@@ -144,6 +163,10 @@ fn overhead(ctx: &Ctx, env: &[(&str, String)], true_bin: &str, n: usize) -> Resu
         Row::info(
             "of which: starting the `airlock` CLI binary (`airlock --version`)",
             format!("p50 {v50:.2} ms"),
+        ),
+        Row::info(
+            "the same run through the HTTP API without the CLI (POST /api/v1/runs, attach, to the last frame)",
+            format!("p50 {a50:.2} ms"),
         ),
     ])
 }

@@ -86,6 +86,7 @@ impl App {
         };
         if !opts.config.tools.is_empty() {
             crate::proxy::executor::harden_process();
+            crate::proxy::executor::close_inherited_descriptors();
         }
         Ok(Arc::new(App {
             config: opts.config,
@@ -157,6 +158,11 @@ pub async fn run(
         tokio::spawn(crate::reconciler::run_drift(app.clone()));
     }
     let router = crate::api::router(app);
+    // No Nagle delay: run output streams in small frames, and a reused
+    // connection must not wait for a delayed ACK between them.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

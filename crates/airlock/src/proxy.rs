@@ -3,7 +3,7 @@
 //! stderr) and `airlock exec` exits with the tool's exit code.
 
 use std::collections::BTreeMap;
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -227,10 +227,28 @@ fn write_all(w: &mut dyn Write, data: &[u8]) {
     }
 }
 
+/// Copies `len` payload bytes from the stream to `w` in pieces, as they come.
+fn copy_payload(r: &mut dyn Read, len: usize, buf: &mut [u8], w: &mut dyn Write) -> Result<()> {
+    let mut left = len;
+    while left > 0 {
+        let want = left.min(buf.len());
+        let n = r
+            .read(&mut buf[..want])
+            .context("the output stream was cut")?;
+        if n == 0 {
+            bail!("the output stream was cut in the middle of a frame");
+        }
+        write_all(w, &buf[..n]);
+        left -= n;
+    }
+    Ok(())
+}
+
 /// Copies a run stream to the terminal; returns the finished run.
 fn follow_stream(resp: ureq::Response, out: Output) -> Result<Value> {
-    let mut r = BufReader::with_capacity(256 * 1024, resp.into_reader());
-    let mut payload = Vec::new();
+    // ureq buffers the socket; payloads go from its buffer straight to our output.
+    let mut r = resp.into_reader();
+    let mut buf = vec![0u8; 256 * 1024];
     let mut run_id = String::new();
     loop {
         let mut head = [0u8; 5];
@@ -243,20 +261,25 @@ fn follow_stream(resp: ureq::Response, out: Output) -> Result<Value> {
         if len > MAX_FRAME {
             bail!("the server sent a frame of {len} bytes; refusing");
         }
-        payload.resize(len, 0);
-        r.read_exact(&mut payload)
-            .context("the output stream was cut")?;
+        let json = |r: &mut dyn Read| -> Result<Value> {
+            let mut payload = vec![0u8; len];
+            r.read_exact(&mut payload)
+                .context("the output stream was cut")?;
+            Ok(serde_json::from_slice(&payload).unwrap_or(Value::Null))
+        };
         match head[0] {
-            1 => {
-                let v: Value = serde_json::from_slice(&payload)?;
-                run_id = s(&v, "id").to_string();
+            1 => run_id = s(&json(&mut r)?, "id").to_string(),
+            2 if out == Output::Text => {
+                copy_payload(&mut r, len, &mut buf, &mut std::io::stdout().lock())?
             }
-            2 if out == Output::Text => write_all(&mut std::io::stdout().lock(), &payload),
-            2 | 3 => write_all(&mut std::io::stderr().lock(), &payload),
-            4 => eprintln!("{}", String::from_utf8_lossy(&payload)),
-            5 => return Ok(serde_json::from_slice(&payload)?),
+            2 | 3 => copy_payload(&mut r, len, &mut buf, &mut std::io::stderr().lock())?,
+            4 => {
+                copy_payload(&mut r, len, &mut buf, &mut std::io::stderr().lock())?;
+                eprintln!();
+            }
+            5 => return json(&mut r),
             6 => {
-                let v: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
+                let v = json(&mut r)?;
                 bail!(
                     "{} (run {run_id}; see `airlock run show {run_id}`)",
                     v["detail"]

@@ -302,7 +302,8 @@ pub async fn tend(app: &Arc<App>, id: RunId) {
                     RunState::Running if lease.until.is_some_and(|u| u <= now) => {
                         let error = format!(
                             "the server executing it ({}) stopped before the run finished; it was not re-run \
-                             (it may have had effects): check the target and start a new run if needed",
+                             (it may have had effects, and a killed server's program may have run on): \
+                             check the target and start a new run if needed",
                             lease.owner.as_deref().unwrap_or("unknown")
                         );
                         Ok(RunChange {

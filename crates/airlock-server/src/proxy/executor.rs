@@ -2,11 +2,11 @@
 //! the tool's variables plus PATH and LANG, stdin from /dev/null, an empty
 //! private working directory, and a fresh process group that is killed as a
 //! whole at the timeout, on cancel, and when the program exits (so nothing it
-//! started outlives the run). The direct child also dies with the server
-//! (`PR_SET_PDEATHSIG`). Output is streamed as it arrives and kept up to the
-//! transcript cap.
+//! started outlives the run). Output is streamed as it arrives and kept up to
+//! the transcript cap.
 
 use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -19,15 +19,17 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::frames::{frame, Kind};
+use super::frames::{self, Kind};
 use super::hub::LiveRun;
 
 /// Bytes read from a pipe at once.
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 256 * 1024;
 /// After SIGTERM at the timeout or on cancel, how long before SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 /// After the program exits, how long to keep reading output still in the pipes.
 const DRAIN: Duration = Duration::from_secs(2);
+/// Requested pipe buffer size for a tool's stdout and stderr.
+const PIPE_SIZE: libc::c_int = 1024 * 1024;
 /// PATH for tools when the server has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -165,24 +167,15 @@ fn command(job: &Job, cwd: &PathBuf) -> tokio::process::Command {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    // SAFETY: the closure runs in the forked child before exec and only calls
-    // async-signal-safe prctl(2).
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            close_inherited_descriptors();
-            Ok(())
-        });
-    }
     cmd
 }
 
 /// Marks every descriptor above stderr close-on-exec, so nothing airlock
-/// itself inherited without that flag (e.g. from its own parent) reaches the
-/// tool. Runs in the forked child: only async-signal-safe calls.
-fn close_inherited_descriptors() {
+/// itself inherited without that flag (e.g. from its own parent) reaches a
+/// tool. Called once at start-up; descriptors airlock opens later are
+/// close-on-exec already (Rust's default), so tools are spawned with
+/// `posix_spawn` and no code runs between fork and exec.
+pub fn close_inherited_descriptors() {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: plain syscalls on this process's own descriptor table.
     unsafe {
@@ -210,13 +203,13 @@ pub struct Sinks<'a> {
 }
 
 impl Sinks<'_> {
-    async fn emit(&mut self, stderr: bool, data: &[u8], deadline: Instant) {
-        let bytes = Bytes::copy_from_slice(data);
+    /// Hands on one output frame (from [`frames::open`], payload filled).
+    async fn emit(&mut self, stderr: bool, frame: Vec<u8>, deadline: Instant) {
+        let f = frames::seal(frame);
         if let Some(live) = self.live {
-            live.publish(stderr, &bytes);
+            live.publish(stderr, &f.slice(frames::HEADER_LEN..));
         }
         if let Some(tx) = &self.client {
-            let f = frame(if stderr { Kind::Stderr } else { Kind::Stdout }, data);
             // A client that stops reading must not hold the run past its timeout.
             match tokio::time::timeout_at(deadline, tx.send(f)).await {
                 Ok(Ok(())) => {}
@@ -264,7 +257,18 @@ async fn run_in(
         .ok_or_else(|| "the program exited before airlock saw it start".to_string())?;
     let mut out = child.stdout.take().ok_or("no stdout pipe")?;
     let mut err = child.stderr.take().ok_or("no stderr pipe")?;
-    let (mut out_buf, mut err_buf) = (vec![0u8; READ_CHUNK], vec![0u8; READ_CHUNK]);
+    // Larger pipes: fewer wake-ups for chatty tools (best effort).
+    for fd in [out.as_raw_fd(), err.as_raw_fd()] {
+        // SAFETY: fcntl on a descriptor we own; failure only keeps the default size.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_SIZE);
+        }
+    }
+    // Output is read straight into frames: no copy between the pipe and the socket.
+    let (mut out_buf, mut err_buf) = (
+        frames::open(Kind::Stdout, READ_CHUNK),
+        frames::open(Kind::Stderr, READ_CHUNK),
+    );
     let (mut out_open, mut err_open) = (true, true);
     let mut capture = Capture::new(job.cap);
     let deadline = Instant::now() + job.timeout;
@@ -278,17 +282,19 @@ async fn run_in(
             break;
         }
         tokio::select! {
-            n = out.read(&mut out_buf), if out_open => match n {
+            n = out.read_buf(&mut out_buf), if out_open => match n {
                 Ok(n) if n > 0 => {
-                    capture.push(&out_buf[..n]);
-                    sinks.emit(false, &out_buf[..n], deadline).await;
+                    let f = std::mem::replace(&mut out_buf, frames::open(Kind::Stdout, READ_CHUNK));
+                    capture.push(&f[frames::HEADER_LEN..]);
+                    sinks.emit(false, f, deadline).await;
                 }
                 _ => out_open = false,
             },
-            n = err.read(&mut err_buf), if err_open => match n {
+            n = err.read_buf(&mut err_buf), if err_open => match n {
                 Ok(n) if n > 0 => {
-                    capture.push(&err_buf[..n]);
-                    sinks.emit(true, &err_buf[..n], deadline).await;
+                    let f = std::mem::replace(&mut err_buf, frames::open(Kind::Stderr, READ_CHUNK));
+                    capture.push(&f[frames::HEADER_LEN..]);
+                    sinks.emit(true, f, deadline).await;
                 }
                 _ => err_open = false,
             },

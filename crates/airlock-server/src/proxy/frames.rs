@@ -25,6 +25,24 @@ pub enum Kind {
     Error = 6,
 }
 
+/// Bytes before a frame's payload.
+pub const HEADER_LEN: usize = 5;
+
+/// An empty frame of `kind` with room for `capacity` payload bytes; fill the
+/// payload (e.g. by reading into the spare capacity), then [`seal`] it.
+pub fn open(kind: Kind, capacity: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(HEADER_LEN + capacity);
+    v.extend_from_slice(&[kind as u8, 0, 0, 0, 0]);
+    v
+}
+
+/// Writes the payload length into a frame made by [`open`].
+pub fn seal(mut v: Vec<u8>) -> Bytes {
+    let len = (v.len() - HEADER_LEN) as u32;
+    v[1..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+    Bytes::from(v)
+}
+
 /// Encodes one frame.
 pub fn frame(kind: Kind, payload: &[u8]) -> Bytes {
     let mut v = Vec::with_capacity(5 + payload.len());

@@ -457,3 +457,78 @@ forbid(principal, action == Action::"operation", resource == Operation::"restart
     );
     assert_eq!(tools.take_calls().len(), 1, "only alice's exec ran");
 }
+
+#[test]
+fn transcript_is_capped_with_a_marker_while_the_stream_is_complete() {
+    let tools = Tools::new();
+    let s = tools.server(Db::Sqlite);
+    let alice = s.token("alice");
+    let out = s.cli(&alice, &["exec", "--", "seq", "1", "5000"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let want: String = (1..=5000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        want,
+        "the live stream is never capped"
+    );
+    let runs = s.json(&alice, &["run", "list"]);
+    let id = id_of(&runs[0]);
+    let r = s.json(&alice, &["run", "show", &id]);
+    assert_eq!(r["transcript_truncated"], true);
+    assert_eq!(r["output_bytes"], want.len());
+    let t = s.cli(&alice, &["run", "transcript", &id]);
+    let body = t.stdout;
+    assert!(body.starts_with(&want.as_bytes()[..1024]));
+    let marker = format!(
+        "\n[airlock: transcript truncated at 1024 bytes; the tool wrote {} bytes]\n",
+        want.len()
+    );
+    assert_eq!(&body[1024..], marker.as_bytes());
+    assert_eq!(r["transcript_bytes"], body.len());
+    let sha = sha256_hex(&body);
+    assert_eq!(r["transcript_sha256"], sha.as_str());
+    let finished = audit_events(&s, &format!("run:{id}"))
+        .into_iter()
+        .find(|e| e["kind"] == "run.finished")
+        .unwrap();
+    assert_eq!(finished["data"]["transcript_sha256"], sha.as_str());
+    assert_eq!(finished["data"]["truncated"], true);
+    // Others cannot read the output; reviewers and admins can.
+    let carol = s.token("carol");
+    assert_eq!(
+        s.cli(&carol, &["run", "transcript", &id]).status.code(),
+        Some(1)
+    );
+    assert!(s
+        .cli(&s.admin, &["run", "transcript", &id])
+        .status
+        .success());
+}
+
+#[test]
+fn pending_run_lapses_after_its_approval_window() {
+    let tools = Tools::new();
+    let s = tools.server(Db::Sqlite);
+    let (alice, bob) = (s.token("alice"), s.token("bob"));
+    let r = cli_json(
+        &s,
+        &alice,
+        &["exec", "--no-wait", "--", "argv", "lapse-me", "x"],
+    );
+    let id = id_of(&r);
+    assert_eq!(r["state"], "pending");
+    let r = wait_run(&s, &alice, &id, 10, |r| r["state"] != "pending");
+    assert_eq!(r["state"], "lapsed", "{r}");
+    let late = s.cli(&bob, &["review", &id, "--approve"]);
+    assert_eq!(late.status.code(), Some(1));
+    assert!(
+        stderr(&late).contains("current state: lapsed"),
+        "{}",
+        stderr(&late)
+    );
+    assert!(tools.take_calls().is_empty());
+    assert_eq!(
+        s.audit_kinds(&format!("run:{id}")),
+        ["run.created", "run.lapsed"]
+    );
+}

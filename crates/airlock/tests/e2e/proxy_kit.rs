@@ -131,6 +131,19 @@ rate = "5/10m"
 args = ["delete", "**"]
 action = "deny"
 reason = "deleting anything but a pod goes through a pull request"
+[[tool.rule]]
+args = ["lapse-me", "*"]
+action = "approve"
+approvals = {{ count = 1, reviewers = ["payments-eng"] }}
+approval_timeout = "2s"
+
+[[tool]]
+name = "seq"
+path = "/usr/bin/seq"
+transcript_cap = 1024
+[[tool.rule]]
+args = ["1", "*"]
+action = "allow"
 
 [[tool]]
 name = "spawner"

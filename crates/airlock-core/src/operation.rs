@@ -173,6 +173,7 @@ fn parse_param(ctx: &str, name: &str, p: RawParam) -> Result<ParamSpec, ConfigEr
         allow_leading_dash: p.allow_leading_dash,
         description: p.description,
         default: p.default,
+        used: true,
     };
     // Every value the catalog itself supplies must pass the same checks as a caller's.
     if let ParamKind::Text {
@@ -187,12 +188,12 @@ fn parse_param(ctx: &str, name: &str, p: RawParam) -> Result<ParamSpec, ConfigEr
             };
             probe
                 .check(v)
-                .map_err(|e| invalid(format!("{ctx}: enum value {}: {}", e.value, e.rule)))?;
+                .map_err(|e| invalid(format!("{ctx}: enum value {} {}", e.value, e.rule)))?;
         }
     }
     if let Some(d) = &spec.default {
         spec.check(d)
-            .map_err(|e| invalid(format!("{ctx}: default {}: {}", e.value, e.rule)))?;
+            .map_err(|e| invalid(format!("{ctx}: default {} {}", e.value, e.rule)))?;
     }
     Ok(spec)
 }
@@ -258,10 +259,10 @@ pub(crate) fn parse_operations(
                 "{ctx}: `{{{undeclared}}}` is used but not declared under [operation.params.{undeclared}]"
             )));
         }
-        if let Some(unused) = params.keys().find(|p| !used.contains(*p)) {
-            return Err(invalid(format!(
-                "{ctx}: parameter `{unused}` is declared but not used in args"
-            )));
+        // A declared parameter no template uses is accepted (and checked if
+        // given) but never required: it cannot change what runs.
+        for (name, spec) in params.iter_mut() {
+            spec.used = used.contains(name);
         }
         let approvals = match o.approvals {
             Some(a) => approvals_from(&ctx, a)?,
@@ -333,6 +334,10 @@ rate = "3/1h"
 enum = ["payments", "ledger"]
 [operation.params.deployment]
 pattern = "^[a-z0-9-]{1,63}$"
+[operation.params.replicas]            # typed: int with bounds, for other operations
+type = "int"
+min = 1
+max = 50
 "#;
 
     fn args(a: &[&str]) -> Vec<String> {
@@ -386,6 +391,45 @@ pattern = "^[a-z0-9-]{1,63}$"
             prep.dry_run_argv.unwrap().last().unwrap(),
             "--dry-run=server"
         );
+    }
+
+    #[test]
+    fn the_documented_configuration_parses() {
+        let doc = include_str!("../../../docs/tool-proxy.md");
+        let block = doc
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("docs/tool-proxy.md has a toml block");
+        assert_eq!(
+            block.trim(),
+            ISSUE_SAMPLE.trim(),
+            "the doc shows the issue's configuration"
+        );
+        Config::parse(block).unwrap();
+    }
+
+    #[test]
+    fn a_declared_but_unused_parameter_is_optional_but_still_checked() {
+        let c = sample();
+        let (k, op) = (
+            c.tools.values().next().unwrap(),
+            c.operations.values().next().unwrap(),
+        );
+        let mut p = BTreeMap::new();
+        p.insert("deployment".to_string(), "web".to_string());
+        p.insert("namespace".to_string(), "payments".to_string());
+        assert_eq!(
+            op.prepare(k, &p).unwrap().argv.len(),
+            6,
+            "replicas is not required"
+        );
+        p.insert("replicas".to_string(), "99".to_string());
+        assert!(op
+            .prepare(k, &p)
+            .unwrap_err()
+            .to_string()
+            .contains("between 1 and 50"));
     }
 
     #[test]

@@ -40,11 +40,13 @@ pub struct ParamSpec {
     pub description: String,
     /// Used when the caller gives no value; absent = required.
     pub default: Option<String>,
+    /// Whether a template uses it; an unused parameter is never required.
+    pub used: bool,
 }
 
 /// A refused parameter value: which parameter, the value (escaped) and the rule it broke.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("parameter `{param}` = {value}: {rule}")]
+#[error("parameter `{param}`: {value} {rule}")]
 pub struct ParamError {
     /// The parameter's name.
     pub param: String,
@@ -55,8 +57,12 @@ pub struct ParamError {
 }
 
 impl From<ParamError> for crate::Error {
+    /// `invalid params.deployment: "web; rm -rf /" does not match the pattern ...`
     fn from(e: ParamError) -> Self {
-        crate::Error::invalid(format!("params.{}", e.param), e.to_string())
+        crate::Error::invalid(
+            format!("params.{}", e.param),
+            format!("{} {}", e.value, e.rule),
+        )
     }
 }
 
@@ -101,7 +107,7 @@ impl ParamSpec {
             return Err(err("must not be empty".into()));
         }
         if raw.len() > MAX_PARAM_LEN {
-            return Err(err(format!("longer than {MAX_PARAM_LEN} bytes")));
+            return Err(err(format!("is longer than {MAX_PARAM_LEN} bytes")));
         }
         if let Some(c) = raw.chars().find(|c| is_forbidden_char(*c)) {
             return Err(err(format!(
@@ -204,6 +210,7 @@ pub fn check_all(
         let value = match (given.get(name), &spec.default) {
             (Some(v), _) => spec.check(v)?,
             (None, Some(d)) => spec.check(d)?,
+            (None, None) if !spec.used => continue,
             (None, None) => {
                 return Err(crate::Error::invalid(
                     format!("params.{name}"),
@@ -414,6 +421,7 @@ mod tests {
             allow_leading_dash: false,
             description: String::new(),
             default: None,
+            used: true,
         }
     }
 
@@ -454,6 +462,7 @@ mod tests {
             allow_leading_dash: false,
             description: String::new(),
             default: None,
+            used: true,
         };
         assert_eq!(p.check("007").unwrap(), "7");
         assert_eq!(p.check("+3").unwrap(), "3");

@@ -159,6 +159,7 @@ async fn list_operations(State(app): AppState, Caller(_): Caller) -> Response {
                 "params": o.params.values().map(|p| json!({
                     "name": p.name, "accepts": p.accepts(), "description": p.description,
                     "default": p.default, "allow_leading_dash": p.allow_leading_dash,
+                    "required": p.used && p.default.is_none(),
                 })).collect::<Vec<_>>(),
             })
         })

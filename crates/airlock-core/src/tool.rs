@@ -148,6 +148,8 @@ pub struct Tool {
     pub timeout: Span,
     /// Bytes of stdout+stderr kept per run.
     pub transcript_cap: u64,
+    /// OS user the program runs as (default: the server's own user).
+    pub run_as: Option<String>,
     /// Ordered rules; first match wins.
     pub rules: Vec<ToolRule>,
 }
@@ -233,6 +235,7 @@ pub(crate) struct RawTool {
     env: BTreeMap<String, String>,
     timeout: Option<Span>,
     transcript_cap: Option<u64>,
+    run_as: Option<String>,
     #[serde(default)]
     rule: Vec<toml::Spanned<RawRule>>,
 }
@@ -411,6 +414,20 @@ pub(crate) fn parse_tools(
                 "{ctx}: transcript_cap {cap} must be between 1024 and {MAX_TRANSCRIPT_CAP} bytes"
             )));
         }
+        if let Some(u) = &t.run_as {
+            let ok = u.len() <= 32
+                && u.bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+                && u.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            if !ok {
+                return Err(invalid(format!(
+                    "{ctx}: run_as `{u}` is not a user name (lowercase letters, digits, _ and -)"
+                )));
+            }
+        }
         let mut rules = Vec::with_capacity(t.rule.len());
         for (i, r) in t.rule.into_iter().enumerate() {
             rules.push(parse_rule(text, &t.name, i + 1, r)?);
@@ -423,6 +440,7 @@ pub(crate) fn parse_tools(
                 .timeout
                 .unwrap_or(Span::from_secs(DEFAULT_TOOL_TIMEOUT_SECS).expect("valid")),
             transcript_cap: cap,
+            run_as: t.run_as,
             rules,
         };
         if tools.insert(t.name, tool).is_some() {

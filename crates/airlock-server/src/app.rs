@@ -84,6 +84,7 @@ impl App {
             Some("pause-after-provider-apply") => Some(Fault::PauseAfterProviderApply),
             _ => None,
         };
+        let proxy = crate::proxy::Hub::new(&opts.config)?;
         if !opts.config.tools.is_empty() {
             crate::proxy::executor::harden_process();
             crate::proxy::executor::close_inherited_descriptors();
@@ -100,7 +101,7 @@ impl App {
             replica_id: opts.replica_id,
             fault,
             data_dir: opts.data_dir,
-            proxy: crate::proxy::Hub::default(),
+            proxy,
         }))
     }
 

@@ -26,12 +26,14 @@ use crate::problem::ApiError;
 /// Frames buffered towards an attached client.
 const CLIENT_BUFFER: usize = 32;
 
-pub(super) fn job_for(tool: &Tool, argv: &[String]) -> Job {
+/// What to execute for `argv` of `tool` (its environment, timeout, cap and user).
+pub(super) fn job_for(app: &App, tool: &Tool, argv: &[String]) -> Job {
     Job {
         argv: argv.to_vec(),
         env: tool.env.clone(),
         timeout: std::time::Duration::from_secs(tool.timeout.as_secs()),
         cap: tool.transcript_cap as usize,
+        run_as: app.proxy.run_as.get(&tool.name).copied(),
     }
 }
 
@@ -106,7 +108,7 @@ pub async fn start(
 /// Executes a run this replica holds (state `running`, our lease) in the
 /// background; with `attach`, its output also flows to the returned receiver.
 pub(super) fn spawn_claimed(app: &Arc<App>, run: Run, tool: &Tool, attach: bool) -> Created {
-    let job = job_for(tool, &run.argv);
+    let job = job_for(app, tool, &run.argv);
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
     let client = attach.then_some(tx);
     let app2 = app.clone();

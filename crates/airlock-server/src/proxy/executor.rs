@@ -43,6 +43,8 @@ pub struct Job {
     pub timeout: Duration,
     /// Transcript cap in bytes.
     pub cap: usize,
+    /// `(uid, gid)` to run as (the tool's `run_as`); `None`: the server's user.
+    pub run_as: Option<(u32, u32)>,
 }
 
 /// How a run ended.
@@ -136,8 +138,8 @@ fn killpg(pgid: i32, sig: i32) {
     }
 }
 
-/// A private, empty working directory for one run.
-fn work_dir() -> std::io::Result<PathBuf> {
+/// A private, empty working directory for one run, owned by the user it runs as.
+fn work_dir(owner: Option<(u32, u32)>) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     let dir = std::env::temp_dir().join(format!(
         "airlock-run-{}-{:016x}",
@@ -145,7 +147,35 @@ fn work_dir() -> std::io::Result<PathBuf> {
         rand::random::<u64>()
     ));
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    if let Some((uid, gid)) = owner {
+        if let Err(e) = std::os::unix::fs::chown(&dir, Some(uid), Some(gid)) {
+            let _ = std::fs::remove_dir(&dir);
+            return Err(e);
+        }
+    }
     Ok(dir)
+}
+
+/// The `(uid, gid)` of OS user `name`, for a tool's `run_as`.
+pub fn lookup_user(name: &str) -> Result<(u32, u32), String> {
+    let c = std::ffi::CString::new(name).map_err(|_| format!("user `{name}` contains NUL"))?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: getpwnam_r writes only into `pwd` and `buf`, both valid for its whole call.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwnam_r(c.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut out);
+        if rc != 0 {
+            return Err(format!(
+                "cannot look up user `{name}`: {}",
+                std::io::Error::from_raw_os_error(rc)
+            ));
+        }
+        if out.is_null() {
+            return Err(format!("user `{name}` does not exist on this server"));
+        }
+        Ok((pwd.pw_uid, pwd.pw_gid))
+    }
 }
 
 fn command(job: &Job, cwd: &PathBuf) -> tokio::process::Command {
@@ -167,6 +197,10 @@ fn command(job: &Job, cwd: &PathBuf) -> tokio::process::Command {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if let Some((uid, gid)) = job.run_as {
+        // std clears supplementary groups when it changes the user.
+        cmd.uid(uid).gid(gid);
+    }
     cmd
 }
 
@@ -230,7 +264,7 @@ pub async fn execute(
         exit_code: None,
         transcript: Capture::new(job.cap).finish(),
     };
-    let cwd = match work_dir() {
+    let cwd = match work_dir(job.run_as) {
         Ok(d) => d,
         Err(e) => return not_started(format!("cannot create a working directory: {e}")),
     };

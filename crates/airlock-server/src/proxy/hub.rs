@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use airlock_core::run::RunId;
+use airlock_core::ToolName;
 use axum::body::Bytes;
 use tokio::sync::{broadcast, watch, Notify};
 
@@ -77,9 +78,27 @@ pub struct Hub {
     live: Mutex<HashMap<RunId, Arc<LiveRun>>>,
     /// Wakes the background loop when a run may have become due.
     pub wake: Notify,
+    /// `(uid, gid)` of each tool's `run_as` user, resolved at start-up.
+    pub run_as: HashMap<ToolName, (u32, u32)>,
 }
 
 impl Hub {
+    /// A registry for `config`'s tools; fails if a `run_as` user does not exist.
+    pub fn new(config: &airlock_core::config::Config) -> Result<Hub, String> {
+        let mut run_as = HashMap::new();
+        for t in config.tools.values() {
+            if let Some(user) = &t.run_as {
+                let ids = super::executor::lookup_user(user)
+                    .map_err(|e| format!("[[tool]] `{}`: run_as: {e}", t.name))?;
+                run_as.insert(t.name.clone(), ids);
+            }
+        }
+        Ok(Hub {
+            run_as,
+            ..Hub::default()
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<RunId, Arc<LiveRun>>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -376,6 +376,42 @@ fn child_gets_only_the_tool_environment_and_an_empty_private_directory() {
 }
 
 #[test]
+fn tool_with_run_as_cannot_read_the_servers_files_or_process() {
+    let tools = Tools::new();
+    let s = tools.server(Db::Sqlite);
+    let alice = s.token("alice");
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    let out = s.cli(&alice, &["exec", "--", "envdump-nobody"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if root {
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let nobody = std::process::Command::new("id")
+            .args(["-u", "nobody"])
+            .output()
+            .unwrap();
+        let uid = String::from_utf8_lossy(&nobody.stdout).trim().to_string();
+        assert!(text.contains(&format!("uid: {uid}")), "{text}");
+        assert!(text.contains("secret-file: unreadable"), "{text}");
+        assert!(text.contains("parent-environ: unreadable"), "{text}");
+        assert!(
+            text.contains("entries: 0"),
+            "its private directory is usable: {text}"
+        );
+    } else {
+        // Changing user needs root (or CAP_SETUID): the run fails, nothing runs as us.
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("Operation not permitted"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
 fn psql_runs_with_credentials_only_the_server_holds() {
     let tools = Tools::new();
     let s = tools.server(Db::Sqlite);

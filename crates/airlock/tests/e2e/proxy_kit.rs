@@ -34,6 +34,10 @@ env
 echo "fds: $(ls /proc/self/fd | tr '\n' ' ')"
 if cat /proc/$PPID/environ > /dev/null 2>&1; then echo "parent-environ: readable"; else echo "parent-environ: unreadable"; fi
 echo "cwd: $(pwd) entries: $(ls -A | wc -l)"
+echo "uid: $(id -u)"
+if [ -n "$SECRET_FILE" ]; then
+  if cat "$SECRET_FILE" > /dev/null 2>&1; then echo "secret-file: readable"; else echo "secret-file: unreadable"; fi
+fi
 "#;
 
 /// Scripts in a directory of their own, created before the server starts.
@@ -55,6 +59,10 @@ impl Tools {
             std::fs::write(&p, text).unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
+        // Stands in for airlock's own files (keys, configuration): owner-only.
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "server-only").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
         Tools { dir }
     }
 
@@ -95,6 +103,9 @@ impl Tools {
     /// (reviewers: payments-eng = alice and bob).
     pub fn catalog(&self) -> String {
         let d = self.dir.display();
+        let psql = std::env::var("AIRLOCK_TEST_PSQL").unwrap_or_else(|_| {
+            panic!("AIRLOCK_TEST_PSQL is not set: run ./scripts/test (scripts/setup/proxy.sh finds or installs psql)")
+        });
         let (host, port) = pg_host_port();
         let cfg: postgres::Config = pg_url().parse().unwrap();
         let user = cfg.get_user().unwrap_or("postgres").to_string();
@@ -163,8 +174,17 @@ args = []
 action = "allow"
 
 [[tool]]
+name = "envdump-nobody"
+path = "{d}/envdump.sh"
+run_as = "nobody"
+env = {{ SECRET_FILE = "{d}/secret" }}
+[[tool.rule]]
+args = []
+action = "allow"
+
+[[tool]]
 name = "psql"
-path = "/usr/bin/psql"
+path = "{psql}"
 env = {{ PGHOST = "{host}", PGPORT = "{port}", PGUSER = "{user}", PGDATABASE = "{db}" }}
 [[tool.rule]]
 args = ["-X", "-A", "-t", "-c", "*"]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use airlock_core::audit_chain::AuditDraft;
 use airlock_core::config::ReasonRule;
+use airlock_core::param::display_value;
 use airlock_core::policy::{PolicyEngine, ProxyAction, ProxyContext, ProxyResource};
 use airlock_core::rate::{human_secs, retry_after_secs, Rate, RateDecision};
 use airlock_core::run::{Run, RunApprovals, RunState, RunTransition};
@@ -84,6 +85,7 @@ pub struct ExecInput {
     pub attach: bool,
 }
 
+/// A run's reason: bounded, one line (no catalog pattern applies to runs).
 pub(super) fn check_reason(reason: &str) -> Result<(), Error> {
     ReasonRule {
         required: false,
@@ -100,8 +102,8 @@ pub fn tool<'a>(app: &'a App, name: &str) -> Result<&'a Tool, Error> {
         .ok_or_else(|| {
             let known: Vec<&str> = app.config.tools.keys().map(|t| t.as_str()).collect();
             Error::not_found(format!(
-                "tool `{}` (configured tools: {})",
-                name.chars().take(64).collect::<String>(),
+                "tool {} (configured tools: {})",
+                display_value(name),
                 if known.is_empty() {
                     "none".into()
                 } else {
@@ -264,7 +266,7 @@ pub async fn exec(
             audit_refusal(
                 app,
                 who,
-                format!("tool:{}", input.tool.chars().take(64).collect::<String>()),
+                format!("tool:{}", display_value(&input.tool).trim_matches('"')),
                 json!({"reason": "unknown tool", "args_count": input.args.len()}),
             )
             .await?;

@@ -37,6 +37,7 @@ pub(super) fn job_for(app: &App, tool: &Tool, argv: &[String]) -> Job {
     }
 }
 
+/// The `run.started` audit event, naming the executing replica.
 pub(super) fn started_event(actor: &str, sub: &str, replica: &str) -> AuditDraft {
     AuditDraft::new(
         "run.started",

@@ -190,7 +190,7 @@ both_stores!(
         let unknown = s.cli(&alice, &["exec", "--", "rm", "-rf", "/"]);
         assert_eq!(unknown.status.code(), Some(1));
         assert!(
-            stderr(&unknown).contains("tool `rm`"),
+            stderr(&unknown).contains("tool \"rm\" (configured tools: "),
             "{}",
             stderr(&unknown)
         );

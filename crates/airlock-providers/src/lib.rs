@@ -146,6 +146,16 @@ pub trait CertificateAuthority: Send + Sync {
     fn revocation_list(&self, serials: &[u64]) -> Result<Vec<u8>, ProviderError>;
 }
 
+/// RFC 3339 in UTC, floored to the second, so a target's own expiry is never
+/// later than `not_after`; `None` outside years 0-9999.
+pub fn rfc3339_utc(t: OffsetDateTime) -> Option<String> {
+    t.to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
 /// The key id of the certificate minted for a grant: names the user and the request.
 pub fn certificate_key_id(grant: &GrantSpec) -> String {
     format!("airlock:{}:{}", grant.requester, grant.request_id)

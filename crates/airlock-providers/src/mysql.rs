@@ -20,10 +20,9 @@ use airlock_core::config::{Entitlement, ProviderConfig};
 use airlock_core::{ProviderName, RequestId};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder};
-use time::format_description::well_known::Rfc3339;
-use time::{OffsetDateTime, UtcOffset};
 use tokio::sync::Mutex;
 
+use crate::rfc3339_utc;
 use crate::{
     CredentialRequest, GrantSpec, ManagedAccount, Provider, ProviderError, StandingAccess,
 };
@@ -459,15 +458,6 @@ impl MysqlProvider {
         }
         Ok(out)
     }
-}
-
-/// RFC 3339 in UTC, floored to the second like the event's time.
-fn rfc3339_utc(t: OffsetDateTime) -> Option<String> {
-    t.to_offset(UtcOffset::UTC)
-        .replace_nanosecond(0)
-        .ok()?
-        .format(&Rfc3339)
-        .ok()
 }
 
 #[cfg(test)]

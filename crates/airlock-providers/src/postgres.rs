@@ -17,13 +17,12 @@ use std::time::Duration;
 
 use airlock_core::config::{Entitlement, ProviderConfig};
 use airlock_core::{ProviderName, RequestId};
-use time::format_description::well_known::Rfc3339;
-use time::{OffsetDateTime, UtcOffset};
 use tokio::sync::Mutex;
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
 
+use crate::rfc3339_utc;
 use crate::{
     CredentialRequest, GrantSpec, ManagedAccount, Provider, ProviderError, StandingAccess,
 };
@@ -600,16 +599,6 @@ impl PostgresProvider {
             "expires_at": rfc3339_utc(grant.not_after),
         })
     }
-}
-
-/// RFC 3339 in UTC, floored to the second (so `VALID UNTIL` is never later
-/// than `not_after`); `None` outside years 0-9999.
-fn rfc3339_utc(t: OffsetDateTime) -> Option<String> {
-    t.to_offset(UtcOffset::UTC)
-        .replace_nanosecond(0)
-        .ok()?
-        .format(&Rfc3339)
-        .ok()
 }
 
 #[cfg(test)]

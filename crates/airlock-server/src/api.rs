@@ -184,15 +184,16 @@ async fn create_breakglass(
     Ok(json_response(StatusCode::CREATED, r))
 }
 
+/// `?state=&mine=&to_review=&limit=` for request and run lists.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
-    state: Option<String>,
+pub(crate) struct ListQuery {
+    pub state: Option<String>,
     #[serde(default)]
-    mine: bool,
+    pub mine: bool,
     #[serde(default)]
-    to_review: bool,
-    limit: Option<u32>,
+    pub to_review: bool,
+    pub limit: Option<u32>,
 }
 
 async fn list_requests(

@@ -84,7 +84,8 @@ pub fn grant_spec(app: &App, r: &Request) -> Result<GrantSpec, Error> {
     })
 }
 
-fn check_comment(comment: &Option<String>) -> Result<(), Error> {
+/// Refuses over-long comments and control characters (newlines allowed).
+pub fn check_comment(comment: &Option<String>) -> Result<(), Error> {
     if let Some(c) = comment {
         if c.len() > MAX_COMMENT_LEN {
             return Err(Error::invalid(

@@ -8,9 +8,8 @@ use std::fmt;
 use airlock_core::RequestId;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use time::format_description::well_known::Rfc3339;
-use time::{OffsetDateTime, UtcOffset};
 
+pub use crate::rfc3339_utc;
 use crate::GrantSpec;
 
 /// Label every binding airlock creates carries; drift and removal select on it.
@@ -47,12 +46,6 @@ pub fn is_managed(meta: &ObjectMeta) -> bool {
         .as_ref()
         .and_then(|l| l.get(MANAGED_BY_LABEL))
         .is_some_and(|v| v == MANAGED_BY_VALUE)
-}
-
-/// `not_after` as RFC 3339 in UTC, whole seconds (`2030-01-02T03:04:05Z`).
-pub fn rfc3339_utc(t: OffsetDateTime) -> Option<String> {
-    let t = t.to_offset(UtcOffset::UTC);
-    t.replace_nanosecond(0).ok()?.format(&Rfc3339).ok()
 }
 
 /// The metadata, roleRef and subject a grant's binding must have.
@@ -276,6 +269,7 @@ pub fn principal(s: &Subject, binding_namespace: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::{OffsetDateTime, UtcOffset};
 
     #[test]
     fn accounts_round_trip_and_refuse_other_shapes() {

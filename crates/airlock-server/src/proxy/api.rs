@@ -25,7 +25,7 @@ use super::frames::{self, frame, json_frame, Kind};
 use super::hub::Chunk;
 use super::operation::{self, OperationInput};
 use super::{execution, may_read_output, review};
-use crate::api::ApiJson;
+use crate::api::{ApiJson, ListQuery};
 use crate::app::App;
 use crate::auth::Caller;
 use crate::lifecycle::fmt_time;
@@ -233,17 +233,6 @@ async fn operation_run(
     )
     .await?;
     Ok(created_response(c))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    state: Option<String>,
-    #[serde(default)]
-    mine: bool,
-    #[serde(default)]
-    to_review: bool,
-    limit: Option<u32>,
 }
 
 async fn list_runs(

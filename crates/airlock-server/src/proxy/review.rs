@@ -17,25 +17,8 @@ use super::create::ProxyError;
 use super::execution::start;
 use super::*;
 use crate::app::App;
+use crate::lifecycle::check_comment;
 use crate::problem::ApiError;
-
-/// Longest review comment.
-const MAX_COMMENT_LEN: usize = 1024;
-
-fn check_comment(comment: &Option<String>) -> Result<(), Error> {
-    if let Some(c) = comment {
-        if c.len() > MAX_COMMENT_LEN {
-            return Err(Error::invalid(
-                "comment",
-                format!("longer than {MAX_COMMENT_LEN} bytes"),
-            ));
-        }
-        if c.chars().any(|ch| ch.is_control() && ch != '\n') {
-            return Err(Error::invalid("comment", "contains control characters"));
-        }
-    }
-    Ok(())
-}
 
 /// Approve or deny a pending run (N of M, never one's own, within its window).
 pub async fn review(

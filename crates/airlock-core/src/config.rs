@@ -44,6 +44,12 @@ struct RawConfig {
     tool: Vec<toml::Spanned<crate::tool::RawTool>>,
     #[serde(default)]
     operation: Vec<toml::Spanned<crate::operation::RawOperation>>,
+    #[serde(default)]
+    auth: crate::oidc::AuthConfig,
+    #[serde(default)]
+    notify: crate::notify::NotifyConfig,
+    #[serde(default)]
+    service: Vec<crate::service::Service>,
 }
 
 /// `[server]`: where to listen and what to store in.
@@ -67,6 +73,11 @@ pub struct ServerConfig {
     /// How often the reconciler compares providers with the store for drift.
     #[serde(default = "default_drift_interval")]
     pub drift_interval: Span,
+    /// Load `[[service]]` entries from this HTTP JSON endpoint instead of the file.
+    pub catalog_url: Option<String>,
+    /// How often `catalog_url` is fetched again (the last good copy is kept when it fails).
+    #[serde(default = "default_catalog_refresh")]
+    pub catalog_refresh: Span,
 }
 
 fn default_listen() -> String {
@@ -77,6 +88,9 @@ fn default_checkpoint_every() -> u64 {
 }
 fn default_drift_interval() -> Span {
     Span::from_secs(60).expect("60 is a valid span")
+}
+fn default_catalog_refresh() -> Span {
+    Span::from_secs(300).expect("300 is a valid span")
 }
 
 impl Default for ServerConfig {
@@ -89,6 +103,8 @@ impl Default for ServerConfig {
             public_url: None,
             checkpoint_every: default_checkpoint_every(),
             drift_interval: default_drift_interval(),
+            catalog_url: None,
+            catalog_refresh: default_catalog_refresh(),
         }
     }
 }
@@ -99,6 +115,8 @@ impl Default for ServerConfig {
 pub struct UserEntry {
     pub name: UserName,
     pub email: Option<String>,
+    /// Slack member id (`U…`) for chat approvals when emails do not match.
+    pub slack_id: Option<String>,
 }
 
 /// `[[group]]`: a named set of users.
@@ -291,14 +309,6 @@ pub const DEFAULT_SSH_EXTENSIONS: &[&str] = &["permit-pty"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawApprovals {
-    count: u32,
-    #[serde(default)]
-    reviewers: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawReason {
     #[serde(default)]
     required: bool,
@@ -320,12 +330,15 @@ struct RawEntitlement {
     cluster_role: Option<String>,
     namespace: Option<String>,
     max_duration: Span,
-    approvals: Option<RawApprovals>,
+    approvals: Option<crate::tool::RawApprovals>,
     reason: Option<RawReason>,
     #[serde(default)]
     breakglass: bool,
     approval_timeout: Option<Span>,
     requesters: Option<Vec<String>>,
+    service: Option<crate::ServiceName>,
+    #[serde(default)]
+    mfa: bool,
 }
 
 /// What a request's reason must look like.
@@ -397,6 +410,10 @@ pub struct Entitlement {
     pub approval_timeout: Span,
     /// Users or groups who may ask; empty = anyone authenticated.
     pub requesters: Vec<String>,
+    /// Service that owns it: default reviewers and where notifications go.
+    pub service: Option<crate::ServiceName>,
+    /// Requesters must have logged in with multi-factor authentication.
+    pub mfa: bool,
 }
 
 /// The validated configuration.
@@ -411,6 +428,12 @@ pub struct Config {
     pub tools: BTreeMap<crate::ToolName, crate::tool::Tool>,
     /// `[[operation]]`s in the catalog.
     pub operations: BTreeMap<crate::OperationName, crate::operation::Operation>,
+    /// `[auth]`: OIDC login.
+    pub auth: crate::oidc::AuthConfig,
+    /// `[notify]`: Slack, webhooks, email.
+    pub notify: crate::notify::NotifyConfig,
+    /// `[[service]]` from the file (replaced at run time when `catalog_url` is set).
+    pub services: crate::service::ServiceCatalog,
 }
 
 impl Config {
@@ -465,15 +488,7 @@ impl Config {
             };
             validate_target(&ctx, &e.provider, &provider.kind, &target, extensions_given)?;
             let approvals = match (e.approvals, e.breakglass) {
-                (Some(a), _) => {
-                    if a.count > 0 && a.reviewers.is_empty() {
-                        return Err(invalid(format!("{ctx}: approvals.count is {} but approvals.reviewers is empty", a.count)));
-                    }
-                    if a.count > 16 {
-                        return Err(invalid(format!("{ctx}: approvals.count {} is above 16", a.count)));
-                    }
-                    ApprovalRule { count: a.count, reviewers: a.reviewers }
-                }
+                (Some(a), _) => crate::tool::approvals_from(&ctx, a, e.service.is_some())?,
                 (None, true) => ApprovalRule { count: 0, reviewers: vec![] },
                 (None, false) => {
                     return Err(invalid(format!(
@@ -515,6 +530,8 @@ impl Config {
                     .approval_timeout
                     .unwrap_or(Span::from_secs(DEFAULT_APPROVAL_TIMEOUT_SECS).expect("valid")),
                 requesters: e.requesters.unwrap_or_default(),
+                service: e.service,
+                mfa: e.mfa,
             };
             if entitlements.insert(e.name.clone(), ent).is_some() {
                 return Err(invalid(format!("{ctx} is defined twice")));
@@ -522,6 +539,31 @@ impl Config {
         }
         let tools = crate::tool::parse_tools(text, raw.tool)?;
         let operations = crate::operation::parse_operations(text, raw.operation, &tools)?;
+        let services = crate::service::ServiceCatalog::new(raw.service)?;
+        check_services(&raw.server, &services, &entitlements, &operations)?;
+        raw.notify.validate()?;
+        if let Some(o) = &raw.auth.oidc {
+            o.validate()?;
+        }
+        for u in users.values() {
+            if let Some(id) = &u.slack_id {
+                if id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_alphanumeric())
+                {
+                    return Err(invalid(format!(
+                        "[[user]] `{}`: slack_id `{id}` must be a Slack member id such as U024BE7LH",
+                        u.name
+                    )));
+                }
+            }
+            if let Some(e) = &u.email {
+                if !crate::notify::is_email(e) {
+                    return Err(invalid(format!(
+                        "[[user]] `{}`: email `{e}` is not an email address",
+                        u.name
+                    )));
+                }
+            }
+        }
         Ok(Config {
             server: raw.server,
             users,
@@ -530,6 +572,9 @@ impl Config {
             entitlements,
             tools,
             operations,
+            auth: raw.auth,
+            notify: raw.notify,
+            services,
         })
     }
 
@@ -563,6 +608,48 @@ impl Config {
             mfa: false,
         }
     }
+}
+
+/// Every `service = "..."` must name a `[[service]]`, unless services come from `catalog_url`.
+fn check_services(
+    server: &ServerConfig,
+    services: &crate::service::ServiceCatalog,
+    entitlements: &BTreeMap<EntitlementName, Entitlement>,
+    operations: &BTreeMap<crate::OperationName, crate::operation::Operation>,
+) -> Result<(), ConfigError> {
+    if let Some(url) = &server.catalog_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid(format!(
+                "[server] catalog_url `{url}` must be an http(s) URL"
+            )));
+        }
+        if !services.is_empty() {
+            return Err(invalid(
+                "[server] catalog_url is set, so [[service]] tables in the file would be ignored: keep one or the other",
+            ));
+        }
+        return Ok(());
+    }
+    let named = entitlements
+        .values()
+        .filter_map(|e| {
+            e.service
+                .as_ref()
+                .map(|s| (format!("[[entitlement]] `{}`", e.name), s))
+        })
+        .chain(operations.values().filter_map(|o| {
+            o.service
+                .as_ref()
+                .map(|s| (format!("[[operation]] `{}`", o.name), s))
+        }));
+    for (ctx, s) in named {
+        if services.get(s).is_none() {
+            return Err(invalid(format!(
+                "{ctx}: service `{s}` is not defined (add a [[service]] table or set [server] catalog_url)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn kind_keys(

@@ -7,6 +7,8 @@ pub mod config;
 pub mod duration;
 pub mod error;
 pub mod names;
+pub mod notify;
+pub mod oidc;
 pub mod operation;
 pub mod param;
 pub mod policy;
@@ -14,11 +16,14 @@ pub mod principal;
 pub mod rate;
 pub mod request;
 pub mod run;
+pub mod service;
 pub mod tool;
 
 pub use duration::Span;
 pub use error::Error;
-pub use names::{EntitlementName, GroupName, OperationName, ProviderName, ToolName, UserName};
+pub use names::{
+    EntitlementName, GroupName, OperationName, ProviderName, ServiceName, ToolName, UserName,
+};
 pub use principal::Principal;
 pub use request::{
     GrantPhase, Request, RequestId, RequestState, Review, ReviewDecision, Transition,

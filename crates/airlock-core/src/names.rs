@@ -81,6 +81,10 @@ name_type!(
     /// Name of an `[[operation]]` in the catalog.
     OperationName, "operation"
 );
+name_type!(
+    /// Name of a `[[service]]` in the service catalog.
+    ServiceName, "service"
+);
 
 #[cfg(test)]
 mod tests {

@@ -36,6 +36,8 @@ pub struct Operation {
     pub params: BTreeMap<String, ParamSpec>,
     /// How long a run waits for approvals before it lapses.
     pub approval_timeout: Span,
+    /// Service that owns it: default reviewers and where notifications go.
+    pub service: Option<crate::ServiceName>,
 }
 
 /// The argv an operation will run for validated parameters.
@@ -107,6 +109,7 @@ pub(crate) struct RawOperation {
     #[serde(default)]
     params: BTreeMap<String, RawParam>,
     approval_timeout: Option<Span>,
+    service: Option<crate::ServiceName>,
 }
 
 fn invalid(msg: String) -> ConfigError {
@@ -265,7 +268,7 @@ pub(crate) fn parse_operations(
             spec.used = used.contains(name);
         }
         let approvals = match o.approvals {
-            Some(a) => approvals_from(&ctx, a)?,
+            Some(a) => approvals_from(&ctx, a, o.service.is_some())?,
             None => {
                 return Err(invalid(format!(
                     "{ctx}: `approvals = {{ count = N, reviewers = [..] }}` is required (count = 0 runs without approval)"
@@ -282,6 +285,7 @@ pub(crate) fn parse_operations(
             rate: o.rate,
             params,
             approval_timeout: o.approval_timeout.unwrap_or_else(default_approval_timeout),
+            service: o.service,
         };
         if out.insert(o.name, op).is_some() {
             return Err(invalid(format!("{ctx} is defined twice")));

@@ -254,10 +254,15 @@ fn invalid(msg: String) -> ConfigError {
 }
 
 /// `approvals = { ... }` into a rule; `count` above 0 needs reviewers.
-pub(crate) fn approvals_from(ctx: &str, a: RawApprovals) -> Result<ApprovalRule, ConfigError> {
-    if a.count > 0 && a.reviewers.is_empty() {
+pub(crate) fn approvals_from(
+    ctx: &str,
+    a: RawApprovals,
+    has_service: bool,
+) -> Result<ApprovalRule, ConfigError> {
+    // With a service, an empty reviewer list means "the service's owners".
+    if a.count > 0 && a.reviewers.is_empty() && !has_service {
         return Err(invalid(format!(
-            "{ctx}: approvals.count is {} but approvals.reviewers is empty",
+            "{ctx}: approvals.count is {} but approvals.reviewers is empty (list reviewers or set `service`)",
             a.count
         )));
     }
@@ -329,7 +334,7 @@ fn parse_rule(
     }
     let approvals = match (action, raw.approvals) {
         (RuleAction::Approve, Some(a)) => {
-            let rule = approvals_from(&ctx, a)?;
+            let rule = approvals_from(&ctx, a, false)?;
             if rule.count == 0 {
                 return Err(invalid(format!(
                     "{ctx}: an approve rule needs approvals.count of at least 1 (use action = \"allow\" otherwise)"

@@ -144,10 +144,12 @@ async fn entitlements(State(app): AppState, Caller(_): Caller) -> Response {
         .entitlements
         .values()
         .map(|e| {
+            let rule = app.approval_rule(&e.approvals, e.service.as_ref());
             json!({
                 "name": e.name, "description": e.description, "provider": e.provider,
                 "max_duration": e.max_duration.as_secs(), "breakglass": e.breakglass,
-                "approvals": {"count": e.approvals.count, "reviewers": e.approvals.reviewers},
+                "approvals": {"count": rule.count, "reviewers": rule.reviewers},
+                "service": e.service, "mfa": e.mfa,
                 "reason": {"required": e.reason.required, "pattern": e.reason.pattern.as_ref().map(|p| p.as_str())},
                 "requesters": e.requesters, "approval_timeout": e.approval_timeout.as_secs(),
             })
@@ -218,7 +220,12 @@ async fn list_requests(
             app.config
                 .entitlements
                 .values()
-                .filter(|e| !e.breakglass && e.approvals.names_reviewer(&p))
+                .filter(|e| {
+                    !e.breakglass
+                        && app
+                            .approval_rule(&e.approvals, e.service.as_ref())
+                            .names_reviewer(&p)
+                })
                 .map(|e| e.name.to_string())
                 .collect(),
         );
@@ -538,6 +545,7 @@ async fn create_token(
         created_at: now,
         expires_at: now + ttl.to_time(),
         revoked: false,
+        mfa: false,
     };
     let audit = airlock_core::audit_chain::AuditDraft::new(
         "token.created",

@@ -60,6 +60,14 @@ pub struct App {
     pub data_dir: PathBuf,
     /// Tool-proxy runs executing in this process.
     pub proxy: crate::proxy::Hub,
+    /// The configuration file's folder (secret files are relative to it).
+    pub config_dir: PathBuf,
+    /// Notification sinks following the audit chain.
+    pub notifiers: Vec<Arc<dyn crate::notify::Notifier>>,
+    /// Bumped after store calls, so notifiers look for new audit events at once.
+    pub audit_tick: tokio::sync::watch::Sender<u64>,
+    /// The service catalog in force (the file's, or the last good `catalog_url` copy).
+    pub services: std::sync::RwLock<Arc<airlock_core::service::ServiceCatalog>>,
 }
 
 impl App {
@@ -85,6 +93,8 @@ impl App {
             _ => None,
         };
         let proxy = crate::proxy::Hub::new(&opts.config)?;
+        let notifiers = crate::notify::build(&opts.config, &opts.config_dir)?;
+        let services = std::sync::RwLock::new(Arc::new(opts.config.services.clone()));
         if !opts.config.tools.is_empty() {
             crate::proxy::executor::harden_process();
             crate::proxy::executor::close_inherited_descriptors();
@@ -102,6 +112,10 @@ impl App {
             fault,
             data_dir: opts.data_dir,
             proxy,
+            config_dir: opts.config_dir,
+            notifiers,
+            audit_tick: tokio::sync::watch::Sender::new(0),
+            services,
         }))
     }
 
@@ -117,9 +131,34 @@ impl App {
         F: FnOnce(&dyn Store) -> StoreResult<T> + Send + 'static,
     {
         let app = self.clone();
-        match tokio::task::spawn_blocking(move || f(app.store.as_ref())).await {
+        let out = match tokio::task::spawn_blocking(move || f(app.store.as_ref())).await {
             Ok(r) => r.map_err(ApiError::from),
             Err(e) => Err(ApiError::internal(e)),
+        };
+        if !self.notifiers.is_empty() {
+            self.audit_tick.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        out
+    }
+
+    /// The service catalog in force now.
+    pub fn service_catalog(&self) -> Arc<airlock_core::service::ServiceCatalog> {
+        self.services
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The approval rule that applies: the catalog's, with the service's
+    /// owners as reviewers when the rule names none.
+    pub fn approval_rule(
+        &self,
+        rule: &airlock_core::approval::ApprovalRule,
+        service: Option<&airlock_core::ServiceName>,
+    ) -> airlock_core::approval::ApprovalRule {
+        match service {
+            None => rule.clone(),
+            Some(_) => self.service_catalog().effective_rule(rule, service),
         }
     }
 
@@ -157,6 +196,7 @@ pub async fn run(
         tokio::spawn(crate::reconciler::run(app.clone()));
         tokio::spawn(crate::proxy::background::run(app.clone()));
         tokio::spawn(crate::reconciler::run_drift(app.clone()));
+        crate::notify::spawn_all(&app);
     }
     let router = crate::api::router(app);
     // No Nagle delay: run output streams in small frames, and a reused

@@ -74,10 +74,8 @@ impl FromRequestParts<Arc<App>> for Caller {
                 "token expired: ask an admin for a new one",
             ));
         }
-        Ok(Caller(app.config.principal(
-            rec.user,
-            &rec.groups,
-            rec.admin,
-        )))
+        let mut principal = app.config.principal(rec.user, &rec.groups, rec.admin);
+        principal.mfa = rec.mfa;
+        Ok(Caller(principal))
     }
 }

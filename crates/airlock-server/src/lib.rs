@@ -8,6 +8,7 @@ pub mod drift;
 pub mod keys;
 pub mod lifecycle;
 pub mod metrics;
+pub mod notify;
 pub mod problem;
 pub mod proxy;
 pub mod reconciler;

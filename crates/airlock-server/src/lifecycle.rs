@@ -127,6 +127,13 @@ pub async fn create(
         .into());
     }
     ent.reason.check(reason)?;
+    if ent.mfa && !who.mfa {
+        return Err(Error::forbidden(format!(
+            "`{}` requires a multi-factor login and yours was not: log in again with MFA              (`airlock login`, or sign out and in on the web UI) and retry",
+            ent.name
+        ))
+        .into());
+    }
     let action = if breakglass {
         Action::Breakglass
     } else {
@@ -267,13 +274,13 @@ pub async fn review(
     };
     let actor = who.name.to_string();
     let sub = subject(&id);
+    let rule = app.approval_rule(&ent.approvals, ent.service.as_ref());
     if current.breakglass {
-        let may =
-            ent.approvals.reviewers.is_empty() || ent.approvals.names_reviewer(who) || who.admin;
+        let may = rule.reviewers.is_empty() || rule.names_reviewer(who) || who.admin;
         if !may {
             return Err(Error::forbidden(format!(
                 "only {} may close the post-incident review of `{}`",
-                ent.approvals.reviewers.join(", "),
+                rule.reviewers.join(", "),
                 ent.name
             ))
             .into());
@@ -326,7 +333,7 @@ pub async fn review(
                         message: "only pending requests can be reviewed".into(),
                     });
                 }
-                ent.approvals.check_reviewer(&who2, r)?;
+                rule.check_reviewer(&who2, r)?;
                 let mut next = r.clone();
                 next.reviews.push(review.clone());
                 let mut audit = vec![AuditDraft::new(
@@ -336,7 +343,7 @@ pub async fn review(
                     json!({"decision": decision.as_str(), "comment": comment}),
                 )];
                 let mut change = Change { review: Some(review.clone()), ..Change::default() };
-                match ent.approvals.tally(&next) {
+                match rule.tally(&next) {
                     Tally::Approved => {
                         change.state = Some(r.state.apply(Transition::Approve)?);
                         change.window = Some((now, now + r.requested_duration.to_time()));
@@ -412,8 +419,8 @@ pub async fn revoke(
         .db(move |s| {
             s.update_request(&id, now, &mut |r| {
                 let ent = entitlement_of(&app2, r)?;
-                let may =
-                    r.requester == who.name || who.admin || ent.approvals.names_reviewer(&who);
+                let rule = app2.approval_rule(&ent.approvals, ent.service.as_ref());
+                let may = r.requester == who.name || who.admin || rule.names_reviewer(&who);
                 if !may {
                     return Err(Error::forbidden(
                         "only the requester, a reviewer of this entitlement or an admin can revoke",

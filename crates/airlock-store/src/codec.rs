@@ -23,7 +23,7 @@ pub(crate) const REQUEST_COLUMNS: &str = "id, entitlement, requester, reason, st
 
 /// Columns of `tokens` in the order `TokenRow` expects them.
 pub(crate) const TOKEN_COLUMNS: &str =
-    "hash, user_name, groups, admin, created_by, created_at, expires_at, revoked";
+    "hash, user_name, groups, admin, created_by, created_at, expires_at, revoked, mfa";
 
 /// Rows a caller may ask for when it passes 0, and the most it may ask for.
 pub(crate) const DEFAULT_LIMIT: u32 = 100;
@@ -183,6 +183,7 @@ pub(crate) struct TokenRow {
     pub created_at: i64,
     pub expires_at: i64,
     pub revoked: bool,
+    pub mfa: bool,
 }
 
 impl TokenRow {
@@ -203,6 +204,7 @@ impl TokenRow {
             created_at: from_micros(self.created_at, "token created_at")?,
             expires_at: from_micros(self.expires_at, "token expires_at")?,
             revoked: self.revoked,
+            mfa: self.mfa,
         })
     }
 }

@@ -44,6 +44,8 @@ macro_rules! store_conformance_tests {
             audit_events_pages_by_sequence_number,
             audit_scan_stops_when_the_visitor_says_so,
             tokens_round_trip_and_duplicates_are_refused,
+            notify_sink_cursor_is_leased_and_monotonic,
+            chat_messages_round_trip,
             count_by_state_reports_every_state,
             certificates_get_unique_serials_and_are_revoked_with_their_request,
             ping_succeeds,
@@ -194,6 +196,86 @@ pub fn duplicate_request_id_is_refused_and_writes_no_audit_event(make: &MakeStor
         .unwrap_err();
     assert!(matches!(err, StoreError::Duplicate(_)), "{err:?}");
     assert_eq!(head(&*store), 1);
+}
+
+/// A sink's cursor starts where asked, only its lease holder moves it, never
+/// backwards, and an expired lease passes to another replica with the cursor.
+pub fn notify_sink_cursor_is_leased_and_monotonic(make: &MakeStore) {
+    let store = make(None);
+    let until = t0() + Duration::seconds(30);
+    assert_eq!(
+        store
+            .lease_sink("webhook:a", "r1", 5, until, t0())
+            .expect("lease"),
+        Some(5)
+    );
+    // The start position only applies the first time.
+    assert_eq!(
+        store
+            .lease_sink("webhook:a", "r1", 9, until, t0())
+            .expect("renew"),
+        Some(5)
+    );
+    assert_eq!(
+        store
+            .lease_sink("webhook:a", "r2", 0, until, t0())
+            .expect("busy"),
+        None
+    );
+    assert!(!store
+        .advance_sink("webhook:a", "r2", 7, t0())
+        .expect("not holder"));
+    assert!(store
+        .advance_sink("webhook:a", "r1", 7, t0())
+        .expect("advance"));
+    assert!(store
+        .advance_sink("webhook:a", "r1", 6, t0())
+        .expect("stale"));
+    let later = until + Duration::seconds(1);
+    assert_eq!(
+        store
+            .lease_sink("webhook:a", "r2", 0, later + Duration::seconds(30), later)
+            .expect("take over"),
+        Some(7)
+    );
+    assert!(!store
+        .advance_sink("webhook:a", "r1", 8, later)
+        .expect("lost lease"));
+    assert_eq!(
+        store
+            .lease_sink("slack", "r1", 0, until, t0())
+            .expect("other sink"),
+        Some(0)
+    );
+    assert_eq!(
+        store.sink_cursors().expect("cursors"),
+        vec![("slack".to_string(), 0), ("webhook:a".to_string(), 7)]
+    );
+}
+
+/// Chat message locations read back and can be replaced.
+pub fn chat_messages_round_trip(make: &MakeStore) {
+    let store = make(None);
+    assert_eq!(
+        store.chat_message("slack", "request:r1").expect("get"),
+        None
+    );
+    store
+        .put_chat_message("slack", "request:r1", r#"{"ts":"1"}"#)
+        .expect("put");
+    store
+        .put_chat_message("slack", "request:r1", r#"{"ts":"2"}"#)
+        .expect("replace");
+    store
+        .put_chat_message("other", "request:r1", "x")
+        .expect("other sink");
+    assert_eq!(
+        store
+            .chat_message("slack", "request:r1")
+            .expect("get")
+            .as_deref(),
+        Some(r#"{"ts":"2"}"#)
+    );
 }
 
 /// Listing is newest first and every filter narrows the result.
@@ -881,6 +963,7 @@ pub fn tokens_round_trip_and_duplicates_are_refused(make: &MakeStore) {
         created_at: t0(),
         expires_at: t0() + Duration::days(30),
         revoked: false,
+        mfa: true,
     };
     store
         .insert_token(&token, &draft("token.created", "token:deploy-bot"), t0())
@@ -895,6 +978,25 @@ pub fn tokens_round_trip_and_duplicates_are_refused(make: &MakeStore) {
         .unwrap_err();
     assert!(matches!(err, StoreError::Duplicate(_)), "{err:?}");
     assert_eq!(head(&*store), 1);
+    // Revoking (logout) flips the flag once, with one audit event.
+    let revoke = draft("token.revoked", "token:deploy-bot");
+    assert!(store
+        .revoke_token(&token.hash, &revoke, t0())
+        .expect("revoke"));
+    assert!(!store
+        .revoke_token(&token.hash, &revoke, t0())
+        .expect("again"));
+    assert!(!store
+        .revoke_token(&[8u8; 32], &revoke, t0())
+        .expect("unknown"));
+    assert!(
+        store
+            .find_token(&token.hash)
+            .expect("find")
+            .expect("kept")
+            .revoked
+    );
+    assert_eq!(head(&*store), 2);
 }
 
 /// Counts cover every state, zeros included.

@@ -14,10 +14,12 @@ use time::OffsetDateTime;
 mod codec;
 pub mod conformance;
 pub mod conformance_runs;
+mod notify;
 mod pg;
 mod runs;
 mod sqlite;
 
+pub use notify::NotifyStore;
 pub use pg::PgStore;
 pub use runs::{
     LeaseChange, NewRun, RateCheck, RunChange, RunFilter, RunLease, RunStore, Transcript,
@@ -118,11 +120,13 @@ pub struct TokenRecord {
     pub created_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
     pub revoked: bool,
+    /// The login behind it used multi-factor authentication (OIDC `amr`/`acr`).
+    pub mfa: bool,
 }
 
 /// The storage boundary. Implementations are synchronous; async callers use
 /// `spawn_blocking`. Runs of the tool proxy are in the [`RunStore`] part.
-pub trait Store: RunStore + Send + Sync {
+pub trait Store: RunStore + NotifyStore + Send + Sync {
     /// Stores a new request and its audit events atomically.
     fn create_request(
         &self,
@@ -191,6 +195,14 @@ pub trait Store: RunStore + Send + Sync {
 
     /// Looks a token up by the hash of its secret.
     fn find_token(&self, hash: &[u8; 32]) -> StoreResult<Option<TokenRecord>>;
+
+    /// Marks a token revoked (logout) with its audit event; false if unknown or already revoked.
+    fn revoke_token(
+        &self,
+        hash: &[u8; 32],
+        audit: &AuditDraft,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool>;
 
     /// Request counts per state (for metrics).
     fn count_by_state(&self) -> StoreResult<Vec<(RequestState, u64)>>;

@@ -27,6 +27,7 @@ const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rows fetched per round trip by `audit_scan`: bounds memory on huge chains.
 const SCAN_CHUNK: i32 = 10_000;
 
+mod notify;
 mod runs;
 
 /// Schema migrations; entry `i` moves the schema from version `i` to `i + 1`.
@@ -149,6 +150,22 @@ CREATE TABLE rate_events (
     run_id TEXT NOT NULL
 );
 CREATE INDEX rate_events_key ON rate_events (principal, rate_key, at);
+"#,
+    r#"
+ALTER TABLE tokens ADD COLUMN mfa BOOLEAN NOT NULL DEFAULT false;
+CREATE TABLE notify_sinks (
+    sink TEXT PRIMARY KEY,
+    seq BIGINT NOT NULL,
+    lease_owner TEXT,
+    lease_until BIGINT,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE chat_messages (
+    sink TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    message TEXT NOT NULL,
+    PRIMARY KEY (sink, subject)
+);
 "#,
 ];
 
@@ -738,7 +755,7 @@ impl Store for PgStore {
         self.write(|tx| {
             tx.execute(
                 &format!(
-                    "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                    "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
                 ),
                 &[
                     &&token.hash[..],
@@ -749,6 +766,7 @@ impl Store for PgStore {
                     &codec::micros(token.created_at),
                     &codec::micros(token.expires_at),
                     &token.revoked,
+                    &token.mfa,
                 ],
             )
             .map_err(|e| {
@@ -759,6 +777,26 @@ impl Store for PgStore {
                 }
             })?;
             append_audit_tx(tx, self.signer.as_ref(), std::slice::from_ref(audit), now)
+        })
+    }
+
+    fn revoke_token(
+        &self,
+        hash: &[u8; 32],
+        audit: &AuditDraft,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        self.write(|tx| {
+            let n = tx
+                .execute(
+                    "UPDATE tokens SET revoked = true WHERE hash = $1 AND NOT revoked",
+                    &[&&hash[..]],
+                )
+                .map_err(db)?;
+            if n == 1 {
+                append_audit_tx(tx, self.signer.as_ref(), std::slice::from_ref(audit), now)?;
+            }
+            Ok(n == 1)
         })
     }
 
@@ -781,6 +819,7 @@ impl Store for PgStore {
                 created_at: r.try_get(5).map_err(col)?,
                 expires_at: r.try_get(6).map_err(col)?,
                 revoked: r.try_get(7).map_err(col)?,
+                mfa: r.try_get(8).map_err(col)?,
             }
             .decode()
         })

@@ -16,6 +16,7 @@ use crate::{
     CertificateRecord, Change, RequestFilter, Store, StoreError, StoreResult, TokenRecord,
 };
 
+mod notify;
 mod runs;
 
 /// Schema migrations; entry `i` moves the schema from version `i` to `i + 1`.
@@ -137,6 +138,22 @@ CREATE TABLE rate_events (
     run_id TEXT NOT NULL
 );
 CREATE INDEX rate_events_key ON rate_events (principal, rate_key, at);
+"#,
+    r#"
+ALTER TABLE tokens ADD COLUMN mfa INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE notify_sinks (
+    sink TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    lease_owner TEXT,
+    lease_until INTEGER,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE chat_messages (
+    sink TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    message TEXT NOT NULL,
+    PRIMARY KEY (sink, subject)
+);
 "#,
 ];
 
@@ -665,7 +682,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         self.write(|tx| {
             tx.prepare_cached(&format!(
-                "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
             ))
             .map_err(db)?
             .execute(params![
@@ -677,6 +694,7 @@ impl Store for SqliteStore {
                 codec::micros(token.created_at),
                 codec::micros(token.expires_at),
                 token.revoked,
+                token.mfa,
             ])
             .map_err(|e| {
                 if is_unique_violation(&e) {
@@ -686,6 +704,25 @@ impl Store for SqliteStore {
                 }
             })?;
             append_audit_tx(tx, self.signer.as_ref(), std::slice::from_ref(audit), now)
+        })
+    }
+
+    fn revoke_token(
+        &self,
+        hash: &[u8; 32],
+        audit: &AuditDraft,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached("UPDATE tokens SET revoked = 1 WHERE hash = ?1 AND revoked = 0")
+                .map_err(db)?
+                .execute(params![&hash[..]])
+                .map_err(db)?;
+            if n == 1 {
+                append_audit_tx(tx, self.signer.as_ref(), std::slice::from_ref(audit), now)?;
+            }
+            Ok(n == 1)
         })
     }
 
@@ -706,6 +743,7 @@ impl Store for SqliteStore {
                     created_at: r.get(5)?,
                     expires_at: r.get(6)?,
                     revoked: r.get(7)?,
+                    mfa: r.get(8)?,
                 })
             })
             .optional()

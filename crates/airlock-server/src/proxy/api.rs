@@ -153,7 +153,11 @@ async fn list_operations(State(app): AppState, Caller(_): Caller) -> Response {
                 "name": o.name, "description": o.description, "tool": o.tool,
                 "args": o.args.iter().map(|a| a.source()).collect::<Vec<_>>(),
                 "dry_run_args": o.dry_run_args.as_ref().map(|d| d.iter().map(|a| a.source()).collect::<Vec<_>>()),
-                "approvals": {"count": o.approvals.count, "reviewers": o.approvals.reviewers},
+                "approvals": {
+                    "count": o.approvals.count,
+                    "reviewers": app.approval_rule(&o.approvals, o.service.as_ref()).reviewers,
+                },
+                "service": o.service,
                 "rate": o.rate.map(|x| x.to_string()),
                 "approval_timeout": o.approval_timeout.as_secs(),
                 "params": o.params.values().map(|p| json!({

@@ -152,9 +152,12 @@ pub async fn run_operation(
         prepared.argv.clone(),
         &input.reason,
         format!("operation {}", op.name),
-        RunApprovals {
-            count: op.approvals.count,
-            reviewers: op.approvals.reviewers.clone(),
+        {
+            let rule = app.approval_rule(&op.approvals, op.service.as_ref());
+            RunApprovals {
+                count: rule.count,
+                reviewers: rule.reviewers,
+            }
         },
         now,
     );

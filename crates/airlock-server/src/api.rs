@@ -261,6 +261,7 @@ struct ReviewBody {
 async fn review_request(
     State(app): AppState,
     Caller(p): Caller,
+    surface: crate::surface::Surface,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<ReviewBody>,
 ) -> Result<Response, ApiError> {
@@ -273,7 +274,7 @@ async fn review_request(
             )
         }
     };
-    let r = lifecycle::review(&app, &p, parse_id(&id)?, decision, b.comment).await?;
+    let r = lifecycle::review(&app, &p, parse_id(&id)?, decision, b.comment, surface).await?;
     Ok(json_response(StatusCode::OK, r))
 }
 

@@ -41,19 +41,47 @@ impl FromRequestParts<Arc<App>> for Caller {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                ApiError::unauthorized(
-                    "missing bearer token: set AIRLOCK_TOKEN (see `airlock token create`)",
-                )
-            })?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .map(str::trim)
-            .filter(|t| !t.is_empty() && t.len() <= 256)
-            .ok_or_else(|| {
-                ApiError::unauthorized("Authorization header must be `Bearer <token>`")
-            })?;
+            .and_then(|v| v.to_str().ok());
+        let token = match header {
+            Some(h) => h
+                .strip_prefix("Bearer ")
+                .map(str::trim)
+                .filter(|t| !t.is_empty() && t.len() <= 256)
+                .ok_or_else(|| {
+                    ApiError::unauthorized("Authorization header must be `Bearer <token>`")
+                })?,
+            None => {
+                let t = crate::session::cookie(&parts.headers, crate::session::COOKIE)
+                    .ok_or_else(|| {
+                        ApiError::unauthorized(
+                            "missing bearer token: set AIRLOCK_TOKEN (see `airlock token create`) or run `airlock login`",
+                        )
+                    })?;
+                // A cookie rides along on cross-site requests; writes must prove
+                // they come from our own pages.
+                if !parts.method.is_safe() {
+                    let given = parts
+                        .headers
+                        .get(crate::session::CSRF_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    if !crate::session::csrf_ok(app, t, given) {
+                        return Err(ApiError::new(
+                            axum::http::StatusCode::FORBIDDEN,
+                            "missing or wrong X-CSRF-Token for a cookie-authenticated write: reload the page",
+                        ));
+                    }
+                }
+                t
+            }
+        };
+        Self::from_token(app, token).await
+    }
+}
+
+impl Caller {
+    /// Resolves a token secret (bearer or session cookie) to its principal.
+    pub async fn from_token(app: &Arc<App>, token: &str) -> Result<Caller, ApiError> {
         let hash = hash_token(token);
         if app.admin_token_hashes.iter().any(|h| h == &hash) {
             let name = UserName::parse(BOOTSTRAP_USER).expect("static name is valid");

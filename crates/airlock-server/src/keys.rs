@@ -138,6 +138,18 @@ impl ServerKeys {
         mac.update(request_id.as_bytes());
         mac.finalize().into_bytes().into()
     }
+
+    /// A keyed MAC for other purposes (`label` keeps them apart: `csrf`,
+    /// `oidc-state`, …): HMAC-SHA256(grant key, label || ":" || data).
+    pub fn mac(&self, label: &str, data: &[u8]) -> [u8; 32] {
+        debug_assert!(label != "grant", "`grant` is reserved for grant secrets");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.grant_secret).expect("any key length");
+        mac.update(label.as_bytes());
+        mac.update(b":");
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    }
 }
 
 #[cfg(test)]

@@ -12,5 +12,7 @@ pub mod notify;
 pub mod problem;
 pub mod proxy;
 pub mod reconciler;
+pub mod session;
+pub mod surface;
 
 pub use app::{App, ServeOptions};

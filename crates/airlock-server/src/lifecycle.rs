@@ -251,6 +251,7 @@ pub async fn review(
     id: RequestId,
     decision: ReviewDecision,
     comment: Option<String>,
+    surface: crate::surface::Surface,
 ) -> Result<Request, ApiError> {
     check_comment(&comment)?;
     let lookup = id.clone();
@@ -340,7 +341,7 @@ pub async fn review(
                     "request.reviewed",
                     &actor,
                     sub.clone(),
-                    json!({"decision": decision.as_str(), "comment": comment}),
+                    json!({"decision": decision.as_str(), "comment": comment, "surface": surface.as_str()}),
                 )];
                 let mut change = Change { review: Some(review.clone()), ..Change::default() };
                 match rule.tally(&next) {

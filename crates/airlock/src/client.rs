@@ -18,13 +18,17 @@ pub struct Client {
 impl Client {
     /// A client for `addr` (e.g. `http://127.0.0.1:8080`).
     pub fn new(addr: &str, token: Option<String>) -> Client {
+        // The server labels time-to-access metrics by surface from this.
+        let ua = concat!("airlock-cli/", env!("CARGO_PKG_VERSION"));
         let agent = ureq::AgentBuilder::new()
+            .user_agent(ua)
             .timeout_connect(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
             .build();
         Client {
             agent,
             streaming: ureq::AgentBuilder::new()
+                .user_agent(ua)
                 .timeout_connect(Duration::from_secs(5))
                 .build(),
             addr: addr.trim_end_matches('/').to_string(),

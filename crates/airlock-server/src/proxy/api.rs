@@ -289,6 +289,7 @@ struct ReviewBody {
 async fn review_run(
     State(app): AppState,
     Caller(p): Caller,
+    surface: crate::surface::Surface,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<ReviewBody>,
 ) -> Result<Response, ApiError> {
@@ -301,7 +302,7 @@ async fn review_run(
             )
         }
     };
-    let run = review::review(&app, &p, parse_run_id(&id)?, decision, b.comment).await?;
+    let run = review::review(&app, &p, parse_run_id(&id)?, decision, b.comment, surface).await?;
     Ok(json_response(StatusCode::OK, run))
 }
 

@@ -27,6 +27,7 @@ pub async fn review(
     id: RunId,
     decision: ReviewDecision,
     comment: Option<String>,
+    surface: crate::surface::Surface,
 ) -> Result<Run, ApiError> {
     check_comment(&comment)?;
     let lookup = id.clone();
@@ -114,7 +115,7 @@ pub async fn review(
                     "run.reviewed",
                     &actor,
                     sub.clone(),
-                    json!({"decision": decision.as_str(), "comment": comment}),
+                    json!({"decision": decision.as_str(), "comment": comment, "surface": surface.as_str()}),
                 )];
                 let mut change = RunChange {
                     review: Some(review.clone()),

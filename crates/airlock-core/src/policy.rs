@@ -223,8 +223,10 @@ impl PolicyEngine {
             Action::Breakglass => may_request && e.breakglass,
             Action::Review => {
                 let not_self = ctx.requester.as_deref() != Some(principal.name.as_str());
+                // No reviewers named: anyone may review, unless a service was
+                // meant to supply them and did not (fail closed).
                 let named = if e.approvals.reviewers.is_empty() {
-                    true
+                    e.service.is_none()
                 } else {
                     e.approvals.names_reviewer(principal)
                 };

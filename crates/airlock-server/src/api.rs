@@ -127,9 +127,23 @@ async fn metrics(State(app): AppState) -> Result<Response, ApiError> {
             )
         })
         .collect();
+    let pending = app
+        .db(|s| {
+            s.list_requests(&airlock_store::RequestFilter {
+                state: Some(RequestState::Pending),
+                limit: 1000,
+                ..Default::default()
+            })
+        })
+        .await?;
+    let now = app.now();
+    let ages: Vec<i64> = pending
+        .iter()
+        .map(|r| (now - r.created_at).whole_seconds().max(0))
+        .collect();
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(&states),
+        app.metrics.render(&states, &ages),
     )
         .into_response())
 }

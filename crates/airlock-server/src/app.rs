@@ -198,6 +198,8 @@ pub async fn run(
         tokio::spawn(crate::reconciler::run_drift(app.clone()));
         crate::notify::spawn_all(&app);
     }
+    // Routing needs the catalog before the first request is served.
+    crate::catalog::start(app.clone()).await;
     let router = crate::api::router(app);
     // No Nagle delay: run output streams in small frames, and a reused
     // connection must not wait for a delayed ACK between them.

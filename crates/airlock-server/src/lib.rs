@@ -4,6 +4,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod catalog;
 pub mod drift;
 pub mod keys;
 pub mod lifecycle;

@@ -173,6 +173,21 @@ pub async fn create(
             ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
         });
     }
+    let rule = app.approval_rule(&ent.approvals, ent.service.as_ref());
+    if !breakglass && rule.count > 0 && rule.reviewers.is_empty() {
+        // Only a service routes reviewers dynamically; without its owners nobody could approve.
+        return Err(ApiError {
+            retry_after: Some(60),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "`{}` is reviewed by the owners of service `{}`, which the service catalog does not list                      (is catalog_url reachable?); ask an operator to fix the catalog",
+                    ent.name,
+                    ent.service.as_ref().map(|s| s.as_str()).unwrap_or("?")
+                ),
+            )
+        });
+    }
     let id = new_request_id();
     let auto = !breakglass && ent.approvals.count == 0;
     let approved = breakglass || auto;
@@ -227,6 +242,8 @@ pub async fn create(
     app.db(move |s| s.create_request(&stored, lapses_at, &audit, now))
         .await?;
     if breakglass {
+        app.metrics.people.breakglass(ent.name.as_str());
+        app.metrics.people.approved(id.as_str(), "breakglass");
         tracing::warn!(
             target: "airlock::breakglass",
             breakglass = true,
@@ -236,6 +253,9 @@ pub async fn create(
             reason,
             "BREAK-GLASS access activated; a post-incident review is now open"
         );
+    }
+    if auto {
+        app.metrics.people.approved(id.as_str(), "auto");
     }
     if approved {
         app.metrics.approval_latency.observe(0.0);
@@ -318,6 +338,9 @@ pub async fn review(
         hour: now.hour(),
         requester: Some(current.requester.to_string()),
     };
+    // Policy sees the rule in force (service owners as reviewers).
+    let mut ent = ent;
+    ent.approvals = rule.clone();
     let d = app.policy.decide(who, Action::Review, &ent, &ctx);
     if !d.allowed {
         return Err(
@@ -370,10 +393,15 @@ pub async fn review(
             })
         })
         .await?;
-    if r.state == RequestState::Approved {
+    let waited = (now - r.created_at).as_seconds_f64();
+    if r.reviews.len() == 1 {
         app.metrics
-            .approval_latency
-            .observe((now - r.created_at).as_seconds_f64());
+            .people
+            .first_review(r.entitlement.as_str(), surface.as_str(), waited);
+    }
+    if r.state == RequestState::Approved {
+        app.metrics.people.approved(r.id.as_str(), surface.as_str());
+        app.metrics.approval_latency.observe(waited);
         app.wake.notify_one();
     }
     Ok(r)

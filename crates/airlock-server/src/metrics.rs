@@ -5,6 +5,8 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+pub mod people;
+
 const BUCKETS: [f64; 12] = [
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 300.0, 3600.0,
 ];
@@ -31,19 +33,33 @@ impl Histogram {
 
     fn render(&self, name: &str, help: &str, out: &mut String) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        self.render_series(name, "", out);
+    }
+
+    /// Writes the bucket, sum and count lines of one series (`labels` without braces).
+    pub fn render_series(&self, name: &str, labels: &str, out: &mut String) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let braces = |l: &str| {
+            if l.is_empty() {
+                String::new()
+            } else {
+                format!("{{{l}}}")
+            }
+        };
         let mut cum = 0;
         for (i, b) in BUCKETS.iter().enumerate() {
             cum += self.counts[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cum}");
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cum}");
         }
         cum += self.inf.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cum}");
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cum}");
         let _ = writeln!(
             out,
-            "{name}_sum {}",
+            "{name}_sum{} {}",
+            braces(labels),
             self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
         );
-        let _ = writeln!(out, "{name}_count {cum}");
+        let _ = writeln!(out, "{name}_count{} {cum}", braces(labels));
     }
 }
 
@@ -62,6 +78,12 @@ pub struct Metrics {
     pub drift_removed: AtomicU64,
     /// Last drift check per provider: (orphaned, standing).
     pub drift: Mutex<std::collections::BTreeMap<String, (u64, u64)>>,
+    /// Time to review / access by surface, break-glass count, pending ages.
+    pub people: people::PeopleMetrics,
+    /// Unix time of the last successful `catalog_url` fetch (0: never).
+    pub catalog_last_success: AtomicU64,
+    /// Failed `catalog_url` fetches.
+    pub catalog_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -72,6 +94,17 @@ impl Metrics {
         }
     }
 
+    /// A `catalog_url` fetch succeeded at `unix` seconds.
+    pub fn catalog_loaded(&self, unix: i64) {
+        self.catalog_last_success
+            .store(unix.max(0) as u64, Ordering::Relaxed);
+    }
+
+    /// A `catalog_url` fetch failed.
+    pub fn catalog_failed(&self) {
+        self.catalog_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Records the latest drift counts of one provider.
     pub fn set_drift(&self, provider: &str, orphaned: u64, standing: u64) {
         if let Ok(mut m) = self.drift.lock() {
@@ -79,8 +112,9 @@ impl Metrics {
         }
     }
 
-    /// Renders everything; `states` are current request counts per state.
-    pub fn render(&self, states: &[(String, u64)]) -> String {
+    /// Renders everything; `states` are current request counts per state,
+    /// `pending_ages` the ages in seconds of pending requests.
+    pub fn render(&self, states: &[(String, u64)], pending_ages: &[i64]) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -130,6 +164,13 @@ impl Metrics {
                 );
             }
         }
+        self.people.render(pending_ages, &mut out);
+        let _ = writeln!(
+            out,
+            "# HELP airlock_catalog_last_success_timestamp_seconds Last successful catalog_url fetch.\n# TYPE airlock_catalog_last_success_timestamp_seconds gauge\nairlock_catalog_last_success_timestamp_seconds {}\n# HELP airlock_catalog_fetch_failures_total Failed catalog_url fetches.\n# TYPE airlock_catalog_fetch_failures_total counter\nairlock_catalog_fetch_failures_total {}",
+            self.catalog_last_success.load(Ordering::Relaxed),
+            self.catalog_failures.load(Ordering::Relaxed)
+        );
         out
     }
 }

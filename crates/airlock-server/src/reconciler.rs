@@ -199,9 +199,11 @@ async fn apply(app: &Arc<App>, r: &Request) -> Result<(), String> {
             })
             .await?;
             if updated.state == RequestState::Active {
+                let secs = (app.now() - updated.created_at).as_seconds_f64();
+                app.metrics.request_to_active.observe(secs);
                 app.metrics
-                    .request_to_active
-                    .observe((app.now() - updated.created_at).as_seconds_f64());
+                    .people
+                    .active(updated.id.as_str(), updated.entitlement.as_str(), secs);
             }
             Ok(())
         }

@@ -192,10 +192,17 @@ pub fn policy_test(out: Output, file: &Path, config: &Path) -> Result<i32> {
                 c.action
             )
         })?;
-        let ent = r
+        let mut ent = r
             .config
             .entitlement(&c.entitlement)
-            .map_err(|e| anyhow!("{name}: {e}"))?;
+            .map_err(|e| anyhow!("{name}: {e}"))?
+            .clone();
+        // Reviewers as the server would route them (file services only offline).
+        ent.approvals = r
+            .config
+            .services
+            .effective_rule(&ent.approvals, ent.service.as_ref());
+        let ent = &ent;
         let user = UserName::parse(&c.principal).map_err(|e| anyhow!("{name}: {e}"))?;
         let groups = c
             .groups

@@ -501,3 +501,19 @@ macro_rules! both_stores {
         }
     };
 }
+
+/// Starts `serve` on a config expected to be refused; returns its stderr.
+pub fn serve_error(config: &str) -> String {
+    let dir = std::env::temp_dir().join(unique("airlock-provcfg-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("airlock.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .env("AIRLOCK_BOOTSTRAP_TOKEN", "alk_x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+    stderr(&out)
+}

@@ -14,5 +14,6 @@ mod providers;
 mod proxy;
 mod proxy_kit;
 mod proxy_ops;
+mod routing;
 mod setup;
 mod ssh;

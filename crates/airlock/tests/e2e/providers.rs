@@ -2,8 +2,6 @@
 //! command provider, drift reports (orphaned and standing access), and
 //! provider configuration errors at start-up.
 
-use std::process::Command;
-
 use serde_json::Value;
 
 use crate::kit::*;
@@ -200,21 +198,6 @@ fn ssh_routes_name_the_provider_kind_when_it_is_not_ssh() {
     let out = s.cli(&s.admin, &["ssh", "krl", "nope"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("provider `nope`"), "{}", stderr(&out));
-}
-
-fn serve_error(config: &str) -> String {
-    let dir = std::env::temp_dir().join(unique("airlock-provcfg-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("airlock.toml");
-    std::fs::write(&cfg, config).unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--config", cfg.to_str().unwrap()])
-        .env("AIRLOCK_BOOTSTRAP_TOKEN", "alk_x")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let _ = std::fs::remove_dir_all(&dir);
-    stderr(&out)
 }
 
 #[test]

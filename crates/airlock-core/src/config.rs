@@ -1040,3 +1040,30 @@ approvals = { count = 1, reviewers = ["sre"] }
         assert!(err.contains("is not valid"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod readme_tests {
+    use super::*;
+
+    /// The configuration reference in README.md is a working file (STYLE §6).
+    #[test]
+    fn readme_configuration_reference_parses() {
+        let readme = include_str!("../../../README.md");
+        let section = readme
+            .split("## Configuration reference")
+            .nth(1)
+            .expect("README has a configuration reference");
+        let block = section
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|b| b.split("\n```").next())
+            .expect("the reference has a toml block");
+        let config = Config::parse(block).unwrap_or_else(|e| panic!("README config: {e}"));
+        assert!(config.auth.oidc.is_some());
+        assert!(config.notify.slack.is_some() && config.notify.email.is_some());
+        assert_eq!(config.notify.webhook.len(), 1);
+        let ent = config.entitlement("payments-db-write").unwrap();
+        assert_eq!(ent.service.as_ref().map(|s| s.as_str()), Some("payments"));
+        assert!(ent.mfa);
+    }
+}

@@ -15,4 +15,5 @@ mod proxy;
 mod proxy_kit;
 mod proxy_ops;
 mod setup;
+mod slack;
 mod ssh;

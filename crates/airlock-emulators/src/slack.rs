@@ -334,7 +334,11 @@ async fn api(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
-    let token = bearer.or_else(|| args.get("token").and_then(Value::as_str).map(str::to_string));
+    let token = bearer.or_else(|| {
+        args.get("token")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
     match token {
         None => return fail(&mut i, "not_authed"),
         Some(t) if t != i.token => return fail(&mut i, "invalid_auth"),
@@ -377,7 +381,10 @@ fn err(e: &'static str) -> (&'static str, Vec<String>) {
 }
 
 /// Text, blocks (JSON array or, from forms, a JSON string) and their checks.
-fn content(args: &Map<String, Value>, required: bool) -> Result<(Option<String>, Option<Value>), (&'static str, Vec<String>)> {
+fn content(
+    args: &Map<String, Value>,
+    required: bool,
+) -> Result<(Option<String>, Option<Value>), (&'static str, Vec<String>)> {
     let text = match args.get("text") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -385,15 +392,18 @@ fn content(args: &Map<String, Value>, required: bool) -> Result<(Option<String>,
     };
     let blocks = match args.get("blocks") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(
-            serde_json::from_str::<Value>(s).map_err(|_| ("invalid_blocks_format", vec![]))?,
-        ),
+        Some(Value::String(s)) => {
+            Some(serde_json::from_str::<Value>(s).map_err(|_| ("invalid_blocks_format", vec![]))?)
+        }
         Some(v) => Some(v.clone()),
     };
     if let Some(b) = &blocks {
         blocks::validate(b).map_err(|errors| ("invalid_blocks", errors))?;
     }
-    let empty_blocks = blocks.as_ref().and_then(Value::as_array).is_none_or(|a| a.is_empty());
+    let empty_blocks = blocks
+        .as_ref()
+        .and_then(Value::as_array)
+        .is_none_or(|a| a.is_empty());
     if required && text.as_deref().is_none_or(str::is_empty) && empty_blocks {
         return Err(err("no_text"));
     }
@@ -419,7 +429,10 @@ fn message_json(m: &Message) -> Value {
 }
 
 fn post_message(i: &mut Inner, args: &Map<String, Value>) -> Outcome {
-    let channel = args.get("channel").and_then(Value::as_str).unwrap_or_default();
+    let channel = args
+        .get("channel")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let Some(id) = resolve_channel(i, channel, true) else {
         return Err(err("channel_not_found"));
     };
@@ -440,14 +453,25 @@ fn post_message(i: &mut Inner, args: &Map<String, Value>) -> Outcome {
 }
 
 fn update(i: &mut Inner, args: &Map<String, Value>) -> Outcome {
-    let channel = args.get("channel").and_then(Value::as_str).unwrap_or_default();
+    let channel = args
+        .get("channel")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     // chat.update takes channel ids only, not names.
     let Some(id) = resolve_channel(i, channel, false) else {
         return Err(err("channel_not_found"));
     };
-    let ts = args.get("ts").and_then(Value::as_str).unwrap_or_default().to_string();
+    let ts = args
+        .get("ts")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let (text, blocks) = content(args, false)?;
-    let Some(m) = i.messages.iter_mut().find(|m| m.channel == id && m.ts == ts) else {
+    let Some(m) = i
+        .messages
+        .iter_mut()
+        .find(|m| m.channel == id && m.ts == ts)
+    else {
         return Err(err("message_not_found"));
     };
     if text.is_none() && blocks.is_none() {
@@ -461,7 +485,8 @@ fn update(i: &mut Inner, args: &Map<String, Value>) -> Outcome {
         m.blocks = b;
     }
     m.edits += 1;
-    let v = json!({"ok": true, "channel": id, "ts": ts, "text": m.text, "message": message_json(m)});
+    let v =
+        json!({"ok": true, "channel": id, "ts": ts, "text": m.text, "message": message_json(m)});
     let copy = m.clone();
     i.updates.push(copy);
     i.stats.updates += 1;
@@ -478,8 +503,10 @@ fn users_info(i: &mut Inner, args: &Map<String, Value>) -> Outcome {
     if let Some(e) = &u.email {
         profile["email"] = json!(e);
     }
-    Ok(json!({"ok": true, "user": {"id": u.id, "team_id": TEAM_ID, "name": u.name,
-        "deleted": u.deleted, "real_name": u.name, "is_bot": false, "is_admin": false, "profile": profile}}))
+    Ok(
+        json!({"ok": true, "user": {"id": u.id, "team_id": TEAM_ID, "name": u.name,
+        "deleted": u.deleted, "real_name": u.name, "is_bot": false, "is_admin": false, "profile": profile}}),
+    )
 }
 
 async fn response_url(
@@ -492,7 +519,9 @@ async fn response_url(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|c| c.starts_with("application/json"));
-    let parsed = serde_json::from_slice::<Value>(&body).ok().filter(Value::is_object);
+    let parsed = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .filter(Value::is_object);
     let (true, Some(body)) = (is_json, parsed) else {
         return (StatusCode::BAD_REQUEST, "invalid_payload").into_response();
     };

@@ -8,7 +8,15 @@ use serde_json::Value;
 
 /// Block types a message may carry.
 const MESSAGE_BLOCKS: &[&str] = &[
-    "section", "divider", "image", "actions", "context", "header", "rich_text", "file", "video",
+    "section",
+    "divider",
+    "image",
+    "actions",
+    "context",
+    "header",
+    "rich_text",
+    "file",
+    "video",
     "markdown",
 ];
 /// Interactive elements an actions block may hold.
@@ -79,7 +87,13 @@ pub fn validate(blocks: &Value) -> Result<(), Vec<String>> {
                     match b["fields"].as_array() {
                         Some(f) if !f.is_empty() && f.len() <= 10 => {
                             for (k, t) in f.iter().enumerate() {
-                                text_object(t, &["plain_text", "mrkdwn"], 2000, &mut e, &format!("/fields/{k}"));
+                                text_object(
+                                    t,
+                                    &["plain_text", "mrkdwn"],
+                                    2000,
+                                    &mut e,
+                                    &format!("/fields/{k}"),
+                                );
                             }
                         }
                         _ => e("must provide 1 to 10 items", "/fields"),
@@ -94,7 +108,13 @@ pub fn validate(blocks: &Value) -> Result<(), Vec<String>> {
                 Some(els) if !els.is_empty() && els.len() <= 10 => {
                     for (k, t) in els.iter().enumerate() {
                         if t["type"] != "image" {
-                            text_object(t, &["plain_text", "mrkdwn"], 3000, &mut e, &format!("/elements/{k}"));
+                            text_object(
+                                t,
+                                &["plain_text", "mrkdwn"],
+                                3000,
+                                &mut e,
+                                &format!("/elements/{k}"),
+                            );
                         }
                     }
                 }
@@ -125,7 +145,10 @@ fn text_object(t: &Value, kinds: &[&str], max: usize, e: &mut impl FnMut(&str, &
     }
     match t["text"].as_str() {
         Some(s) if !s.is_empty() && s.chars().count() <= max => {}
-        Some(s) if !s.is_empty() => e(&format!("must be less than {} characters", max + 1), &format!("{at}/text")),
+        Some(s) if !s.is_empty() => e(
+            &format!("must be less than {} characters", max + 1),
+            &format!("{at}/text"),
+        ),
         _ => e("must be a non-empty string", &format!("{at}/text")),
     }
 }
@@ -143,14 +166,20 @@ fn element(el: &Value, action_ids: &mut HashSet<String>, e: &mut impl FnMut(&str
                     e("duplicate action_id", &format!("{at}/action_id"));
                 }
             }
-            _ => e("must be a string of 1 to 255 characters", &format!("{at}/action_id")),
+            _ => e(
+                "must be a string of 1 to 255 characters",
+                &format!("{at}/action_id"),
+            ),
         }
     }
     if kind == "button" {
         text_object(&el["text"], &["plain_text"], 75, e, &format!("{at}/text"));
         if let Some(v) = el.get("value") {
             if !v.as_str().is_some_and(|s| s.chars().count() <= 2000) {
-                e("must be a string of at most 2000 characters", &format!("{at}/value"));
+                e(
+                    "must be a string of at most 2000 characters",
+                    &format!("{at}/value"),
+                );
             }
         }
         if let Some(s) = el.get("style") {

@@ -61,7 +61,8 @@ impl SignedInteraction {
     pub fn sign(signing_secret: &str, timestamp: i64, payload: &Value) -> SignedInteraction {
         let body = format!("payload={}", form_encode(&payload.to_string()));
         let ts = timestamp.to_string();
-        let signature = airlock_core::notify::slack_signature(signing_secret.as_bytes(), &ts, body.as_bytes());
+        let signature =
+            airlock_core::notify::slack_signature(signing_secret.as_bytes(), &ts, body.as_bytes());
         SignedInteraction {
             body,
             timestamp: ts,
@@ -75,7 +76,9 @@ pub fn form_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                out.push(b as char)
+            }
             b' ' => out.push('+'),
             _ => out.push_str(&format!("%{b:02X}")),
         }

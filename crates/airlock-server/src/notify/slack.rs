@@ -144,7 +144,11 @@ impl Notifier for SlackNotifier {
 
 impl SlackNotifier {
     /// Waits out a `Retry-After`, then classifies a failure.
-    async fn check<T>(&self, res: Result<T, SlackError>, subject: &str) -> Result<T, DeliveryError> {
+    async fn check<T>(
+        &self,
+        res: Result<T, SlackError>,
+        subject: &str,
+    ) -> Result<T, DeliveryError> {
         match res {
             Ok(v) => Ok(v),
             Err(e) => {
@@ -216,11 +220,16 @@ fn digest(m: &Message) -> String {
 
 /// The current message for the event's subject; `None` when there is nothing to show.
 async fn render(app: &Arc<App>, event: &AuditEvent) -> Result<Option<Rendered>, DeliveryError> {
-    let store_err = |e: crate::problem::ApiError| DeliveryError::Retry(format!("store: {}", e.detail));
+    let store_err =
+        |e: crate::problem::ApiError| DeliveryError::Retry(format!("store: {}", e.detail));
     if let Some(id) = event.subject.strip_prefix("request:") {
         let id = RequestId::parse(id)
             .map_err(|e| DeliveryError::Drop(format!("bad subject {}: {e}", event.subject)))?;
-        let Some(r) = app.db(move |s| s.get_request(&id)).await.map_err(store_err)? else {
+        let Some(r) = app
+            .db(move |s| s.get_request(&id))
+            .await
+            .map_err(store_err)?
+        else {
             return Ok(None);
         };
         let ent = app.config.entitlements.get(&r.entitlement);

@@ -110,7 +110,14 @@ impl World {
     fn request(&self, entitlement: &str) -> String {
         let r = self.s.json(
             &self.alice,
-            &["request", entitlement, "--for", "10m", "--reason", "INC-42 <b>&co"],
+            &[
+                "request",
+                entitlement,
+                "--for",
+                "10m",
+                "--reason",
+                "INC-42 <b>&co",
+            ],
         );
         id_of(&r)
     }
@@ -121,21 +128,42 @@ impl World {
     }
 
     fn message_within(&self, secs: u64, channel: &str, id: &str) -> Message {
-        eventually(secs, &format!("a Slack message about {id} in {channel}"), || {
-            let found: Vec<Message> = self
-                .emu
-                .messages(channel)
-                .into_iter()
-                .filter(|m| m.blocks.to_string().contains(id))
-                .collect();
-            assert!(found.len() <= 1, "posted twice: {found:?}");
-            found.into_iter().next()
-        })
+        eventually(
+            secs,
+            &format!("a Slack message about {id} in {channel}"),
+            || {
+                let found: Vec<Message> = self
+                    .emu
+                    .messages(channel)
+                    .into_iter()
+                    .filter(|m| m.blocks.to_string().contains(id))
+                    .collect();
+                assert!(found.len() <= 1, "posted twice: {found:?}");
+                found.into_iter().next()
+            },
+        )
     }
 
-    fn click(&self, user: &str, action: &str, id: &str, at: &Message, ts: i64, secret: &str) -> (SignedInteraction, String) {
+    fn click(
+        &self,
+        user: &str,
+        action: &str,
+        id: &str,
+        at: &Message,
+        ts: i64,
+        secret: &str,
+    ) -> (SignedInteraction, String) {
         let url = self.emu.new_response_url();
-        let i = SignedInteraction::button_click(secret, ts, user, action, id, &at.channel, &at.ts, &url);
+        let i = SignedInteraction::button_click(
+            secret,
+            ts,
+            user,
+            action,
+            id,
+            &at.channel,
+            &at.ts,
+            &url,
+        );
         (i, url)
     }
 
@@ -164,9 +192,15 @@ impl World {
         let (i, url) = self.click(user, action, id, at, now(), SECRET);
         let (status, _, body) = self.post(&i);
         assert_eq!(status, 200, "{body}");
-        let path = url.split_once("/actions/").map(|(_, p)| format!("/actions/{p}")).unwrap();
+        let path = url
+            .split_once("/actions/")
+            .map(|(_, p)| format!("/actions/{p}"))
+            .unwrap();
         let post = eventually(10, "the response_url post", || {
-            self.emu.response_posts().into_iter().find(|p| p.path == path)
+            self.emu
+                .response_posts()
+                .into_iter()
+                .find(|p| p.path == path)
         });
         assert_eq!(post.body["response_type"], "ephemeral");
         post.body["text"].as_str().unwrap().to_string()
@@ -188,22 +222,39 @@ fn buttons(m: &Message) -> Vec<Value> {
 }
 
 #[test]
-fn slack_request_is_posted_to_the_service_channel_and_approved_by_a_signed_click_then_updated_in_place() {
+fn slack_request_is_posted_to_the_service_channel_and_approved_by_a_signed_click_then_updated_in_place(
+) {
     let w = world(Db::Sqlite);
     let id = w.request("payments-svc-write");
     let m = w.message("#payments-oncall", &id);
-    assert!(w.emu.messages("#airlock").is_empty(), "service channel wins over the default");
+    assert!(
+        w.emu.messages("#airlock").is_empty(),
+        "service channel wins over the default"
+    );
     let b = buttons(&m);
     assert_eq!(b.len(), 2, "{}", m.blocks);
     assert_eq!(b[0]["action_id"], "airlock_request_approve");
     assert_eq!(b[1]["action_id"], "airlock_request_deny");
     assert!(b.iter().all(|x| x["value"] == id.as_str()));
     let text = m.blocks.to_string();
-    assert!(text.contains("alice") && text.contains("payments-svc-write") && text.contains("10m"), "{text}");
-    assert!(text.contains("INC-42 &lt;b&gt;&amp;co"), "reason escaped: {text}");
+    assert!(
+        text.contains("alice") && text.contains("payments-svc-write") && text.contains("10m"),
+        "{text}"
+    );
+    assert!(
+        text.contains("INC-42 &lt;b&gt;&amp;co"),
+        "reason escaped: {text}"
+    );
 
     // ACCEPTANCE: a bad signature is refused (401) and changes nothing.
-    let (forged, _) = w.click(BOB, "airlock_request_approve", &id, &m, now(), "not-the-secret");
+    let (forged, _) = w.click(
+        BOB,
+        "airlock_request_approve",
+        &id,
+        &m,
+        now(),
+        "not-the-secret",
+    );
     let (status, ctype, body) = w.post(&forged);
     assert_eq!(status, 401, "{body}");
     assert_eq!(ctype, "application/problem+json");
@@ -211,7 +262,10 @@ fn slack_request_is_posted_to_the_service_channel_and_approved_by_a_signed_click
     // The same body with a signature for another body.
     let (good, _) = w.click(BOB, "airlock_request_approve", &id, &m, now(), SECRET);
     let (other, _) = w.click(BOB, "airlock_request_deny", &id, &m, now(), SECRET);
-    let spliced = SignedInteraction { signature: other.signature, ..good };
+    let spliced = SignedInteraction {
+        signature: other.signature,
+        ..good
+    };
     assert_eq!(w.post(&spliced).0, 401);
 
     // ACCEPTANCE: a stale (> 5 min) timestamp is refused even when correctly signed.
@@ -223,7 +277,10 @@ fn slack_request_is_posted_to_the_service_channel_and_approved_by_a_signed_click
     let r = w.show(&id);
     assert_eq!(r["state"], "pending");
     assert_eq!(r["reviews"].as_array().unwrap().len(), 0);
-    assert!(w.emu.response_posts().is_empty(), "refused callbacks get no answer");
+    assert!(
+        w.emu.response_posts().is_empty(),
+        "refused callbacks get no answer"
+    );
 
     // ACCEPTANCE: the requester's own Slack user (mapped by email) is refused as self-approval.
     let told = w.click_and_hear(ALICE, "airlock_request_approve", &id, &m);
@@ -232,7 +289,10 @@ fn slack_request_is_posted_to_the_service_channel_and_approved_by_a_signed_click
 
     // An unknown Slack user is refused with what to do.
     let told = w.click_and_hear(MALLORY, "airlock_request_approve", &id, &m);
-    assert!(told.contains("does not know Slack user U0MALLORY") && told.contains("slack_id"), "{told}");
+    assert!(
+        told.contains("does not know Slack user U0MALLORY") && told.contains("slack_id"),
+        "{told}"
+    );
 
     // bob (mapped by slack_id) approves: same rules as the API, then active.
     let told = w.click_and_hear(BOB, "airlock_request_approve", &id, &m);
@@ -317,5 +377,9 @@ fn slack_outage_delays_but_does_not_lose_the_message_even_across_a_restart() {
         t.contains("*Active*").then_some(t)
     });
     assert!(text.contains("approved by *bob*"), "{text}");
-    assert_eq!(w.emu.messages("#payments-oncall").len(), 1, "posted exactly once");
+    assert_eq!(
+        w.emu.messages("#payments-oncall").len(),
+        1,
+        "posted exactly once"
+    );
 }

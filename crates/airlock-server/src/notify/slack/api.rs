@@ -72,11 +72,7 @@ impl Slack {
                 .ok_or_else(|| format!("{ctx}: `{key}` is required"))?;
             read_secret(config_dir, &src).map_err(|e| format!("{ctx} {key}: {e}"))
         };
-        let token = secret(
-            "bot_token",
-            c.bot_token.as_ref(),
-            c.bot_token_file.as_ref(),
-        )?;
+        let token = secret("bot_token", c.bot_token.as_ref(), c.bot_token_file.as_ref())?;
         let signing_secret = secret(
             "signing_secret",
             c.signing_secret.as_ref(),
@@ -109,7 +105,8 @@ impl Slack {
         text: &str,
         blocks: &Value,
     ) -> Result<Posted, SlackError> {
-        let body = json!({"channel": channel, "text": text, "blocks": blocks, "unfurl_links": false});
+        let body =
+            json!({"channel": channel, "text": text, "blocks": blocks, "unfurl_links": false});
         let v = self.call("chat.postMessage", body).await?;
         posted("chat.postMessage", &v)
     }
@@ -223,7 +220,11 @@ impl Slack {
             .await
             .map_err(|e| temporary(method, format!("reading the answer: {e}"), None))?;
         if status.as_u16() == 429 {
-            return Err(temporary(method, "rate limited (HTTP 429)".into(), retry_after));
+            return Err(temporary(
+                method,
+                "rate limited (HTTP 429)".into(),
+                retry_after,
+            ));
         }
         if status.is_server_error() {
             return Err(temporary(method, format!("HTTP {status}"), retry_after));
@@ -233,7 +234,11 @@ impl Slack {
         }
         let v: Value = serde_json::from_slice(&bytes).map_err(|_| {
             if status.is_success() {
-                temporary(method, format!("HTTP {status} with a non-JSON answer"), None)
+                temporary(
+                    method,
+                    format!("HTTP {status} with a non-JSON answer"),
+                    None,
+                )
             } else {
                 SlackError::Permanent {
                     method: method.into(),

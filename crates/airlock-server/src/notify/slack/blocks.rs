@@ -111,7 +111,10 @@ fn approvals_so_far(reviews: &[airlock_core::request::Review], need: u32) -> Str
         .filter(|r| r.decision == ReviewDecision::Approve)
         .count();
     if have == 0 {
-        format!("waiting for {need} approval{}", if need == 1 { "" } else { "s" })
+        format!(
+            "waiting for {need} approval{}",
+            if need == 1 { "" } else { "s" }
+        )
     } else {
         format!(
             "{have} of {need} approvals ({})",
@@ -132,8 +135,12 @@ pub fn request_message(r: &Request, rule: &ApprovalRule, description: &str) -> M
             ":hourglass_flowing_sand: *Pending* · {}",
             approvals_so_far(&r.reviews, rule.count)
         ),
-        RequestState::Approved if r.breakglass => ":rotating_light: *Break-glass* · applying the grant".into(),
-        RequestState::Approved => format!(":white_check_mark: *Approved* by {approved_by} · applying the grant"),
+        RequestState::Approved if r.breakglass => {
+            ":rotating_light: *Break-glass* · applying the grant".into()
+        }
+        RequestState::Approved => {
+            format!(":white_check_mark: *Approved* by {approved_by} · applying the grant")
+        }
         RequestState::Active => {
             let until = r.not_after.map(when).unwrap_or_default();
             if r.breakglass {
@@ -142,14 +149,28 @@ pub fn request_message(r: &Request, rule: &ApprovalRule, description: &str) -> M
                 format!(":large_green_circle: *Active* until {until} · approved by {approved_by}")
             }
         }
-        RequestState::Denied => format!(":no_entry: *Denied* by {}", names(&r.reviews, ReviewDecision::Deny)),
-        RequestState::Withdrawn => ":leftwards_arrow_with_hook: *Withdrawn* by the requester".into(),
+        RequestState::Denied => format!(
+            ":no_entry: *Denied* by {}",
+            names(&r.reviews, ReviewDecision::Deny)
+        ),
+        RequestState::Withdrawn => {
+            ":leftwards_arrow_with_hook: *Withdrawn* by the requester".into()
+        }
         RequestState::Lapsed => ":zzz: *Lapsed*: nobody decided in time".into(),
-        RequestState::Expired => format!(":checkered_flag: *Expired* {}", r.not_after.map(when).unwrap_or_default()),
+        RequestState::Expired => format!(
+            ":checkered_flag: *Expired* {}",
+            r.not_after.map(when).unwrap_or_default()
+        ),
         RequestState::Revoked => ":octagonal_sign: *Revoked* before it ended".into(),
         RequestState::Failed => format!(
             ":x: *Failed*: {}",
-            clip(r.grant.last_error.as_deref().unwrap_or("the provider could not apply the grant"), 500)
+            clip(
+                r.grant
+                    .last_error
+                    .as_deref()
+                    .unwrap_or("the provider could not apply the grant"),
+                500
+            )
         ),
     };
     let (headline, text) = if r.breakglass {
@@ -192,16 +213,28 @@ pub fn run_message(run: &Run) -> Message {
             ":hourglass_flowing_sand: *Pending* · {}",
             approvals_so_far(&run.reviews, run.approvals.count)
         ),
-        RunState::Approved => format!(":white_check_mark: *Approved* by {approved_by} · waiting to start"),
+        RunState::Approved => {
+            format!(":white_check_mark: *Approved* by {approved_by} · waiting to start")
+        }
         RunState::Running => format!(":gear: *Running* · approved by {approved_by}"),
-        RunState::Succeeded => format!(":white_check_mark: *Succeeded* · approved by {approved_by}"),
+        RunState::Succeeded => {
+            format!(":white_check_mark: *Succeeded* · approved by {approved_by}")
+        }
         RunState::Failed => format!(
             ":x: *Failed*{}{}",
-            run.exit_code.map(|c| format!(" (exit {c})")).unwrap_or_default(),
-            run.error.as_deref().map(|e| format!(": {}", clip(e, 500))).unwrap_or_default()
+            run.exit_code
+                .map(|c| format!(" (exit {c})"))
+                .unwrap_or_default(),
+            run.error
+                .as_deref()
+                .map(|e| format!(": {}", clip(e, 500)))
+                .unwrap_or_default()
         ),
         RunState::TimedOut => ":alarm_clock: *Timed out* and was killed".into(),
-        RunState::Denied => format!(":no_entry: *Denied* by {}", names(&run.reviews, ReviewDecision::Deny)),
+        RunState::Denied => format!(
+            ":no_entry: *Denied* by {}",
+            names(&run.reviews, ReviewDecision::Deny)
+        ),
         RunState::Lapsed => ":zzz: *Lapsed*: nobody decided in time".into(),
         RunState::RateLimited => ":no_entry_sign: *Rate limited*".into(),
     };
@@ -216,7 +249,13 @@ pub fn run_message(run: &Run) -> Message {
         blocks.push(buttons(APPROVE_RUN, DENY_RUN, run.id.as_str()));
     }
     Message {
-        text: clip_plain(&format!("Run approval: {who} wants to run {}", run.operation.as_ref().map(|o| o.to_string()).unwrap_or_else(|| run.tool.to_string()))),
+        text: clip_plain(&format!(
+            "Run approval: {who} wants to run {}",
+            run.operation
+                .as_ref()
+                .map(|o| o.to_string())
+                .unwrap_or_else(|| run.tool.to_string())
+        )),
         blocks: Value::Array(blocks),
     }
 }

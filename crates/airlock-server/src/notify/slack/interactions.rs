@@ -142,7 +142,9 @@ fn parse(body: &[u8]) -> Result<Payload, String> {
 pub fn form_value(body: &str, key: &str) -> Option<String> {
     body.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k)? == key).then(|| percent_decode(v)).flatten()
+        (percent_decode(k)? == key)
+            .then(|| percent_decode(v))
+            .flatten()
     })
 }
 
@@ -180,7 +182,10 @@ async fn decide(app: &Arc<App>, slack: &Slack, payload: Payload) -> String {
         APPROVE_RUN => (true, ReviewDecision::Approve),
         DENY_RUN => (true, ReviewDecision::Deny),
         other => {
-            return format!("airlock does not know the button `{}`", other.escape_default());
+            return format!(
+                "airlock does not know the button `{}`",
+                other.escape_default()
+            );
         }
     };
     let who = match principal(app, slack, &user.id).await {
@@ -209,11 +214,17 @@ async fn decide(app: &Arc<App>, slack: &Slack, payload: Payload) -> String {
     match outcome {
         Ok(state) => {
             tracing::info!(slack_user = user.id, user = %who.name, decision = verb, value, "review from Slack");
-            format!(":white_check_mark: {}: your review ({verb}) was recorded; {state}", who.name)
+            format!(
+                ":white_check_mark: {}: your review ({verb}) was recorded; {state}",
+                who.name
+            )
         }
         Err(e) => {
             tracing::warn!(slack_user = user.id, user = %who.name, decision = verb, value, error = e.detail, "Slack review refused");
-            format!(":no_entry: airlock refused your review ({verb}): {}", e.detail)
+            format!(
+                ":no_entry: airlock refused your review ({verb}): {}",
+                e.detail
+            )
         }
     }
 }
@@ -245,7 +256,11 @@ async fn principal(app: &Arc<App>, slack: &Slack, id: &str) -> Result<Principal,
                 app.config
                     .users
                     .values()
-                    .find(|u| u.email.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(email)))
+                    .find(|u| {
+                        u.email
+                            .as_deref()
+                            .is_some_and(|m| m.eq_ignore_ascii_case(email))
+                    })
                     .map(|u| u.name.clone())
             });
             found.ok_or_else(|| {
@@ -270,7 +285,13 @@ mod tests {
     fn a_correct_fresh_signature_is_accepted() {
         let sig = slack_signature(SECRET, "1700000000", b"payload=x");
         assert_eq!(
-            verify(SECRET, Some("1700000000"), Some(&sig), b"payload=x", 1_700_000_100),
+            verify(
+                SECRET,
+                Some("1700000000"),
+                Some(&sig),
+                b"payload=x",
+                1_700_000_100
+            ),
             Ok(())
         );
     }
@@ -279,12 +300,24 @@ mod tests {
     fn a_signature_over_another_body_or_with_another_secret_is_refused() {
         let sig = slack_signature(SECRET, "1700000000", b"payload=x");
         assert_eq!(
-            verify(SECRET, Some("1700000000"), Some(&sig), b"payload=y", 1_700_000_000),
+            verify(
+                SECRET,
+                Some("1700000000"),
+                Some(&sig),
+                b"payload=y",
+                1_700_000_000
+            ),
             Err(SignatureError::Mismatch)
         );
         let other = slack_signature(b"another", "1700000000", b"payload=x");
         assert_eq!(
-            verify(SECRET, Some("1700000000"), Some(&other), b"payload=x", 1_700_000_000),
+            verify(
+                SECRET,
+                Some("1700000000"),
+                Some(&other),
+                b"payload=x",
+                1_700_000_000
+            ),
             Err(SignatureError::Mismatch)
         );
     }
@@ -300,7 +333,10 @@ mod tests {
             );
         }
         let sig = slack_signature(SECRET, "1699999700", b"b");
-        assert_eq!(verify(SECRET, Some("1699999700"), Some(&sig), b"b", 1_700_000_000), Ok(()));
+        assert_eq!(
+            verify(SECRET, Some("1699999700"), Some(&sig), b"b", 1_700_000_000),
+            Ok(())
+        );
     }
 
     #[test]
@@ -316,11 +352,23 @@ mod tests {
     fn missing_or_malformed_headers_are_refused() {
         let sig = slack_signature(SECRET, "1700000000", b"b");
         let now = 1_700_000_000;
-        assert_eq!(verify(SECRET, None, Some(&sig), b"b", now), Err(SignatureError::BadTimestamp));
-        assert_eq!(verify(SECRET, Some("-5"), Some(&sig), b"b", now), Err(SignatureError::BadTimestamp));
-        assert_eq!(verify(SECRET, Some("1700000000"), None, b"b", now), Err(SignatureError::BadSignature));
+        assert_eq!(
+            verify(SECRET, None, Some(&sig), b"b", now),
+            Err(SignatureError::BadTimestamp)
+        );
+        assert_eq!(
+            verify(SECRET, Some("-5"), Some(&sig), b"b", now),
+            Err(SignatureError::BadTimestamp)
+        );
+        assert_eq!(
+            verify(SECRET, Some("1700000000"), None, b"b", now),
+            Err(SignatureError::BadSignature)
+        );
         let v1 = sig.replacen("v0=", "v1=", 1);
-        assert_eq!(verify(SECRET, Some("1700000000"), Some(&v1), b"b", now), Err(SignatureError::BadSignature));
+        assert_eq!(
+            verify(SECRET, Some("1700000000"), Some(&v1), b"b", now),
+            Err(SignatureError::BadSignature)
+        );
         assert_eq!(
             verify(SECRET, Some("1700000000"), Some(&sig[..40]), b"b", now),
             Err(SignatureError::BadSignature)
@@ -330,7 +378,10 @@ mod tests {
     #[test]
     fn form_fields_are_percent_decoded() {
         let body = "token=x&payload=%7B%22type%22%3A+%22block_actions%22%7D";
-        assert_eq!(form_value(body, "payload").unwrap(), r#"{"type": "block_actions"}"#);
+        assert_eq!(
+            form_value(body, "payload").unwrap(),
+            r#"{"type": "block_actions"}"#
+        );
         assert_eq!(form_value(body, "missing"), None);
         assert_eq!(form_value("payload=%zz", "payload"), None);
     }

@@ -62,7 +62,10 @@ fn control_characters_in_reasons_are_escaped_per_mrkdwn_rules() {
         t.contains("INC-1 &lt;!channel&gt; &lt;https://evil.example|click&gt; &amp; co &gt; x"),
         "{t}"
     );
-    assert!(!t.contains("<!channel>") && !t.contains("<https://evil"), "{t}");
+    assert!(
+        !t.contains("<!channel>") && !t.contains("<https://evil"),
+        "{t}"
+    );
     assert_eq!(escape("a&b<c>d"), "a&amp;b&lt;c&gt;d");
 }
 
@@ -70,7 +73,14 @@ fn control_characters_in_reasons_are_escaped_per_mrkdwn_rules() {
 fn a_pending_request_shows_what_who_why_how_long_and_two_buttons_carrying_its_id() {
     let m = request_message(&request("INC-4211 db is on fire"), &rule(2), "Write access");
     let t = all_text(&m);
-    for want in ["*alice*", "payments-db-write", "30m", "INC-4211 db is on fire", "Write access", "waiting for 2 approvals"] {
+    for want in [
+        "*alice*",
+        "payments-db-write",
+        "30m",
+        "INC-4211 db is on fire",
+        "Write access",
+        "waiting for 2 approvals",
+    ] {
         assert!(t.contains(want), "{want} missing in {t}");
     }
     let a = actions(&m);
@@ -97,7 +107,10 @@ fn buttons_disappear_and_the_approvers_show_once_the_request_is_not_pending() {
     let m = request_message(&r, &rule(1), "");
     assert!(actions(&m).is_empty());
     let t = all_text(&m);
-    assert!(t.contains("*Active*") && t.contains("approved by *bob*"), "{t}");
+    assert!(
+        t.contains("*Active*") && t.contains("approved by *bob*"),
+        "{t}"
+    );
     assert!(t.contains("2026-11-23T10:30:00Z"), "{t}");
 }
 
@@ -132,7 +145,10 @@ fn long_reasons_are_cut_so_every_section_stays_within_slacks_limit() {
     for b in m.blocks.as_array().unwrap() {
         if let Some(t) = b["text"]["text"].as_str() {
             assert!(t.chars().count() <= MAX_SECTION_TEXT, "{}", t.len());
-            assert!(!t.ends_with("&am…") && !t.ends_with("&l…"), "entity cut: {t}");
+            assert!(
+                !t.ends_with("&am…") && !t.ends_with("&l…"),
+                "entity cut: {t}"
+            );
         }
     }
     assert!(m.text.chars().count() <= 300);

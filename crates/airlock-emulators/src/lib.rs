@@ -7,3 +7,5 @@
 /// GCP IAM (Resource Manager policies, OAuth token endpoint, metadata server).
 pub mod gcp;
 pub mod kubernetes;
+/// Slack Web API (chat.postMessage, chat.update, users.info, response_url) and signed interactions.
+pub mod slack;

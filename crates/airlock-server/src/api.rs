@@ -96,6 +96,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/audit/verify", get(audit_verify))
         .route("/api/v1/audit/pubkey", get(audit_pubkey))
         .route("/api/v1/tokens", post(create_token))
+        .route(
+            "/api/v1/slack/interactions",
+            post(crate::notify::slack::interactions::handle),
+        )
         .merge(crate::proxy::api::routes())
         .fallback(|| async {
             ApiError::new(

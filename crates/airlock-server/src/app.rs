@@ -68,6 +68,8 @@ pub struct App {
     pub audit_tick: tokio::sync::watch::Sender<u64>,
     /// The service catalog in force (the file's, or the last good `catalog_url` copy).
     pub services: std::sync::RwLock<Arc<airlock_core::service::ServiceCatalog>>,
+    /// Slack Web API client and signing secret (`[notify.slack]`), for interaction callbacks.
+    pub slack: Option<Arc<crate::notify::slack::api::Slack>>,
 }
 
 impl App {
@@ -94,6 +96,8 @@ impl App {
         };
         let proxy = crate::proxy::Hub::new(&opts.config)?;
         let notifiers = crate::notify::build(&opts.config, &opts.config_dir)?;
+        let slack = crate::notify::slack::api::Slack::from_config(&opts.config, &opts.config_dir)?
+            .map(Arc::new);
         let services = std::sync::RwLock::new(Arc::new(opts.config.services.clone()));
         if !opts.config.tools.is_empty() {
             crate::proxy::executor::harden_process();
@@ -116,6 +120,7 @@ impl App {
             notifiers,
             audit_tick: tokio::sync::watch::Sender::new(0),
             services,
+            slack,
         }))
     }
 

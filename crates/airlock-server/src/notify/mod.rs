@@ -14,6 +14,8 @@ use airlock_core::notify::SecretSource;
 
 use crate::app::App;
 
+pub mod slack;
+
 /// How long a sink lease lasts without renewal (another replica takes over after).
 pub const SINK_LEASE: Duration = Duration::from_secs(30);
 /// Audit events read per round trip.
@@ -67,8 +69,10 @@ pub fn build(
     config: &airlock_core::config::Config,
     config_dir: &Path,
 ) -> Result<Vec<Arc<dyn Notifier>>, String> {
-    let out: Vec<Arc<dyn Notifier>> = Vec::new();
-    let _ = (config, config_dir);
+    let mut out: Vec<Arc<dyn Notifier>> = Vec::new();
+    if let Some(s) = slack::api::Slack::from_config(config, config_dir)? {
+        out.push(Arc::new(slack::SlackNotifier::new(Arc::new(s))));
+    }
     Ok(out)
 }
 

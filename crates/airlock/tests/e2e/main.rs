@@ -16,4 +16,5 @@ mod proxy_kit;
 mod proxy_ops;
 mod routing;
 mod setup;
+mod slack;
 mod ssh;

@@ -127,11 +127,11 @@ async fn metrics(State(app): AppState) -> Result<Response, ApiError> {
             )
         })
         .collect();
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(&states),
-    )
-        .into_response())
+    let mut text = app.metrics.render(&states);
+    if !app.notifiers.is_empty() {
+        text.push_str(&app.metrics.render_notify(&crate::notify::lags(&app).await?));
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 async fn whoami(Caller(p): Caller) -> Response {

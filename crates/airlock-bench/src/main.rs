@@ -13,6 +13,7 @@ mod gcp;
 mod harness;
 mod lifecycle;
 mod mysql;
+mod notify;
 mod pg;
 mod policy;
 mod provider;
@@ -107,6 +108,11 @@ const BENCHES: &[(&str, &str, Bench)] = &[
     ),
     ("serve", "idle RSS of airlock serve", serve_rss::run),
     ("ssh", "SSH certificate signing and approve→login", ssh::run),
+    (
+        "notify",
+        "signed webhooks: fan-out latency and outbox drain",
+        notify::run,
+    ),
 ];
 
 struct Args {

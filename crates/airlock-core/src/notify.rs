@@ -129,6 +129,9 @@ pub struct EmailConfig {
     /// Recipients when neither a service address nor reviewer emails are known.
     #[serde(default)]
     pub to: Vec<String>,
+    /// PEM file of a private CA that signed the SMTP server's certificate
+    /// (added to the public roots), relative to the configuration file.
+    pub ca_file: Option<String>,
 }
 
 impl NotifyConfig {

@@ -145,11 +145,11 @@ async fn metrics(State(app): AppState) -> Result<Response, ApiError> {
         .iter()
         .map(|r| (now - r.created_at).whole_seconds().max(0))
         .collect();
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(&states, &ages),
-    )
-        .into_response())
+    let mut text = app.metrics.render(&states, &ages);
+    if !app.notifiers.is_empty() {
+        text.push_str(&app.metrics.render_notify(&crate::notify::lags(&app).await?));
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 async fn whoami(Caller(p): Caller) -> Response {

@@ -84,6 +84,8 @@ pub struct Metrics {
     pub catalog_last_success: AtomicU64,
     /// Failed `catalog_url` fetches.
     pub catalog_failures: AtomicU64,
+    /// Per notification sink: (delivered, failed attempts, dropped).
+    pub notify: Mutex<std::collections::BTreeMap<String, (u64, u64, u64)>>,
 }
 
 impl Metrics {
@@ -110,6 +112,68 @@ impl Metrics {
         if let Ok(mut m) = self.drift.lock() {
             m.insert(provider.to_string(), (orphaned, standing));
         }
+    }
+
+    /// Counts one event delivered to `sink`.
+    pub fn notify_delivered(&self, sink: &str) {
+        self.notify_count(sink, |c| c.0 += 1);
+    }
+
+    /// Counts one failed delivery attempt to `sink` (it will be retried).
+    pub fn notify_failed_attempt(&self, sink: &str) {
+        self.notify_count(sink, |c| c.1 += 1);
+    }
+
+    /// Counts one event given up for `sink` (a permanent refusal).
+    pub fn notify_failed(&self, sink: &str) {
+        self.notify_count(sink, |c| c.2 += 1);
+    }
+
+    fn notify_count(&self, sink: &str, f: impl FnOnce(&mut (u64, u64, u64))) {
+        if let Ok(mut m) = self.notify.lock() {
+            f(m.entry(sink.to_string()).or_default());
+        }
+    }
+
+    /// Notification counters and `lags` (sink, head seq − cursor) as text.
+    pub fn render_notify(&self, lags: &[(String, u64)]) -> String {
+        let mut out = String::new();
+        let counts = self.notify.lock().map(|m| m.clone()).unwrap_or_default();
+        for (name, help, pick) in [
+            (
+                "airlock_notify_delivered_total",
+                "Audit events delivered per notification sink.",
+                0,
+            ),
+            (
+                "airlock_notify_failures_total",
+                "Failed delivery attempts per sink (retried with backoff).",
+                1,
+            ),
+            (
+                "airlock_notify_dropped_total",
+                "Events given up per sink after a permanent refusal.",
+                2,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (sink, c) in &counts {
+                let n = [c.0, c.1, c.2][pick];
+                let _ = writeln!(out, "{name}{{sink=\"{}\"}} {n}", label(sink));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP airlock_notify_lag_events Audit events not yet handled per sink (chain head minus cursor).\n# TYPE airlock_notify_lag_events gauge"
+        );
+        for (sink, lag) in lags {
+            let _ = writeln!(
+                out,
+                "airlock_notify_lag_events{{sink=\"{}\"}} {lag}",
+                label(sink)
+            );
+        }
+        out
     }
 
     /// Renders everything; `states` are current request counts per state,
@@ -175,9 +239,37 @@ impl Metrics {
     }
 }
 
+/// A sink id as a label value: credentials and query strings of webhook
+/// URLs are cut (they may hold tokens), quotes and backslashes escaped.
+pub fn label(sink: &str) -> String {
+    let mut s = sink
+        .split(['?', '#'])
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    if let Some(scheme_end) = s.find("://") {
+        let rest = &s[scheme_end + 3..];
+        let host_end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..host_end].rfind('@') {
+            s = format!("{}{}", &s[..scheme_end + 3], &rest[at + 1..]);
+        }
+    }
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sink_labels_hide_credentials_and_queries() {
+        assert_eq!(
+            label("webhook:https://u:p@h.example/x?token=1"),
+            "webhook:https://h.example/x"
+        );
+        assert_eq!(label("email"), "email");
+        assert_eq!(label("webhook:http://h/\"q"), "webhook:http://h/\\\"q");
+    }
 
     #[test]
     fn histogram_is_cumulative() {

@@ -15,11 +15,18 @@ use airlock_core::notify::SecretSource;
 use crate::app::App;
 
 pub mod slack;
+pub mod email;
+mod review_mail;
+pub mod webhook;
 
 /// How long a sink lease lasts without renewal (another replica takes over after).
 pub const SINK_LEASE: Duration = Duration::from_secs(30);
 /// Audit events read per round trip.
 pub const BATCH: u32 = 256;
+/// The cursor is written after this many handled events (and whenever the
+/// sink waits): a crash re-delivers at most this many, which receivers
+/// dedupe by `X-Airlock-Delivery`.
+pub const COMMIT_EVERY: usize = 64;
 /// Longest wait between two delivery attempts of one event.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -29,6 +36,10 @@ pub enum DeliveryError {
     /// Temporary (network, 5xx, 429): the same event is tried again, later.
     #[error("{0} (will retry)")]
     Retry(String),
+    /// Temporary, and the receiver said when to come back (`Retry-After`,
+    /// already capped): waited at least that long before the next attempt.
+    #[error("{0} (will retry in {1:?})")]
+    RetryAfter(String, Duration),
     /// Permanent for this event (e.g. a 4xx the receiver will always give):
     /// logged and counted, and the sink moves on so one bad event does not
     /// block everything behind it.
@@ -70,6 +81,23 @@ pub fn build(
     config_dir: &Path,
 ) -> Result<Vec<Arc<dyn Notifier>>, String> {
     let mut out: Vec<Arc<dyn Notifier>> = Vec::new();
+    for w in &config.notify.webhook {
+        let ctx = format!("[[notify.webhook]] `{}`", w.url);
+        let source = airlock_core::notify::secret_source(
+            &ctx,
+            "secret",
+            w.secret.as_ref(),
+            w.secret_file.as_ref(),
+            true,
+        )
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{ctx}: `secret` (or `secret_file`) is required"))?;
+        let secret = read_secret(config_dir, &source).map_err(|e| format!("{ctx}: {e}"))?;
+        out.push(Arc::new(webhook::Webhook::new(w, secret)?));
+    }
+    if let Some(e) = &config.notify.email {
+        out.push(Arc::new(email::Email::new(e, config_dir)?));
+    }
     if let Some(s) = slack::api::Slack::from_config(config, config_dir)? {
         out.push(Arc::new(slack::SlackNotifier::new(Arc::new(s))));
     }
@@ -84,16 +112,86 @@ pub fn spawn_all(app: &Arc<App>) {
     }
 }
 
+/// Events not yet handled per configured sink (chain head − cursor), for metrics.
+pub async fn lags(app: &Arc<App>) -> Result<Vec<(String, u64)>, crate::problem::ApiError> {
+    let (head, cursors) = app
+        .db(|s| Ok((s.audit_head()?.unwrap_or(0), s.sink_cursors()?)))
+        .await?;
+    Ok(app
+        .notifiers
+        .iter()
+        .map(|n| {
+            let cursor = cursors.iter().find(|(s, _)| s == n.sink()).map(|(_, c)| *c);
+            (
+                n.sink().to_string(),
+                cursor.map_or(0, |c| head.saturating_sub(c)),
+            )
+        })
+        .collect())
+}
+
+/// This replica's hold on one sink: renewed while delivering, so no other
+/// replica starts delivering the same events (which would break the order).
+struct Lease {
+    sink: String,
+    owner: String,
+    renewed: std::time::Instant,
+}
+
+impl Lease {
+    /// Renews the lease if a third of it has passed; false if it was lost.
+    async fn keep(&mut self, app: &Arc<App>) -> bool {
+        if self.renewed.elapsed() < SINK_LEASE / 3 {
+            return true;
+        }
+        self.renew(app).await
+    }
+
+    async fn renew(&mut self, app: &Arc<App>) -> bool {
+        let (sink, owner, now) = (self.sink.clone(), self.owner.clone(), app.now());
+        match app
+            .db(move |s| s.lease_sink(&sink, &owner, 0, now + SINK_LEASE, now))
+            .await
+        {
+            Ok(Some(_)) => {
+                self.renewed = std::time::Instant::now();
+                true
+            }
+            Ok(None) => false,
+            // The store is unreachable: keep going while the lease is surely
+            // still ours; the cursor write will fail (and stop us) otherwise.
+            Err(_) => self.renewed.elapsed() < SINK_LEASE * 2 / 3,
+        }
+    }
+
+    /// Writes the cursor; false if the lease was lost or the write failed.
+    async fn commit(&mut self, app: &Arc<App>, seq: u64) -> bool {
+        let (sink, owner, now) = (self.sink.clone(), self.owner.clone(), app.now());
+        match app
+            .db(move |s| s.advance_sink(&sink, &owner, seq, now))
+            .await
+        {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::warn!(sink = crate::metrics::label(&self.sink), error = %e.detail, "cannot record delivery; will redeliver");
+                false
+            }
+        }
+    }
+}
+
 /// Follows the chain for one sink: lease, read a batch, deliver in order,
-/// advance the cursor after each delivered event.
+/// advance the cursor every [`COMMIT_EVERY`] events and before any wait.
 async fn run_sink(app: Arc<App>, notifier: Arc<dyn Notifier>) {
     let sink = notifier.sink().to_string();
+    // For logs: webhook URLs may carry tokens in credentials or queries.
+    let shown = crate::metrics::label(&sink);
     let mut tick = app.audit_tick.subscribe();
     let start = loop {
         match app.db(|s| s.audit_head()).await {
             Ok(h) => break h.unwrap_or(0),
             Err(e) => {
-                tracing::warn!(sink, error = %e.detail, "cannot read the audit head; retrying");
+                tracing::warn!(sink = shown, error = %e.detail, "cannot read the audit head; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -114,15 +212,20 @@ async fn run_sink(app: Arc<App>, notifier: Arc<dyn Notifier>) {
                 continue;
             }
             Err(e) => {
-                tracing::warn!(sink, error = %e.detail, "cannot lease the sink; retrying");
+                tracing::warn!(sink = shown, error = %e.detail, "cannot lease the sink; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
+        let mut lease = Lease {
+            sink: sink.clone(),
+            owner: app.replica_id.clone(),
+            renewed: std::time::Instant::now(),
+        };
         let events = match app.db(move |s| s.audit_events(cursor, BATCH)).await {
             Ok(ev) => ev,
             Err(e) => {
-                tracing::warn!(sink, error = %e.detail, "cannot read audit events; retrying");
+                tracing::warn!(sink = shown, error = %e.detail, "cannot read audit events; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -132,64 +235,117 @@ async fn run_sink(app: Arc<App>, notifier: Arc<dyn Notifier>) {
             let _ = tokio::time::timeout(Duration::from_secs(1), tick.changed()).await;
             continue;
         }
+        // `done`: last seq handled (delivered, dropped or not wanted);
+        // `committed`: last seq written to the store.
+        let (mut done, mut committed) = (cursor, cursor);
         for sealed in events {
-            let Some(event) = sealed.to_event() else {
-                tracing::error!(
-                    sink,
+            if !lease.keep(&app).await {
+                break;
+            }
+            match sealed.to_event() {
+                None => tracing::error!(
+                    sink = shown,
                     seq = sealed.seq,
                     "audit event does not decode; skipped"
-                );
-                continue;
-            };
-            if notifier.wants(&event) {
-                deliver_with_retry(&app, notifier.as_ref(), &event).await;
+                ),
+                Some(event) if notifier.wants(&event) => {
+                    let attempt = Attempt {
+                        app: &app,
+                        notifier: notifier.as_ref(),
+                        event: &event,
+                    };
+                    match attempt.run(&mut lease, &mut committed, done).await {
+                        Outcome::Delivered => app.metrics.notify_delivered(&sink),
+                        Outcome::Dropped => app.metrics.notify_failed(&sink),
+                        Outcome::LeaseLost => break,
+                    }
+                }
+                Some(_) => {}
             }
-            let (sink2, owner, seq, now) =
-                (sink.clone(), app.replica_id.clone(), event.seq, app.now());
-            match app
-                .db(move |s| s.advance_sink(&sink2, &owner, seq, now))
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => break, // lease lost: the new holder continues from the cursor
-                Err(e) => {
-                    tracing::warn!(sink, error = %e.detail, "cannot record delivery; will redeliver");
+            done = sealed.seq;
+            if done - committed >= COMMIT_EVERY as u64 {
+                if !lease.commit(&app, done).await {
                     break;
                 }
+                committed = done;
             }
+        }
+        if done > committed {
+            lease.commit(&app, done).await;
         }
     }
 }
 
-async fn deliver_with_retry(app: &Arc<App>, notifier: &dyn Notifier, event: &AuditEvent) {
-    let mut backoff = Duration::from_millis(250);
-    loop {
-        match notifier.deliver(app, event).await {
-            Ok(()) => return,
-            Err(DeliveryError::Drop(why)) => {
-                tracing::error!(sink = notifier.sink(), seq = event.seq, kind = %event.kind, why, "notification dropped");
-                return;
+enum Outcome {
+    Delivered,
+    Dropped,
+    LeaseLost,
+}
+
+/// Delivery of one event, retried with backoff while this replica keeps the lease.
+struct Attempt<'a> {
+    app: &'a Arc<App>,
+    notifier: &'a dyn Notifier,
+    event: &'a AuditEvent,
+}
+
+impl Attempt<'_> {
+    async fn run(&self, lease: &mut Lease, committed: &mut u64, done: u64) -> Outcome {
+        let (app, event, sink) = (self.app, self.event, self.notifier.sink());
+        let shown = crate::metrics::label(sink);
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let wait = match self.notifier.deliver(app, event).await {
+                Ok(()) => return Outcome::Delivered,
+                Err(DeliveryError::Drop(why)) => {
+                    tracing::error!(sink = shown, seq = event.seq, kind = %event.kind, why, "notification dropped");
+                    return Outcome::Dropped;
+                }
+                Err(DeliveryError::Retry(why)) => {
+                    tracing::warn!(
+                        sink = shown,
+                        seq = event.seq,
+                        why,
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "notification failed"
+                    );
+                    backoff
+                }
+                Err(DeliveryError::RetryAfter(why, after)) => {
+                    let wait = after.max(backoff);
+                    tracing::warn!(
+                        sink = shown,
+                        seq = event.seq,
+                        why,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "notification failed; receiver asked to wait"
+                    );
+                    wait
+                }
+            };
+            app.metrics.notify_failed_attempt(sink);
+            // Record what is done before waiting, so a crash during a long
+            // outage does not re-deliver it.
+            if done > *committed {
+                if !lease.commit(app, done).await {
+                    return Outcome::LeaseLost;
+                }
+                *committed = done;
             }
-            Err(DeliveryError::Retry(why)) => {
-                tracing::warn!(
-                    sink = notifier.sink(),
-                    seq = event.seq,
-                    why,
-                    retry_in_ms = backoff.as_millis() as u64,
-                    "notification failed"
-                );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                // Keep the lease while retrying, so no other replica delivers out of order.
-                let (sink, owner, now) = (
-                    notifier.sink().to_string(),
-                    app.replica_id.clone(),
-                    app.now(),
-                );
-                let _ = app
-                    .db(move |s| s.lease_sink(&sink, &owner, 0, now + SINK_LEASE, now))
-                    .await;
+            // Sleep in slices, renewing the lease, so no other replica takes
+            // over (and delivers out of order) while this one waits.
+            let until = tokio::time::Instant::now() + wait;
+            loop {
+                let left = until.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                tokio::time::sleep(left.min(SINK_LEASE / 3)).await;
+                if !lease.renew(app).await {
+                    return Outcome::LeaseLost;
+                }
             }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 }

@@ -16,3 +16,6 @@ mod proxy_kit;
 mod proxy_ops;
 mod setup;
 mod ssh;
+mod web;
+mod web_http;
+mod webdriver;

@@ -54,7 +54,7 @@ impl Html {
 #[macro_export]
 #[doc(hidden)]
 macro_rules! html {
-    ($h:expr $(,)?) => {};
+    ($h:expr $(,)?) => { () };
     ($h:expr, $lit:literal $($rest:tt)*) => {{ $h.raw($lit); $crate::html!($h, $($rest)*) }};
     ($h:expr, ($e:expr) $($rest:tt)*) => {{ $h.text(&$e); $crate::html!($h, $($rest)*) }};
 }

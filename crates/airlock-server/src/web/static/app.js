@@ -64,6 +64,7 @@
     Object.keys(byId).slice(0, MAX_POLLED).forEach(function (id) { poll(id, byId[id]); });
     tick();
     setInterval(tick, 1000);
+    document.documentElement.setAttribute("data-js", "ready");
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);

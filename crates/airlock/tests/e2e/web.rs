@@ -16,7 +16,9 @@ const XSS: &str =
 
 fn sign_in(b: &Browser, s: &Server, token: &str) {
     b.goto(&format!("{}/ui/signin", s.addr));
-    b.find("#token").send_keys(token);
+    let field = b.find("#token");
+    assert_eq!(field.attr("type").as_deref(), Some("password"));
+    field.send_keys(token);
     b.find("#token-signin button[type=submit]").click();
     b.wait_for("nav .who", Duration::from_secs(10));
 }
@@ -172,7 +174,10 @@ fn pages_carry_a_strict_csp_that_blocks_inline_script() {
     assert_eq!(ran, json!(false), "CSP must block inline scripts");
     // Our own script (script-src 'self') did load and run.
     assert_eq!(
-        a.exec("return document.documentElement.getAttribute('data-js');", vec![]),
+        a.exec(
+            "return document.documentElement.getAttribute('data-js');",
+            vec![]
+        ),
         json!("ready")
     );
     a.screenshot("06-overview");

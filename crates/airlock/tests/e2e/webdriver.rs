@@ -11,7 +11,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 /// The W3C key naming an element in responses.
-const ELEMENT_KEY: &str = "element-6066-11e4-a52f-4a1d-9c6f-2ff7c5b3b1b4";
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// A chromedriver process on a free loopback port (killed on drop).
 pub struct Chromedriver {

@@ -205,7 +205,7 @@ pub async fn detail(
     let p = &user.principal;
     let mut h = Html::default();
     let na = r.not_after.map(when).unwrap_or_default();
-    html!(h, "<h1>Request " (r.id) "</h1><dl class=\"facts\" data-request=\"" (r.id) "\">"
+    html!(h, "<h1>Request " (r.id) "</h1><dl class=\"facts\" id=\"facts\" data-request=\"" (r.id) "\">"
         "<dt>State</dt><dd><span class=\"state s-" (r.state) "\" data-field=\"state\" id=\"state\">" (r.state) "</span></dd>"
         "<dt>Entitlement</dt><dd>" (r.entitlement) "</dd><dt>Requester</dt><dd>" (r.requester) "</dd>"
         "<dt>Reason</dt><dd class=\"reason\" id=\"reason\">" (r.reason) "</dd>"
@@ -221,8 +221,12 @@ pub async fn detail(
                 .names_reviewer(p)
         })
         .unwrap_or(false);
-    let action = |h: &mut Html, what: &'static str, label: &'static str, class: &'static str| {
-        html!(h, "<form method=\"post\" class=\"inline\" action=\"/ui/requests/" (r.id) "/" (what) "\">"
+    let action = |h: &mut Html,
+                  what: &'static str,
+                  label: &'static str,
+                  class: &'static str,
+                  when: &'static str| {
+        html!(h, "<form method=\"post\" class=\"inline\" data-when=\"" (when) "\" action=\"/ui/requests/" (r.id) "/" (what) "\">"
             "<input type=\"hidden\" name=\"csrf\" value=\"" (user.csrf) "\">"
             "<button type=\"submit\" class=\"" (class) "\" id=\"" (what) "\">" (label) "</button></form>");
     };
@@ -230,10 +234,10 @@ pub async fn detail(
         review_form(&mut h, &r.id, &user.csrf);
     }
     if r.state == RequestState::Pending && r.requester == p.name {
-        action(&mut h, "withdraw", "Withdraw", "");
+        action(&mut h, "withdraw", "Withdraw", "", "pending");
     }
     if r.state == RequestState::Active && (r.requester == p.name || reviewer || p.admin) {
-        action(&mut h, "revoke", "Revoke now", "danger");
+        action(&mut h, "revoke", "Revoke now", "danger", "active");
     }
     Ok(page(&user, "Request", h))
 }
@@ -273,7 +277,7 @@ pub fn review_list(h: &mut Html, reviews: &[airlock_core::request::Review]) {
 
 /// Approve/deny with an optional comment, posting to `/ui/{kind}/{id}/review`.
 pub fn review_form_for(h: &mut Html, kind: &'static str, id: &dyn std::fmt::Display, csrf: &str) {
-    html!(h, "<form method=\"post\" class=\"review\" action=\"/ui/" (kind) "/" (id) "/review\">"
+    html!(h, "<form method=\"post\" class=\"review\" data-when=\"pending\" action=\"/ui/" (kind) "/" (id) "/review\">"
         "<input type=\"hidden\" name=\"csrf\" value=\"" (csrf) "\">"
         "<input name=\"comment\" maxlength=\"1000\" placeholder=\"Comment (optional)\" aria-label=\"Comment\">"
         "<button type=\"submit\" name=\"decision\" value=\"approve\" class=\"primary approve\">Approve</button>"

@@ -122,6 +122,17 @@ fn request_in_the_browser_is_approved_by_another_user_and_turns_active_live() {
         t.ends_with(" left")
     });
     assert!(left.starts_with('9') || left.starts_with("10m"), "{left}");
+    a.wait_text("#reviews", Duration::from_secs(5), |t| {
+        t.contains("bob approved") && t.contains("looks right")
+    });
+    assert_eq!(
+        a.exec(
+            "return document.getElementById('withdraw').closest('form').hidden;",
+            vec![]
+        ),
+        json!(true),
+        "withdraw no longer applies once active"
+    );
     a.screenshot("04-request-active-live");
 
     // Bob cannot approve his own request: no buttons, and a forged post is refused.

@@ -38,8 +38,33 @@
     if (tl && r.not_after) tl.setAttribute("data-not-after", r.not_after);
     var w = el.querySelector("[data-field=window]");
     if (w && r.not_before && r.not_after) w.textContent = r.not_before + " \u2013 " + r.not_after;
+    // Actions that no longer apply (e.g. approve once approved) are hidden.
+    var forms = document.querySelectorAll("[data-when]");
+    for (var i = 0; i < forms.length; i++) forms[i].hidden = forms[i].getAttribute("data-when") !== r.state;
+    var list = document.getElementById("reviews");
+    if (list && el.id === "facts" && r.reviews && r.reviews.length) renderReviews(list, r.reviews);
     var g = el.querySelector("[data-field=grant]");
     if (g && r.grant) g.textContent = r.grant.phase + (r.grant.last_error ? " (last error: " + r.grant.last_error + ")" : "");
+  }
+
+  // Built with textContent only: review comments are never parsed as HTML.
+  function renderReviews(old, reviews) {
+    var ul = document.createElement("ul");
+    ul.id = "reviews";
+    reviews.forEach(function (v) {
+      var li = document.createElement("li"), who = document.createElement("strong");
+      who.textContent = v.reviewer;
+      li.appendChild(who);
+      li.appendChild(document.createTextNode(" " + (v.decision === "approve" ? "approved" : "denied") + " at " + v.at));
+      if (v.comment) {
+        li.appendChild(document.createTextNode(": "));
+        var q = document.createElement("q");
+        q.textContent = v.comment;
+        li.appendChild(q);
+      }
+      ul.appendChild(li);
+    });
+    old.replaceWith(ul);
   }
 
   function poll(id, els) {

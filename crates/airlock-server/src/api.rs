@@ -101,6 +101,7 @@ pub fn router(app: Arc<App>) -> Router {
             post(crate::notify::slack::interactions::handle),
         )
         .merge(crate::proxy::api::routes())
+        .merge(crate::web::routes())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -492,18 +493,24 @@ async fn audit_events(
 }
 
 async fn audit_verify(State(app): AppState, Caller(_): Caller) -> Result<Response, ApiError> {
-    let key = app.keys.signing.verifying_key();
-    let report = app
-        .db(move |s| {
-            let mut v = ChainVerifier::new(Some(key), s.audit_checkpoints()?);
-            s.audit_scan(&mut |seq, body, hash| {
-                v.feed(seq, body, hash);
-                !v.failed()
-            })?;
-            Ok(v.finish(s.audit_head()?))
-        })
-        .await?;
+    let report = verify_audit_chain(&app).await?;
     Ok(json_response(StatusCode::OK, report))
+}
+
+/// Verifies the whole audit chain and its signed checkpoints (API and web UI).
+pub async fn verify_audit_chain(
+    app: &Arc<App>,
+) -> Result<airlock_core::audit_chain::VerifyReport, ApiError> {
+    let key = app.keys.signing.verifying_key();
+    app.db(move |s| {
+        let mut v = ChainVerifier::new(Some(key), s.audit_checkpoints()?);
+        s.audit_scan(&mut |seq, body, hash| {
+            v.feed(seq, body, hash);
+            !v.failed()
+        })?;
+        Ok(v.finish(s.audit_head()?))
+    })
+    .await
 }
 
 async fn audit_pubkey(State(app): AppState) -> Response {

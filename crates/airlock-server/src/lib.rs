@@ -15,5 +15,6 @@ pub mod proxy;
 pub mod reconciler;
 pub mod session;
 pub mod surface;
+pub mod web;
 
 pub use app::{App, ServeOptions};

@@ -185,6 +185,7 @@ fn say_ready(addr: std::net::SocketAddr, dev_token: Option<&str>, data_dir: &Pat
         println!("admin token (this run only): {t}");
         println!("  export AIRLOCK_ADDR=http://{addr} AIRLOCK_TOKEN={t}");
         println!("  then: airlock token create --user alice");
+        println!("web UI: http://{addr}/ui/signin (paste a token)");
     }
 }
 

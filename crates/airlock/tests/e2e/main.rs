@@ -21,3 +21,6 @@ mod receiver;
 mod setup;
 mod slack;
 mod ssh;
+mod web;
+mod web_http;
+mod webdriver;

@@ -97,6 +97,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/audit/pubkey", get(audit_pubkey))
         .route("/api/v1/tokens", post(create_token))
         .merge(crate::proxy::api::routes())
+        .merge(crate::oidc::routes())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

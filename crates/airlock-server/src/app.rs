@@ -68,6 +68,8 @@ pub struct App {
     pub audit_tick: tokio::sync::watch::Sender<u64>,
     /// The service catalog in force (the file's, or the last good `catalog_url` copy).
     pub services: std::sync::RwLock<Arc<airlock_core::service::ServiceCatalog>>,
+    /// `[auth.oidc]` login, when configured.
+    pub oidc: Option<Arc<crate::oidc::Oidc>>,
 }
 
 impl App {
@@ -94,6 +96,7 @@ impl App {
         };
         let proxy = crate::proxy::Hub::new(&opts.config)?;
         let notifiers = crate::notify::build(&opts.config, &opts.config_dir)?;
+        let oidc = crate::oidc::Oidc::build(&opts.config, &opts.config_dir)?;
         let services = std::sync::RwLock::new(Arc::new(opts.config.services.clone()));
         if !opts.config.tools.is_empty() {
             crate::proxy::executor::harden_process();
@@ -116,6 +119,7 @@ impl App {
             notifiers,
             audit_tick: tokio::sync::watch::Sender::new(0),
             services,
+            oidc,
         }))
     }
 

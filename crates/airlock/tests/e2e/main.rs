@@ -10,6 +10,7 @@ mod input;
 mod kubernetes;
 mod lifecycle;
 mod mysql;
+mod oidc;
 mod providers;
 mod proxy;
 mod proxy_kit;

@@ -169,11 +169,11 @@ impl Browser {
                     if mfa {
                         f.push(("mfa", "otp"));
                     }
-                    page = self.send("POST", &format!("{iss}/interaction/{uid}/login"), Some(&f), &[]);
+                    page = self.send("POST", &format!("{iss}/interaction/{uid}/login"), Some(&f[..]), &[]);
                     continue;
                 }
                 if page.body.contains(&format!("/interaction/{uid}/confirm\"")) {
-                    page = self.send("POST", &format!("{iss}/interaction/{uid}/confirm"), Some(&[]), &[]);
+                    page = self.send("POST", &format!("{iss}/interaction/{uid}/confirm"), Some(&[][..]), &[]);
                     continue;
                 }
             }
@@ -183,7 +183,7 @@ impl Browser {
                 page = self.send(
                     "POST",
                     &format!("{iss}/device"),
-                    Some(&[("xsrf", &xsrf), ("user_code", &code), ("confirm", "yes")]),
+                    Some(&[("xsrf", xsrf.as_str()), ("user_code", code.as_str()), ("confirm", "yes")][..]),
                     &[],
                 );
                 continue;
@@ -337,11 +337,11 @@ fn logout_revokes_the_session_and_needs_the_csrf_field() {
     let s = server(Db::Sqlite);
     let mut b = web_login(&s, "alice", false);
     let session = b.session().unwrap();
-    let page = b.send("POST", &format!("{}/ui/logout", s.addr), Some(&[("csrf", "wrong")]), &[]);
+    let page = b.send("POST", &format!("{}/ui/logout", s.addr), Some(&[("csrf", "wrong")][..]), &[]);
     assert_eq!(page.status, 403);
     assert_eq!(api(&mut b, &s, "GET", "/api/v1/requests", None, None).0, 200);
     let token = csrf(&s, &session);
-    let page = b.send("POST", &format!("{}/ui/logout", s.addr), Some(&[("csrf", &token)]), &[]);
+    let page = b.send("POST", &format!("{}/ui/logout", s.addr), Some(&[("csrf", token.as_str())][..]), &[]);
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(b.session().is_none(), "cookie cleared");
     b.jar.insert("airlock_session".into(), session.clone());

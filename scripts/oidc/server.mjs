@@ -80,13 +80,12 @@ async function start() {
     }],
     findAccount,
     claims: {
-      openid: ['sub'],
+      // amr/acr/auth_time ride with `openid`: standalone claims would only be
+      // released when asked for with the `claims` parameter.
+      openid: ['sub', 'acr', 'amr', 'auth_time'],
       profile: ['preferred_username'],
       email: ['email', 'email_verified'],
       groups: ['groups'],
-      acr: null,
-      amr: null,
-      auth_time: null,
     },
     scopes: ['openid', 'profile', 'email', 'groups', 'offline_access'],
     // Put scope claims in the ID token (airlock reads only the ID token).

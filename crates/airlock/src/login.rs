@@ -22,7 +22,9 @@ pub fn token_path() -> Result<PathBuf> {
         None => PathBuf::from(
             std::env::var_os("HOME")
                 .filter(|v| !v.is_empty())
-                .ok_or_else(|| anyhow!("neither XDG_CONFIG_HOME nor HOME is set: set AIRLOCK_TOKEN instead"))?,
+                .ok_or_else(|| {
+                    anyhow!("neither XDG_CONFIG_HOME nor HOME is set: set AIRLOCK_TOKEN instead")
+                })?,
         )
         .join(".config"),
     };
@@ -49,7 +51,8 @@ pub fn saved_token() -> Result<Option<String>> {
     if meta.len() > MAX_TOKEN_FILE {
         bail!("{} is larger than {MAX_TOKEN_FILE} bytes: not an airlock token; delete it and run `airlock login`", path.display());
     }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let t = text.trim();
     Ok((!t.is_empty()).then(|| t.to_string()))
 }
@@ -82,28 +85,50 @@ fn save_token(token: &str) -> Result<PathBuf> {
 /// `airlock login`: device flow through the server; returns the login summary.
 pub fn login(client: &Client, quiet: bool) -> Result<Value> {
     let start = client.post("/api/v1/auth/device", &json!({}))?;
-    let s = |k: &str| start.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let s = |k: &str| {
+        start
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     let (device_code, user_code) = (s("device_code"), s("user_code"));
     let uri = start
         .get("verification_uri_complete")
         .and_then(Value::as_str)
         .map(str::to_string)
         .unwrap_or_else(|| s("verification_uri"));
-    let mut interval = start.get("interval").and_then(Value::as_u64).unwrap_or(5).clamp(1, 60);
-    let expires = start.get("expires_in").and_then(Value::as_u64).unwrap_or(600).min(3600);
+    let mut interval = start
+        .get("interval")
+        .and_then(Value::as_u64)
+        .unwrap_or(5)
+        .clamp(1, 60);
+    let expires = start
+        .get("expires_in")
+        .and_then(Value::as_u64)
+        .unwrap_or(600)
+        .min(3600);
     // The instructions go to stderr so `--output json` keeps stdout clean.
     eprintln!("To log in, open {uri}\nand check that it shows the code {user_code}");
     let deadline = Instant::now() + Duration::from_secs(expires);
     // Tests poll faster than the provider's interval (which the server relays).
-    let poll_ms: Option<u64> = std::env::var("AIRLOCK_LOGIN_POLL_MS").ok().and_then(|v| v.parse().ok());
+    let poll_ms: Option<u64> = std::env::var("AIRLOCK_LOGIN_POLL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok());
     loop {
         if Instant::now() > deadline {
             bail!("the login code expired before it was used: run `airlock login` again");
         }
-        let v = client.post("/api/v1/auth/device/token", &json!({"device_code": device_code}))?;
+        let v = client.post(
+            "/api/v1/auth/device/token",
+            &json!({"device_code": device_code}),
+        )?;
         match v.get("status").and_then(Value::as_str) {
             Some("ok") => {
-                let token = v.get("token").and_then(Value::as_str).ok_or_else(|| anyhow!("the server sent no token"))?;
+                let token = v
+                    .get("token")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| anyhow!("the server sent no token"))?;
                 let path = save_token(token)?;
                 if !quiet {
                     eprintln!();
@@ -132,16 +157,23 @@ pub fn login(client: &Client, quiet: bool) -> Result<Value> {
 pub fn logout(addr: &str) -> Result<Value> {
     let path = token_path()?;
     let Some(token) = saved_token()? else {
-        return Ok(json!({"revoked": false, "detail": format!("not logged in (no {})", path.display())}));
+        return Ok(
+            json!({"revoked": false, "detail": format!("not logged in (no {})", path.display())}),
+        );
     };
     let revoked = Client::new(addr, Some(token)).post("/api/v1/auth/logout", &json!({}));
     std::fs::remove_file(&path).with_context(|| format!("cannot delete {}", path.display()))?;
     match revoked {
-        Ok(v) => Ok(json!({"revoked": true, "user": v.get("user"), "token_file_deleted": path.display().to_string()})),
+        Ok(v) => Ok(
+            json!({"revoked": true, "user": v.get("user"), "token_file_deleted": path.display().to_string()}),
+        ),
         // Already expired or revoked: nothing left to revoke; the file is gone anyway.
         Err(e) if e.to_string().contains("[HTTP 401]") => Ok(json!({
             "revoked": false, "detail": format!("the token was no longer valid ({e}); deleted {}", path.display())
         })),
-        Err(e) => Err(e.context(format!("deleted {} but could not revoke the token on the server", path.display()))),
+        Err(e) => Err(e.context(format!(
+            "deleted {} but could not revoke the token on the server",
+            path.display()
+        ))),
     }
 }

@@ -60,8 +60,10 @@ pub fn principal(
     for g in values.into_iter().take(MAX_GROUPS) {
         match GroupName::parse(g) {
             Ok(g) => groups.push(g),
-            Err(e) => tracing::warn!(user = %name, group = %g.chars().take(60).collect::<String>(), error = %e,
-                "dropping a group from the ID token that is not a valid airlock group name"),
+            Err(e) => {
+                tracing::warn!(user = %name, group = %g.chars().take(60).collect::<String>(), error = %e,
+                "dropping a group from the ID token that is not a valid airlock group name")
+            }
         }
     }
     let admin = groups
@@ -93,7 +95,13 @@ mod tests {
         assert!(!is_mfa(&claims(json!({"amr": ["pwd"]})), &[]));
         assert!(is_mfa(&claims(json!({"amr": ["pwd", "otp"]})), &[]));
         assert!(is_mfa(&claims(json!({"amr": ["mfa"]})), &[]));
-        assert!(!is_mfa(&claims(json!({"acr": "urn:x:pwd"})), &["urn:x:mfa".into()]));
-        assert!(is_mfa(&claims(json!({"acr": "urn:x:mfa"})), &["urn:x:mfa".into()]));
+        assert!(!is_mfa(
+            &claims(json!({"acr": "urn:x:pwd"})),
+            &["urn:x:mfa".into()]
+        ));
+        assert!(is_mfa(
+            &claims(json!({"acr": "urn:x:mfa"})),
+            &["urn:x:mfa".into()]
+        ));
     }
 }

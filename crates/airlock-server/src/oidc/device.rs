@@ -59,7 +59,10 @@ async fn start(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     if !oidc.device_limit.allow() {
         return Err(ApiError {
             retry_after: Some(60),
-            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many logins started in the last minute; retry shortly")
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many logins started in the last minute; retry shortly",
+            )
         });
     }
     let d = oidc.idp.discovery().await?;
@@ -72,17 +75,28 @@ async fn start(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     let scope = oidc.config.scopes.join(" ");
     let v = oidc.idp.post_form(url, &[("scope", &scope)]).await?;
     if let Some(e) = v.get("error").and_then(Value::as_str) {
-        let desc = v.get("error_description").and_then(Value::as_str).unwrap_or_default();
+        let desc = v
+            .get("error_description")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         return Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
-            format!("the identity provider refused to start a device login: {} {}", clip(e), clip(desc)),
+            format!(
+                "the identity provider refused to start a device login: {} {}",
+                clip(e),
+                clip(desc)
+            ),
         ));
     }
     let s = |k: &str| v.get(k).and_then(Value::as_str).map(clip);
     let (Some(device_code), Some(user_code), Some(uri)) =
         (s("device_code"), s("user_code"), s("verification_uri"))
     else {
-        return Err(OidcError::Unavailable("the device authorization response lacks device_code, user_code or verification_uri".into()).into());
+        return Err(OidcError::Unavailable(
+            "the device authorization response lacks device_code, user_code or verification_uri"
+                .into(),
+        )
+        .into());
     };
     Ok(Json(json!({
         "device_code": device_code,
@@ -102,17 +116,30 @@ struct PollBody {
     device_code: String,
 }
 
-async fn poll(State(app): State<Arc<App>>, ApiJson(body): ApiJson<PollBody>) -> Result<Response, ApiError> {
+async fn poll(
+    State(app): State<Arc<App>>,
+    ApiJson(body): ApiJson<PollBody>,
+) -> Result<Response, ApiError> {
     let oidc = configured(&app)?;
     if body.device_code.is_empty() || body.device_code.len() > 512 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "device_code must be 1-512 characters"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "device_code must be 1-512 characters",
+        ));
     }
     let pending = |status: &str, interval: u64| {
-        (StatusCode::ACCEPTED, Json(json!({"status": status, "interval": interval}))).into_response()
+        (
+            StatusCode::ACCEPTED,
+            Json(json!({"status": status, "interval": interval})),
+        )
+            .into_response()
     };
     let tokens = match oidc
         .idp
-        .token(&[("grant_type", DEVICE_GRANT), ("device_code", &body.device_code)])
+        .token(&[
+            ("grant_type", DEVICE_GRANT),
+            ("device_code", &body.device_code),
+        ])
         .await?
     {
         TokenOutcome::Tokens(t) => t,
@@ -120,18 +147,32 @@ async fn poll(State(app): State<Arc<App>>, ApiJson(body): ApiJson<PollBody>) -> 
             return match e.as_str() {
                 "authorization_pending" => Ok(pending("pending", 5)),
                 "slow_down" => Ok(pending("slow_down", 10)),
-                "access_denied" => Err(ApiError::new(StatusCode::FORBIDDEN, "the login was denied at the identity provider")),
-                "expired_token" => Err(ApiError::new(StatusCode::GONE, "the login code expired: run `airlock login` again")),
-                _ => Err(ApiError::new(StatusCode::BAD_REQUEST, format!("the identity provider refused the login: {e} {d}"))),
+                "access_denied" => Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "the login was denied at the identity provider",
+                )),
+                "expired_token" => Err(ApiError::new(
+                    StatusCode::GONE,
+                    "the login code expired: run `airlock login` again",
+                )),
+                _ => Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("the identity provider refused the login: {e} {d}"),
+                )),
             };
         }
     };
     let id_token = tokens.id_token.ok_or_else(|| {
-        ApiError::from(OidcError::Refused("the token endpoint returned no id_token (is `openid` in scopes?)".into()))
+        ApiError::from(OidcError::Refused(
+            "the token endpoint returned no id_token (is `openid` in scopes?)".into(),
+        ))
     })?;
     let now = app.now();
     // The device grant sends no nonce; the token is fresh from the token endpoint over TLS.
-    let claims = oidc.idp.verify(&id_token, None, now.unix_timestamp()).await?;
+    let claims = oidc
+        .idp
+        .verify(&id_token, None, now.unix_timestamp())
+        .await?;
     let who = super::principal(&app.config, &oidc.config, &claims).map_err(OidcError::Refused)?;
     let token = session::start(&app, &who, "oidc-device", session::SESSION_TTL).await?;
     Ok(Json(json!({
@@ -152,9 +193,14 @@ async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Respo
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty() && t.len() <= 256)
-        .ok_or_else(|| ApiError::unauthorized("send the token to revoke as `Authorization: Bearer <token>`"))?;
+        .ok_or_else(|| {
+            ApiError::unauthorized("send the token to revoke as `Authorization: Bearer <token>`")
+        })?;
     let Caller(who) = Caller::from_token(&app, token).await?;
-    if app.admin_token_hashes.contains(&crate::auth::hash_token(token)) {
+    if app
+        .admin_token_hashes
+        .contains(&crate::auth::hash_token(token))
+    {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "start-up admin tokens cannot be revoked: restart the server without it",

@@ -61,7 +61,11 @@ pub struct Idp {
 
 impl Idp {
     /// A client for `issuer` (nothing is fetched yet: the provider may be down at start-up).
-    pub fn new(issuer: &str, client_id: &str, client_secret: Option<String>) -> Result<Idp, String> {
+    pub fn new(
+        issuer: &str,
+        client_id: &str,
+        client_secret: Option<String>,
+    ) -> Result<Idp, String> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
@@ -178,7 +182,8 @@ impl Idp {
             }
             None => fields.push(("client_id", &self.client_id)),
         }
-        let body = serde_urlencoded::to_string(&fields).map_err(|e| OidcError::Internal(e.to_string()))?;
+        let body =
+            serde_urlencoded::to_string(&fields).map_err(|e| OidcError::Internal(e.to_string()))?;
         let resp = req
             .header("content-type", "application/x-www-form-urlencoded")
             .header("accept", "application/json")
@@ -191,7 +196,9 @@ impl Idp {
         let status = resp.status();
         let bytes = read_bounded(resp).await?;
         let v: Value = serde_json::from_slice(&bytes).map_err(|_| {
-            OidcError::Unavailable(format!("the identity provider answered {status} without JSON at {url}"))
+            OidcError::Unavailable(format!(
+                "the identity provider answered {status} without JSON at {url}"
+            ))
         })?;
         if status.is_server_error() {
             return Err(OidcError::Unavailable(format!(
@@ -231,11 +238,9 @@ fn urlencode(s: &str) -> String {
 
 async fn read_bounded(mut resp: reqwest::Response) -> Result<Vec<u8>, OidcError> {
     let mut out = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| OidcError::Unavailable(format!("reading the identity provider's answer: {e}")))?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| {
+        OidcError::Unavailable(format!("reading the identity provider's answer: {e}"))
+    })? {
         out.extend_from_slice(&chunk);
         if out.len() > MAX_RESPONSE {
             return Err(OidcError::Unavailable(

@@ -21,7 +21,8 @@ struct Ec {
 fn ec(kid: &str) -> Ec {
     let rng = SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
     let pt = pair.public_key().as_ref();
     let jwk = Jwk {
         kty: "EC".into(),
@@ -64,7 +65,10 @@ fn encode(header: Value, payload: &Value) -> String {
 
 fn es256(k: &Ec, payload: &Value) -> String {
     let signing = encode(json!({"alg": "ES256", "kid": k.jwk.kid}), payload);
-    let sig = k.pair.sign(&SystemRandom::new(), signing.as_bytes()).unwrap();
+    let sig = k
+        .pair
+        .sign(&SystemRandom::new(), signing.as_bytes())
+        .unwrap();
     format!("{signing}.{}", B64.encode(sig.as_ref()))
 }
 
@@ -73,7 +77,10 @@ fn rs256(payload: &Value) -> String {
     let (key, jwk) = rsa_key();
     let signing = encode(json!({"alg": "RS256", "kid": jwk.kid}), payload);
     let signer = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(key.clone());
-    format!("{signing}.{}", B64.encode(signer.sign(signing.as_bytes()).to_bytes()))
+    format!(
+        "{signing}.{}",
+        B64.encode(signer.sign(signing.as_bytes()).to_bytes())
+    )
 }
 
 fn expect() -> Expect<'static> {
@@ -131,7 +138,10 @@ fn unknown_kid_is_reported_so_the_jwks_can_be_refetched() {
     let k = ec("new-key");
     let other = ec("old-key");
     let r = verify(&es256(&k, &claims()), &jwks(vec![other.jwk]), &expect());
-    assert_eq!(r.unwrap_err(), VerifyError::UnknownKey(Some("new-key".into())));
+    assert_eq!(
+        r.unwrap_err(),
+        VerifyError::UnknownKey(Some("new-key".into()))
+    );
 }
 
 #[test]
@@ -149,7 +159,10 @@ fn wrong_issuer_is_refused() {
     let k = ec("k");
     let mut c = claims();
     c["iss"] = json!("https://idp.example/other");
-    assert_eq!(claim_err(verify(&es256(&k, &c), &jwks(vec![k.jwk]), &expect())), "iss");
+    assert_eq!(
+        claim_err(verify(&es256(&k, &c), &jwks(vec![k.jwk]), &expect())),
+        "iss"
+    );
 }
 
 #[test]
@@ -203,6 +216,9 @@ fn wrong_or_missing_nonce_is_refused() {
 fn garbage_is_malformed_not_a_panic() {
     let set = jwks(vec![]);
     for t in ["", "a.b", "a.b.c.d", "!!.!!.!!", &"x".repeat(20_000)] {
-        assert!(matches!(verify(t, &set, &expect()), Err(VerifyError::Malformed(_))), "{t:.20}");
+        assert!(
+            matches!(verify(t, &set, &expect()), Err(VerifyError::Malformed(_))),
+            "{t:.20}"
+        );
     }
 }

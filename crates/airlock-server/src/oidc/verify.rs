@@ -83,12 +83,17 @@ struct Header {
 }
 
 /// Verifies `token` and returns its claims.
-pub fn verify(token: &str, jwks: &Jwks, expect: &Expect) -> Result<Map<String, Value>, VerifyError> {
+pub fn verify(
+    token: &str,
+    jwks: &Jwks,
+    expect: &Expect,
+) -> Result<Map<String, Value>, VerifyError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(VerifyError::Malformed("longer than 16 KiB"));
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(VerifyError::Malformed("expected three dot-separated parts"));
     };
@@ -104,7 +109,11 @@ pub fn verify(token: &str, jwks: &Jwks, expect: &Expect) -> Result<Map<String, V
         "RS256" => "RSA",
         "ES256" => "EC",
         // `none`, HS* (a public client id would be the key), PS*, ...: refused.
-        other => return Err(VerifyError::UnsupportedAlg(other.chars().take(20).collect())),
+        other => {
+            return Err(VerifyError::UnsupportedAlg(
+                other.chars().take(20).collect(),
+            ))
+        }
     };
     let key = pick_key(jwks, kty, &header)?;
     let signed = &token.as_bytes()[..h.len() + 1 + p.len()];
@@ -163,7 +172,9 @@ fn check_signature(key: &Jwk, alg: &str, signed: &[u8], sig: &[u8]) -> Result<()
             }
             let (x, y) = (b64_member(&key.x)?, b64_member(&key.y)?);
             if x.len() != 32 || y.len() != 32 {
-                return Err(VerifyError::Malformed("P-256 key coordinates are not 32 bytes"));
+                return Err(VerifyError::Malformed(
+                    "P-256 key coordinates are not 32 bytes",
+                ));
             }
             let mut point = Vec::with_capacity(65);
             point.push(4);
@@ -205,11 +216,17 @@ fn check_claims(c: &Map<String, Value>, x: &Expect) -> Result<(), VerifyError> {
         _ => return Err(claim("aud", "missing")),
     };
     if !aud.contains(&x.client_id) {
-        return Err(claim("aud", format!("does not contain our client id `{}`", x.client_id)));
+        return Err(claim(
+            "aud",
+            format!("does not contain our client id `{}`", x.client_id),
+        ));
     }
     let azp = c.get("azp").and_then(Value::as_str);
     if (aud.len() > 1 || azp.is_some()) && azp != Some(x.client_id) {
-        return Err(claim("azp", format!("must be our client id `{}`", x.client_id)));
+        return Err(claim(
+            "azp",
+            format!("must be our client id `{}`", x.client_id),
+        ));
     }
     let exp = num(c, "exp")?.ok_or_else(|| claim("exp", "missing"))?;
     if x.now >= exp + LEEWAY_SECS {
@@ -227,7 +244,10 @@ fn check_claims(c: &Map<String, Value>, x: &Expect) -> Result<(), VerifyError> {
     if let Some(want) = x.nonce {
         let got = c.get("nonce").and_then(Value::as_str);
         if !got.is_some_and(|g| airlock_core::notify::signatures_equal(g, want)) {
-            return Err(claim("nonce", "does not match this login (replayed or mixed-up token)"));
+            return Err(claim(
+                "nonce",
+                "does not match this login (replayed or mixed-up token)",
+            ));
         }
     }
     Ok(())

@@ -59,7 +59,10 @@ fn page(status: StatusCode, title: &str, text: &str) -> Response {
     );
     let mut r = (status, body).into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
@@ -75,16 +78,26 @@ fn error_page(e: OidcError) -> Response {
             page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Login unavailable",
-                &format!("The identity provider cannot be used right now ({m}). Try again in a minute."),
+                &format!(
+                    "The identity provider cannot be used right now ({m}). Try again in a minute."
+                ),
             )
         }
         OidcError::Internal(m) => {
             tracing::error!(error = %m, "OIDC login failed");
-            page(StatusCode::INTERNAL_SERVER_ERROR, "Login failed", "Internal error; the server log has details.")
+            page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Login failed",
+                "Internal error; the server log has details.",
+            )
         }
         other => {
             tracing::warn!(error = %other, "OIDC login refused");
-            page(StatusCode::BAD_REQUEST, "Login failed", &format!("{other}. Start again from the sign-in link."))
+            page(
+                StatusCode::BAD_REQUEST,
+                "Login failed",
+                &format!("{other}. Start again from the sign-in link."),
+            )
         }
     }
 }
@@ -177,7 +190,11 @@ async fn login(
     }
 }
 
-async fn start_login(app: &Arc<App>, headers: &HeaderMap, prompt: Option<&str>) -> Result<Response, OidcError> {
+async fn start_login(
+    app: &Arc<App>,
+    headers: &HeaderMap,
+    prompt: Option<&str>,
+) -> Result<Response, OidcError> {
     let oidc = configured(app).map_err(|e| OidcError::Refused(e.detail))?;
     let d = oidc.idp.discovery().await?;
     let redirect_uri = redirect_uri(app, headers)?;
@@ -198,13 +215,23 @@ async fn start_login(app: &Arc<App>, headers: &HeaderMap, prompt: Option<&str>) 
     if prompt == Some("login") {
         params.push(("prompt", "login"));
     }
-    let query = serde_urlencoded::to_string(&params).map_err(|e| OidcError::Internal(e.to_string()))?;
-    let sep = if d.authorization_endpoint.contains('?') { '&' } else { '?' };
+    let query =
+        serde_urlencoded::to_string(&params).map_err(|e| OidcError::Internal(e.to_string()))?;
+    let sep = if d.authorization_endpoint.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
     let exp = (app.now().unix_timestamp() + STATE_TTL_SECS).to_string();
     let cookie = seal(app, &[&state, &nonce, &verifier, &exp]);
     Ok(redirect(
         &format!("{}{sep}{query}", d.authorization_endpoint),
-        &[session::set_cookie(app, STATE_COOKIE, &cookie, STATE_TTL_SECS)],
+        &[session::set_cookie(
+            app,
+            STATE_COOKIE,
+            &cookie,
+            STATE_TTL_SECS,
+        )],
     ))
 }
 
@@ -217,7 +244,13 @@ async fn callback(
     match finish_login(&app, &headers, &q).await {
         Ok(token) => {
             let secs = session::SESSION_TTL.whole_seconds();
-            redirect(AFTER_LOGIN, &[clear, session::set_cookie(&app, session::COOKIE, &token, secs)])
+            redirect(
+                AFTER_LOGIN,
+                &[
+                    clear,
+                    session::set_cookie(&app, session::COOKIE, &token, secs),
+                ],
+            )
         }
         Err(e) => {
             let mut r = error_page(e);
@@ -236,7 +269,10 @@ async fn finish_login(
 ) -> Result<String, OidcError> {
     let oidc = configured(app).map_err(|e| OidcError::Refused(e.detail))?;
     if let Some(err) = q.get("error") {
-        let desc = q.get("error_description").map(String::as_str).unwrap_or_default();
+        let desc = q
+            .get("error_description")
+            .map(String::as_str)
+            .unwrap_or_default();
         return Err(OidcError::Refused(format!(
             "the identity provider refused the login: {} {}",
             clip(err),
@@ -254,7 +290,10 @@ async fn finish_login(
     // RFC 9207: when the provider names itself, it must be ours (mix-up defence).
     if let Some(iss) = q.get("iss") {
         if iss != &oidc.idp.issuer {
-            return Err(OidcError::Refused(format!("the callback names issuer `{}`, not ours", clip(iss))));
+            return Err(OidcError::Refused(format!(
+                "the callback names issuer `{}`, not ours",
+                clip(iss)
+            )));
         }
     }
     let code = q
@@ -274,12 +313,16 @@ async fn finish_login(
     {
         TokenOutcome::Tokens(t) => t,
         TokenOutcome::Refused(e, d) => {
-            return Err(OidcError::Refused(format!("the token endpoint refused the code: {e} {d}")))
+            return Err(OidcError::Refused(format!(
+                "the token endpoint refused the code: {e} {d}"
+            )))
         }
     };
-    let id_token = tokens
-        .id_token
-        .ok_or_else(|| OidcError::Refused("the token endpoint returned no id_token (is `openid` in scopes?)".into()))?;
+    let id_token = tokens.id_token.ok_or_else(|| {
+        OidcError::Refused(
+            "the token endpoint returned no id_token (is `openid` in scopes?)".into(),
+        )
+    })?;
     let claims = oidc.idp.verify(&id_token, Some(&nonce), now).await?;
     let who = super::principal(&app.config, &oidc.config, &claims).map_err(OidcError::Refused)?;
     session::start(app, &who, "oidc", session::SESSION_TTL)
@@ -307,7 +350,11 @@ async fn logout(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) ->
     let given = form
         .get(session::CSRF_FIELD)
         .map(String::as_str)
-        .or_else(|| headers.get(session::CSRF_HEADER).and_then(|v| v.to_str().ok()))
+        .or_else(|| {
+            headers
+                .get(session::CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+        })
         .unwrap_or_default();
     if !session::csrf_ok(&app, token, given) {
         return page(
@@ -317,7 +364,11 @@ async fn logout(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) ->
         );
     }
     match session::end(&app, &who, token).await {
-        Ok(()) => done(StatusCode::OK, "Signed out", "You are signed out; the session was revoked."),
+        Ok(()) => done(
+            StatusCode::OK,
+            "Signed out",
+            "You are signed out; the session was revoked.",
+        ),
         Err(e) => page(e.status, "Not signed out", &e.detail),
     }
 }

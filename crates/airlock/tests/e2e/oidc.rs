@@ -94,6 +94,9 @@ impl Browser {
         Browser {
             agent: ureq::AgentBuilder::new()
                 .redirects(0)
+                // A server may close a connection after refusing a body unread;
+                // fresh connections keep such a close from failing the next call.
+                .max_idle_connections(0)
                 .timeout(Duration::from_secs(15))
                 .build(),
             jar: BTreeMap::new(),
@@ -108,7 +111,13 @@ impl Browser {
             .join("; ")
     }
 
-    fn send(&mut self, method: &str, url: &str, form: Option<&[(&str, &str)]>, headers: &[(&str, &str)]) -> Page {
+    fn send(
+        &mut self,
+        method: &str,
+        url: &str,
+        form: Option<&[(&str, &str)]>,
+        headers: &[(&str, &str)],
+    ) -> Page {
         let mut req = self.agent.request(method, url);
         if !self.jar.is_empty() {
             req = req.set("Cookie", &self.cookie_header());
@@ -155,7 +164,12 @@ impl Browser {
         for _ in 0..20 {
             if let Some(loc) = page.location.clone() {
                 if loc.contains("/ui/oidc/callback") {
-                    return Page { url: loc, status: 0, location: None, body: String::new() };
+                    return Page {
+                        url: loc,
+                        status: 0,
+                        location: None,
+                        body: String::new(),
+                    };
                 }
                 page = self.get(&loc);
                 continue;
@@ -163,19 +177,46 @@ impl Browser {
             if !page.url.starts_with(&iss) {
                 return page;
             }
-            if let Some(uid) = page.body.split("action=\"/interaction/").nth(1).map(|s| s.split('/').next().unwrap().to_string()) {
+            if let Some(uid) = page
+                .body
+                .split("action=\"/interaction/")
+                .nth(1)
+                .map(|s| s.split('/').next().unwrap().to_string())
+            {
                 if page.body.contains(&format!("/interaction/{uid}/login\"")) {
                     let mut f = vec![("login", user), ("password", "password")];
                     if mfa {
                         f.push(("mfa", "otp"));
                     }
-                    page = self.send("POST", &format!("{iss}/interaction/{uid}/login"), Some(&f[..]), &[]);
+                    page = self.send(
+                        "POST",
+                        &format!("{iss}/interaction/{uid}/login"),
+                        Some(&f[..]),
+                        &[],
+                    );
                     continue;
                 }
                 if page.body.contains(&format!("/interaction/{uid}/confirm\"")) {
-                    page = self.send("POST", &format!("{iss}/interaction/{uid}/confirm"), Some(&[][..]), &[]);
+                    page = self.send(
+                        "POST",
+                        &format!("{iss}/interaction/{uid}/confirm"),
+                        Some(&[][..]),
+                        &[],
+                    );
                     continue;
                 }
+            }
+            // After the device login, the provider's auto-submitting form (JS in a browser).
+            if page.body.contains("<title>Submitting Callback</title>") {
+                let xsrf = field(&page.body, "xsrf").expect("xsrf field");
+                let code = field(&page.body, "user_code").expect("user_code field");
+                page = self.send(
+                    "POST",
+                    &format!("{iss}/device"),
+                    Some(&[("xsrf", xsrf.as_str()), ("user_code", code.as_str())][..]),
+                    &[],
+                );
+                continue;
             }
             if page.body.contains("name=\"confirm\"") {
                 let xsrf = field(&page.body, "xsrf").expect("xsrf field");
@@ -183,14 +224,23 @@ impl Browser {
                 page = self.send(
                     "POST",
                     &format!("{iss}/device"),
-                    Some(&[("xsrf", xsrf.as_str()), ("user_code", code.as_str()), ("confirm", "yes")][..]),
+                    Some(
+                        &[
+                            ("xsrf", xsrf.as_str()),
+                            ("user_code", code.as_str()),
+                            ("confirm", "yes"),
+                        ][..],
+                    ),
                     &[],
                 );
                 continue;
             }
             return page;
         }
-        panic!("too many steps at the provider; last page {}: {}", page.url, page.body);
+        panic!(
+            "too many steps at the provider; last page {}: {}",
+            page.url, page.body
+        );
     }
 
     fn session(&self) -> Option<String> {
@@ -204,26 +254,58 @@ fn web_login(s: &Server, user: &str, mfa: bool) -> Browser {
     let start = b.get(&format!("{}/ui/login", s.addr));
     assert_eq!(start.status, 303, "{}", start.body);
     let at = b.through_provider(start, user, mfa);
-    assert!(at.url.contains("/ui/oidc/callback"), "stuck at the provider: {} {}", at.url, at.body);
+    assert!(
+        at.url.contains("/ui/oidc/callback"),
+        "stuck at the provider: {} {}",
+        at.url,
+        at.body
+    );
     let cb = b.get(&at.url);
-    assert_eq!(cb.status, 303, "callback failed: {}\nlog: {}", cb.body, s.log_text());
-    assert_eq!(cb.location.as_deref(), Some(format!("{}/ui/", s.addr).as_str()));
+    assert_eq!(
+        cb.status,
+        303,
+        "callback failed: {}\nlog: {}",
+        cb.body,
+        s.log_text()
+    );
+    assert_eq!(
+        cb.location.as_deref(),
+        Some(format!("{}/ui/", s.addr).as_str())
+    );
     assert!(b.session().is_some(), "no session cookie after login");
-    assert!(!b.jar.contains_key("airlock_oidc"), "login cookie must be cleared");
+    assert!(
+        !b.jar.contains_key("airlock_oidc"),
+        "login cookie must be cleared"
+    );
     b
 }
 
 /// The CSRF token pages embed: HMAC of the session token's hash with the server key.
 fn csrf(s: &Server, session: &str) -> String {
-    let key = hex::decode(std::fs::read_to_string(s.path("grant-secret.key")).unwrap().trim()).unwrap();
+    let key = hex::decode(
+        std::fs::read_to_string(s.path("grant-secret.key"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap();
     mac.update(b"csrf:");
     mac.update(&Sha256::digest(session.as_bytes()));
     hex::encode(mac.finalize().into_bytes())
 }
 
-fn api(b: &mut Browser, s: &Server, method: &str, path: &str, body: Option<&Value>, csrf: Option<&str>) -> (u16, Value) {
-    let mut req = b.agent.request(method, &format!("{}{path}", s.addr)).set("Cookie", &b.cookie_header());
+fn api(
+    b: &mut Browser,
+    s: &Server,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    csrf: Option<&str>,
+) -> (u16, Value) {
+    let mut req = b
+        .agent
+        .request(method, &format!("{}{path}", s.addr))
+        .set("Cookie", &b.cookie_header());
     if let Some(c) = csrf {
         req = req.set("X-CSRF-Token", c);
     }
@@ -236,7 +318,10 @@ fn api(b: &mut Browser, s: &Server, method: &str, path: &str, body: Option<&Valu
         Err(e) => panic!("{e}"),
     };
     let status = r.status();
-    (status, serde_json::from_str(&r.into_string().unwrap_or_default()).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_str(&r.into_string().unwrap_or_default()).unwrap_or(Value::Null),
+    )
 }
 
 #[test]
@@ -247,7 +332,10 @@ fn web_login_gives_a_session_cookie_that_works_on_the_api_with_csrf_on_writes() 
     assert_eq!(status, 200);
     assert_eq!(who["name"], "alice");
     let groups = who["groups"].to_string();
-    assert!(groups.contains("engineers") && groups.contains("payments-eng"), "IdP and catalog groups: {groups}");
+    assert!(
+        groups.contains("engineers") && groups.contains("payments-eng"),
+        "IdP and catalog groups: {groups}"
+    );
     assert_eq!(who["mfa"], false);
     let (status, _) = api(&mut b, &s, "GET", "/api/v1/requests", None, None);
     assert_eq!(status, 200);
@@ -255,23 +343,56 @@ fn web_login_gives_a_session_cookie_that_works_on_the_api_with_csrf_on_writes() 
     let body = json!({"entitlement": "sre-console", "duration": "30m", "reason": "INC-1"});
     let (status, v) = api(&mut b, &s, "POST", "/api/v1/requests", Some(&body), None);
     assert_eq!(status, 403, "cookie write without X-CSRF-Token: {v}");
-    let (status, v) = api(&mut b, &s, "POST", "/api/v1/requests", Some(&body), Some("0".repeat(64).as_str()));
+    let (status, v) = api(
+        &mut b,
+        &s,
+        "POST",
+        "/api/v1/requests",
+        Some(&body),
+        Some("0".repeat(64).as_str()),
+    );
     assert_eq!(status, 403, "wrong X-CSRF-Token: {v}");
     let token = csrf(&s, &b.session().unwrap());
-    let (status, v) = api(&mut b, &s, "POST", "/api/v1/requests", Some(&body), Some(&token));
+    let (status, v) = api(
+        &mut b,
+        &s,
+        "POST",
+        "/api/v1/requests",
+        Some(&body),
+        Some(&token),
+    );
     assert_eq!(status, 201, "{v}");
-    assert!(s.audit_kinds("user:alice").contains(&"session.created".to_string()));
+    assert!(s
+        .audit_kinds("user:alice")
+        .contains(&"session.created".to_string()));
 }
 
 crate::both_stores!(groups_from_the_id_token_let_a_user_review, |db| {
     let s = server(db);
     let alice = s.token("alice");
-    let r = s.json(&alice, &["request", "sre-console", "--for", "10m", "--reason", "INC-7"]);
+    let r = s.json(
+        &alice,
+        &[
+            "request",
+            "sre-console",
+            "--for",
+            "10m",
+            "--reason",
+            "INC-7",
+        ],
+    );
     let id = crate::kit::id_of(&r);
     // bob is in `sre` only according to the identity provider.
     let mut b = web_login(&s, "bob", false);
     let token = csrf(&s, &b.session().unwrap());
-    let (status, v) = api(&mut b, &s, "POST", &format!("/api/v1/requests/{id}/reviews"), Some(&json!({"decision": "approve", "comment": "ok"})), Some(&token));
+    let (status, v) = api(
+        &mut b,
+        &s,
+        "POST",
+        &format!("/api/v1/requests/{id}/reviews"),
+        Some(&json!({"decision": "approve", "comment": "ok"})),
+        Some(&token),
+    );
     assert_eq!(status, 200, "{v}");
     s.wait_for(&alice, &id, 10, |r| r["state"] == "active");
     // dave's invalid group is dropped, his valid one kept; airlock-admins makes carol admin.
@@ -327,7 +448,10 @@ fn tampered_state_stale_cookie_and_replayed_callback_are_refused() {
 
     // 5. an error from the provider is shown, not a panic.
     let mut b = Browser::new();
-    let page = b.get(&format!("{}/ui/oidc/callback?error=access_denied&error_description=nope", s.addr));
+    let page = b.get(&format!(
+        "{}/ui/oidc/callback?error=access_denied&error_description=nope",
+        s.addr
+    ));
     assert_eq!(page.status, 400);
     assert!(page.body.contains("access_denied"), "{}", page.body);
 }
@@ -337,17 +461,32 @@ fn logout_revokes_the_session_and_needs_the_csrf_field() {
     let s = server(Db::Sqlite);
     let mut b = web_login(&s, "alice", false);
     let session = b.session().unwrap();
-    let page = b.send("POST", &format!("{}/ui/logout", s.addr), Some(&[("csrf", "wrong")][..]), &[]);
+    let page = b.send(
+        "POST",
+        &format!("{}/ui/logout", s.addr),
+        Some(&[("csrf", "wrong")][..]),
+        &[],
+    );
     assert_eq!(page.status, 403);
-    assert_eq!(api(&mut b, &s, "GET", "/api/v1/requests", None, None).0, 200);
+    assert_eq!(
+        api(&mut b, &s, "GET", "/api/v1/requests", None, None).0,
+        200
+    );
     let token = csrf(&s, &session);
-    let page = b.send("POST", &format!("{}/ui/logout", s.addr), Some(&[("csrf", token.as_str())][..]), &[]);
+    let page = b.send(
+        "POST",
+        &format!("{}/ui/logout", s.addr),
+        Some(&[("csrf", token.as_str())][..]),
+        &[],
+    );
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(b.session().is_none(), "cookie cleared");
     b.jar.insert("airlock_session".into(), session.clone());
     let (status, v) = api(&mut b, &s, "GET", "/api/v1/requests", None, None);
     assert_eq!(status, 401, "revoked session still works: {v}");
-    assert!(s.audit_kinds("user:alice").contains(&"session.ended".to_string()));
+    assert!(s
+        .audit_kinds("user:alice")
+        .contains(&"session.ended".to_string()));
 }
 
 /// Runs `airlock login` with its config dir in `home`, approving the device
@@ -366,14 +505,29 @@ fn cli_login(s: &Server, home: &std::path::Path, user: &str, mfa: bool) -> Value
     let mut err = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     err.read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("To log in, open ").unwrap_or_else(|| panic!("no URL: {line:?}")).to_string();
-    assert!(url.starts_with(&issuer()) && url.contains("user_code="), "{url}");
+    let url = line
+        .trim()
+        .strip_prefix("To log in, open ")
+        .unwrap_or_else(|| panic!("no URL: {line:?}"))
+        .to_string();
+    assert!(
+        url.starts_with(&issuer()) && url.contains("user_code="),
+        "{url}"
+    );
     let mut b = Browser::new();
     let first = b.get(&url);
     let done = b.through_provider(first, user, mfa);
-    assert!(done.body.contains("id=\"done\""), "device login not confirmed: {}", done.body);
+    assert!(
+        done.body.contains("id=\"done\""),
+        "device login not confirmed: {}",
+        done.body
+    );
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "airlock login failed: {}", s.log_text());
+    assert!(
+        out.status.success(),
+        "airlock login failed: {}",
+        s.log_text()
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -397,11 +551,31 @@ fn cli_login_by_device_code_saves_a_private_token_that_later_commands_use() {
     assert_eq!(v["mfa"], false);
     assert!(v["groups"].to_string().contains("sre"), "{v}");
     let file = home.join("airlock/token");
-    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     assert_eq!(v["token_file"], file.display().to_string());
 
-    let out = cli_as(&s, &home, &["request", "sre-console", "--for", "10m", "--reason", "INC-9", "--output", "json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli_as(
+        &s,
+        &home,
+        &[
+            "request",
+            "sre-console",
+            "--for",
+            "10m",
+            "--reason",
+            "INC-9",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["requester"], "bob");
 
@@ -409,12 +583,20 @@ fn cli_login_by_device_code_saves_a_private_token_that_later_commands_use() {
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = cli_as(&s, &home, &["whoami"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("chmod 600"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
 
     let token = std::fs::read_to_string(&file).unwrap().trim().to_string();
     let out = cli_as(&s, &home, &["logout", "--output", "json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!file.exists(), "token file deleted");
     let (status, _, _) = s.http("GET", "/api/v1/whoami", Some(&token), None);
     assert_eq!(status, 401, "revoked on the server");
@@ -427,23 +609,48 @@ fn mfa_entitlement_is_refused_without_mfa_and_allowed_after_an_mfa_login() {
     let body = json!({"entitlement": "mfa-only", "duration": "10m", "reason": "INC-3"});
     let mut b = web_login(&s, "alice", false);
     let t = csrf(&s, &b.session().unwrap());
-    let (status, v) = api(&mut b, &s, "POST", "/api/v1/requests", Some(&body), Some(&t));
+    let (status, v) = api(
+        &mut b,
+        &s,
+        "POST",
+        "/api/v1/requests",
+        Some(&body),
+        Some(&t),
+    );
     assert_eq!(status, 403, "{v}");
     let detail = v["detail"].as_str().unwrap();
-    assert!(detail.contains("multi-factor") && detail.contains("airlock login"), "{detail}");
+    assert!(
+        detail.contains("multi-factor") && detail.contains("airlock login"),
+        "{detail}"
+    );
 
     let mut b = web_login(&s, "alice", true);
     let (_, who) = api(&mut b, &s, "GET", "/api/v1/whoami", None, None);
     assert_eq!(who["mfa"], true);
     let t = csrf(&s, &b.session().unwrap());
-    let (status, v) = api(&mut b, &s, "POST", "/api/v1/requests", Some(&body), Some(&t));
+    let (status, v) = api(
+        &mut b,
+        &s,
+        "POST",
+        "/api/v1/requests",
+        Some(&body),
+        Some(&t),
+    );
     assert_eq!(status, 201, "{v}");
 
     // The CLI login carries MFA too.
     let home = std::env::temp_dir().join(unique("airlock-home-"));
     let v = cli_login(&s, &home, "alice", true);
     assert_eq!(v["mfa"], true);
-    let out = cli_as(&s, &home, &["request", "mfa-only", "--for", "10m", "--reason", "INC-4"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli_as(
+        &s,
+        &home,
+        &["request", "mfa-only", "--for", "10m", "--reason", "INC-4"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(&home);
 }

@@ -37,6 +37,22 @@ pub struct OidcConfig {
     /// Members of these groups are airlock admins.
     #[serde(default)]
     pub admin_groups: Vec<String>,
+    /// `acr` values that count as a multi-factor login (besides `amr` naming a second factor).
+    #[serde(default = "default_mfa_acr_values")]
+    pub mfa_acr_values: Vec<String>,
+}
+
+fn default_mfa_acr_values() -> Vec<String> {
+    // OpenID PAPE multi-factor, and the phishing-resistant levels of the
+    // OpenID EAP ACR values spec (used by e.g. Okta).
+    [
+        "http://schemas.openid.net/pape/policies/2007/06/multi-factor",
+        "phr",
+        "phrh",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 fn default_scopes() -> Vec<String> {

@@ -102,6 +102,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .merge(crate::proxy::api::routes())
         .merge(crate::web::routes())
+        .merge(crate::oidc::routes())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

@@ -70,6 +70,8 @@ pub struct App {
     pub services: std::sync::RwLock<Arc<airlock_core::service::ServiceCatalog>>,
     /// Slack Web API client and signing secret (`[notify.slack]`), for interaction callbacks.
     pub slack: Option<Arc<crate::notify::slack::api::Slack>>,
+    /// `[auth.oidc]` login, when configured.
+    pub oidc: Option<Arc<crate::oidc::Oidc>>,
 }
 
 impl App {
@@ -98,6 +100,7 @@ impl App {
         let notifiers = crate::notify::build(&opts.config, &opts.config_dir)?;
         let slack = crate::notify::slack::api::Slack::from_config(&opts.config, &opts.config_dir)?
             .map(Arc::new);
+        let oidc = crate::oidc::Oidc::build(&opts.config, &opts.config_dir)?;
         let services = std::sync::RwLock::new(Arc::new(opts.config.services.clone()));
         if !opts.config.tools.is_empty() {
             crate::proxy::executor::harden_process();
@@ -121,6 +124,7 @@ impl App {
             audit_tick: tokio::sync::watch::Sender::new(0),
             services,
             slack,
+            oidc,
         }))
     }
 

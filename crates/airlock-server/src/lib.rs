@@ -10,6 +10,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod metrics;
 pub mod notify;
+pub mod oidc;
 pub mod problem;
 pub mod proxy;
 pub mod reconciler;

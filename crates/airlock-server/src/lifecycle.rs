@@ -129,7 +129,8 @@ pub async fn create(
     ent.reason.check(reason)?;
     if ent.mfa && !who.mfa {
         return Err(Error::forbidden(format!(
-            "`{}` requires a multi-factor login and yours was not: log in again with MFA              (`airlock login`, or sign out and in on the web UI) and retry",
+            "`{}` requires a multi-factor login and yours was not: log in again with MFA \
+             (`airlock login`, or sign out and in on the web UI) and retry",
             ent.name
         ))
         .into());

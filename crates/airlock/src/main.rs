@@ -16,6 +16,7 @@ macro_rules! say {
 }
 
 mod client;
+mod login;
 mod offline;
 mod output;
 mod proxy;
@@ -155,6 +156,11 @@ enum Command {
     Entitlements,
     /// Who the token belongs to.
     Whoami,
+    /// Log in through the OpenID Connect provider (device code); keeps the
+    /// session token in ~/.config/airlock/token (0600), used when AIRLOCK_TOKEN is unset.
+    Login,
+    /// Revoke the saved login token on the server and delete it.
+    Logout,
     /// Audit log commands.
     Audit {
         #[command(subcommand)]
@@ -323,7 +329,13 @@ fn path_id(id: &str) -> Result<&str> {
 
 fn run(cli: Cli) -> Result<i32> {
     let out = cli.output;
-    let client = || Client::new(&cli.addr, cli.token.clone());
+    // Without AIRLOCK_TOKEN, client commands use the token `airlock login` saved.
+    let token = match (&cli.token, &cli.command) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Command::Serve { .. } | Command::Login | Command::Logout) => None,
+        (None, _) => login::saved_token()?,
+    };
+    let client = || Client::new(&cli.addr, token.clone());
     match cli.command {
         Command::Serve {
             config,
@@ -542,6 +554,26 @@ fn run(cli: Cli) -> Result<i32> {
                             .join("\n")
                     })
                     .unwrap_or_default()
+            });
+        }
+        Command::Login => {
+            let r = login::login(&Client::new(&cli.addr, None), out == Output::Json)?;
+            emit(out, &r, |v| {
+                format!(
+                    "logged in as {} (groups {}, mfa {}) until {}; token saved in {}",
+                    v["user"].as_str().unwrap_or(""),
+                    v["groups"],
+                    v["mfa"],
+                    v["expires_at"].as_str().unwrap_or(""),
+                    v["token_file"].as_str().unwrap_or("")
+                )
+            });
+        }
+        Command::Logout => {
+            let r = login::logout(&cli.addr)?;
+            emit(out, &r, |v| match v["detail"].as_str() {
+                Some(d) => d.to_string(),
+                None => "logged out: the token was revoked and its file deleted".into(),
             });
         }
         Command::Whoami => {

@@ -12,6 +12,7 @@ mod lifecycle;
 mod mysql;
 mod notify_email;
 mod notify_webhook;
+mod oidc;
 mod providers;
 mod proxy;
 mod proxy_kit;

@@ -14,9 +14,9 @@ use airlock_core::notify::SecretSource;
 
 use crate::app::App;
 
-pub mod slack;
 pub mod email;
 mod review_mail;
+pub mod slack;
 pub mod webhook;
 
 /// How long a sink lease lasts without renewal (another replica takes over after).

@@ -374,9 +374,11 @@ fn fail(i: &mut Inner, error: &str) -> Response {
     slack_error(error)
 }
 
-type Outcome = Result<Value, (&'static str, Vec<String>)>;
+/// A Slack error code and its `errors` details.
+type SlackFailure = (&'static str, Vec<String>);
+type Outcome = Result<Value, SlackFailure>;
 
-fn err(e: &'static str) -> (&'static str, Vec<String>) {
+fn err(e: &'static str) -> SlackFailure {
     (e, vec![])
 }
 
@@ -384,7 +386,7 @@ fn err(e: &'static str) -> (&'static str, Vec<String>) {
 fn content(
     args: &Map<String, Value>,
     required: bool,
-) -> Result<(Option<String>, Option<Value>), (&'static str, Vec<String>)> {
+) -> Result<(Option<String>, Option<Value>), SlackFailure> {
     let text = match args.get("text") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),

@@ -175,7 +175,7 @@ fn element(el: &Value, action_ids: &mut HashSet<String>, e: &mut impl FnMut(&str
     if kind == "button" {
         text_object(&el["text"], &["plain_text"], 75, e, &format!("{at}/text"));
         if let Some(v) = el.get("value") {
-            if !v.as_str().is_some_and(|s| s.chars().count() <= 2000) {
+            if v.as_str().is_none_or(|s| s.chars().count() > 2000) {
                 e(
                     "must be a string of at most 2000 characters",
                     &format!("{at}/value"),

@@ -14,7 +14,6 @@ use serde_json::Value;
 /// One POST as the receiver saw it.
 #[derive(Clone, Debug)]
 pub struct Hit {
-    pub path: String,
     pub signature: String,
     pub delivery: String,
     pub content_type: String,
@@ -143,7 +142,6 @@ impl Drop for Receiver {
 
 async fn record(
     State(s): State<Shared>,
-    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
@@ -155,7 +153,6 @@ async fn record(
             .to_string()
     };
     s.hits.lock().unwrap().push(Hit {
-        path: uri.path().to_string(),
         signature: h("x-airlock-signature"),
         delivery: h("x-airlock-delivery"),
         content_type: h("content-type"),

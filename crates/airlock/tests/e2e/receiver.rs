@@ -140,11 +140,7 @@ impl Drop for Receiver {
     }
 }
 
-async fn record(
-    State(s): State<Shared>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
+async fn record(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
     let h = |n: &str| {
         headers
             .get(n)

@@ -172,6 +172,20 @@ role = "{WRITER_ROLE}"
 max_duration = "1h"
 approvals = {{ count = 0 }}
 
+[[tool]]
+name = "echo"
+path = "/bin/echo"
+
+[[operation]]
+name = "restart-payments"
+description = "Rolling restart of the payments API"
+tool = "echo"
+args = ["restart", "{{deployment}}"]
+service = "payments"
+approvals = {{ count = 1 }}
+[operation.params.deployment]
+enum = ["payments-api"]
+
 [notify.email]
 host = "{host}"
 port = {port}
@@ -252,3 +266,34 @@ both_stores!(
         );
     }
 );
+
+#[test]
+fn runs_awaiting_approval_email_the_owning_service() {
+    let s = server(Db::Sqlite);
+    let alice = s.token("alice");
+    let run = s.json(
+        &alice,
+        &[
+            "operation",
+            "run",
+            "restart-payments",
+            "--param",
+            "deployment=payments-api",
+            "--reason",
+            "CHG-90 stuck pods",
+            "--no-wait",
+        ],
+    );
+    assert_eq!(run["state"], "pending", "{run}");
+    let id = id_of(&run);
+    let m = mail_about(&id);
+    assert_eq!(m.rcpt, ["payments-oncall@example.com"]);
+    assert!(
+        m.body
+            .contains(&format!("https://airlock.example/ui/runs/{id}")),
+        "{}",
+        m.body
+    );
+    assert!(m.body.contains("CHG-90 stuck pods"), "{}", m.body);
+    assert!(m.body.contains("restart-payments"), "{}", m.body);
+}

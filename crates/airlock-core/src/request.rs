@@ -279,6 +279,18 @@ impl ReviewDecision {
             ReviewDecision::Deny => "deny",
         }
     }
+
+    /// Parses `approve` or `deny` (the API, form and stored spelling).
+    pub fn parse(s: &str) -> Result<ReviewDecision, crate::Error> {
+        match s {
+            "approve" => Ok(ReviewDecision::Approve),
+            "deny" => Ok(ReviewDecision::Deny),
+            other => Err(crate::Error::invalid(
+                "decision",
+                format!("`{other}` is not approve or deny"),
+            )),
+        }
+    }
 }
 
 /// One reviewer's decision on a request.

@@ -285,15 +285,7 @@ async fn review_request(
     Path(id): Path<String>,
     ApiJson(b): ApiJson<ReviewBody>,
 ) -> Result<Response, ApiError> {
-    let decision = match b.decision.as_str() {
-        "approve" => ReviewDecision::Approve,
-        "deny" => ReviewDecision::Deny,
-        other => {
-            return Err(
-                Error::invalid("decision", format!("`{other}` is not approve or deny")).into(),
-            )
-        }
-    };
+    let decision = ReviewDecision::parse(&b.decision)?;
     let r = lifecycle::review(&app, &p, parse_id(&id)?, decision, b.comment, surface).await?;
     Ok(json_response(StatusCode::OK, r))
 }

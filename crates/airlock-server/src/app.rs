@@ -133,21 +133,32 @@ impl App {
         OffsetDateTime::now_utc()
     }
 
-    /// Runs a blocking store call off the async threads.
+    /// Runs a blocking store call off the async threads, then wakes the
+    /// notifiers (the call may have appended audit events).
     pub async fn db<T, F>(self: &Arc<Self>, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> StoreResult<T> + Send + 'static,
     {
-        let app = self.clone();
-        let out = match tokio::task::spawn_blocking(move || f(app.store.as_ref())).await {
-            Ok(r) => r.map_err(ApiError::from),
-            Err(e) => Err(ApiError::internal(e)),
-        };
+        let out = self.db_untracked(f).await;
         if !self.notifiers.is_empty() {
             self.audit_tick.send_modify(|n| *n = n.wrapping_add(1));
         }
         out
+    }
+
+    /// [`db`](Self::db) for calls that never append audit events (the
+    /// notifiers' own bookkeeping and reads): a sink must not wake itself.
+    pub async fn db_untracked<T, F>(self: &Arc<Self>, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> StoreResult<T> + Send + 'static,
+    {
+        let app = self.clone();
+        match tokio::task::spawn_blocking(move || f(app.store.as_ref())).await {
+            Ok(r) => r.map_err(ApiError::from),
+            Err(e) => Err(ApiError::internal(e)),
+        }
     }
 
     /// The service catalog in force now.

@@ -158,11 +158,8 @@ pub(crate) struct ReviewRow {
 impl ReviewRow {
     /// Validates the row into a domain review.
     pub fn decode(self) -> StoreResult<Review> {
-        let decision = match self.decision.as_str() {
-            "approve" => ReviewDecision::Approve,
-            "deny" => ReviewDecision::Deny,
-            other => return Err(corrupt("review decision", other, "unknown")),
-        };
+        let decision = ReviewDecision::parse(&self.decision)
+            .map_err(|_| corrupt("review decision", &self.decision, "unknown"))?;
         Ok(Review {
             reviewer: UserName::parse(&self.reviewer)
                 .map_err(|e| corrupt("reviewer", &self.reviewer, e))?,

@@ -115,7 +115,7 @@ pub fn spawn_all(app: &Arc<App>) {
 /// Events not yet handled per configured sink (chain head − cursor), for metrics.
 pub async fn lags(app: &Arc<App>) -> Result<Vec<(String, u64)>, crate::problem::ApiError> {
     let (head, cursors) = app
-        .db(|s| Ok((s.audit_head()?.unwrap_or(0), s.sink_cursors()?)))
+        .db_untracked(|s| Ok((s.audit_head()?.unwrap_or(0), s.sink_cursors()?)))
         .await?;
     Ok(app
         .notifiers
@@ -150,7 +150,7 @@ impl Lease {
     async fn renew(&mut self, app: &Arc<App>) -> bool {
         let (sink, owner, now) = (self.sink.clone(), self.owner.clone(), app.now());
         match app
-            .db(move |s| s.lease_sink(&sink, &owner, 0, now + SINK_LEASE, now))
+            .db_untracked(move |s| s.lease_sink(&sink, &owner, 0, now + SINK_LEASE, now))
             .await
         {
             Ok(Some(_)) => {
@@ -168,7 +168,7 @@ impl Lease {
     async fn commit(&mut self, app: &Arc<App>, seq: u64) -> bool {
         let (sink, owner, now) = (self.sink.clone(), self.owner.clone(), app.now());
         match app
-            .db(move |s| s.advance_sink(&sink, &owner, seq, now))
+            .db_untracked(move |s| s.advance_sink(&sink, &owner, seq, now))
             .await
         {
             Ok(ok) => ok,
@@ -188,7 +188,7 @@ async fn run_sink(app: Arc<App>, notifier: Arc<dyn Notifier>) {
     let shown = crate::metrics::label(&sink);
     let mut tick = app.audit_tick.subscribe();
     let start = loop {
-        match app.db(|s| s.audit_head()).await {
+        match app.db_untracked(|s| s.audit_head()).await {
             Ok(h) => break h.unwrap_or(0),
             Err(e) => {
                 tracing::warn!(sink = shown, error = %e.detail, "cannot read the audit head; retrying");
@@ -202,7 +202,7 @@ async fn run_sink(app: Arc<App>, notifier: Arc<dyn Notifier>) {
         let now = app.now();
         let until = now + SINK_LEASE;
         let cursor = match app
-            .db(move |s| s.lease_sink(&sink2, &owner, start, until, now))
+            .db_untracked(move |s| s.lease_sink(&sink2, &owner, start, until, now))
             .await
         {
             Ok(Some(c)) => c,
@@ -222,7 +222,10 @@ async fn run_sink(app: Arc<App>, notifier: Arc<dyn Notifier>) {
             owner: app.replica_id.clone(),
             renewed: std::time::Instant::now(),
         };
-        let events = match app.db(move |s| s.audit_events(cursor, BATCH)).await {
+        let events = match app
+            .db_untracked(move |s| s.audit_events(cursor, BATCH))
+            .await
+        {
             Ok(ev) => ev,
             Err(e) => {
                 tracing::warn!(sink = shown, error = %e.detail, "cannot read audit events; retrying");

@@ -36,7 +36,11 @@ pub async fn compose(
         let Ok(id) = RequestId::parse(id) else {
             return Ok(None);
         };
-        let Some(r) = app.db(move |s| s.get_request(&id)).await.map_err(retry)? else {
+        let Some(r) = app
+            .db_untracked(move |s| s.get_request(&id))
+            .await
+            .map_err(retry)?
+        else {
             return Ok(None);
         };
         // Auto-approved, break-glass or already decided: nothing to review.
@@ -75,7 +79,11 @@ pub async fn compose(
         let Ok(id) = RunId::parse(id) else {
             return Ok(None);
         };
-        let Some(run) = app.db(move |s| s.get_run(&id)).await.map_err(retry)? else {
+        let Some(run) = app
+            .db_untracked(move |s| s.get_run(&id))
+            .await
+            .map_err(retry)?
+        else {
             return Ok(None);
         };
         if run.state != RunState::Pending {

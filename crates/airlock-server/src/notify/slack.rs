@@ -98,7 +98,7 @@ impl Notifier for SlackNotifier {
         let subject = event.subject.clone();
         let key = subject.clone();
         let stored = app
-            .db(move |s| s.chat_message(SINK, &key))
+            .db_untracked(move |s| s.chat_message(SINK, &key))
             .await
             .map_err(|e| DeliveryError::Retry(format!("store: {}", e.detail)))?
             .and_then(|t| serde_json::from_str::<Stored>(&t).ok());
@@ -205,7 +205,7 @@ async fn remember(
 ) -> Result<(), DeliveryError> {
     let text = serde_json::to_string(&Stored { at, sha256 }).expect("serialisable");
     let subject = subject.to_string();
-    app.db(move |s| s.put_chat_message(SINK, &subject, &text))
+    app.db_untracked(move |s| s.put_chat_message(SINK, &subject, &text))
         .await
         .map_err(|e| DeliveryError::Retry(format!("store: {}", e.detail)))
 }
@@ -226,7 +226,7 @@ async fn render(app: &Arc<App>, event: &AuditEvent) -> Result<Option<Rendered>, 
         let id = RequestId::parse(id)
             .map_err(|e| DeliveryError::Drop(format!("bad subject {}: {e}", event.subject)))?;
         let Some(r) = app
-            .db(move |s| s.get_request(&id))
+            .db_untracked(move |s| s.get_request(&id))
             .await
             .map_err(store_err)?
         else {
@@ -260,7 +260,11 @@ async fn render(app: &Arc<App>, event: &AuditEvent) -> Result<Option<Rendered>, 
     if let Some(id) = event.subject.strip_prefix("run:") {
         let id = RunId::parse(id)
             .map_err(|e| DeliveryError::Drop(format!("bad subject {}: {e}", event.subject)))?;
-        let Some(run) = app.db(move |s| s.get_run(&id)).await.map_err(store_err)? else {
+        let Some(run) = app
+            .db_untracked(move |s| s.get_run(&id))
+            .await
+            .map_err(store_err)?
+        else {
             return Ok(None);
         };
         let service = run

@@ -300,11 +300,8 @@ pub struct ReviewForm {
 impl ReviewForm {
     /// The decision and the comment (empty = none).
     pub fn parts(self) -> Result<(ReviewDecision, Option<String>), WebError> {
-        let d = match self.decision.as_str() {
-            "approve" => ReviewDecision::Approve,
-            "deny" => ReviewDecision::Deny,
-            _ => return Err(WebError::bad_input("decision must be approve or deny")),
-        };
+        let d = ReviewDecision::parse(&self.decision)
+            .map_err(|_| WebError::bad_input("decision must be approve or deny"))?;
         let c = self.comment.trim();
         Ok((d, (!c.is_empty()).then(|| c.to_string())))
     }

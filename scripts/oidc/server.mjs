@@ -30,6 +30,10 @@ const ACCOUNTS = {
   // A group name airlock must drop (not a valid GroupName) next to a valid one.
   dave: { email: 'dave@example.com', groups: ['payments-eng', 'Bad Group!'] },
   erin: { email: 'erin@example.com', groups: [] },
+  // Identity attacks: another account presenting alice's name, and one whose
+  // chosen user name is the reviewer group `sre`.
+  'alice-impostor': { email: 'mallory@example.com', groups: [], username: 'alice' },
+  'sre-squatter': { email: 'squatter@example.com', groups: [], username: 'sre' },
 };
 const PASSWORD = 'password';
 const ACR_PWD = 'urn:airlock:test:pwd';
@@ -54,7 +58,7 @@ function findAccount(_ctx, id) {
   return {
     accountId: id,
     async claims() {
-      return { sub: id, preferred_username: id, email: a.email, email_verified: true, groups: a.groups };
+      return { sub: id, preferred_username: a.username || id, email: a.email, email_verified: true, groups: a.groups };
     },
   };
 }

@@ -78,6 +78,9 @@ pub struct ServerConfig {
     /// How often `catalog_url` is fetched again (the last good copy is kept when it fails).
     #[serde(default = "default_catalog_refresh")]
     pub catalog_refresh: Span,
+    /// Users and groups (`user:`/`group:` or bare) who may read the whole audit log, requests and runs.
+    #[serde(default)]
+    pub auditors: Vec<String>,
 }
 
 fn default_listen() -> String {
@@ -105,6 +108,7 @@ impl Default for ServerConfig {
             drift_interval: default_drift_interval(),
             catalog_url: None,
             catalog_refresh: default_catalog_refresh(),
+            auditors: Vec::new(),
         }
     }
 }
@@ -117,6 +121,9 @@ pub struct UserEntry {
     pub email: Option<String>,
     /// Slack member id (`U…`) for chat approvals when emails do not match.
     pub slack_id: Option<String>,
+    /// Pins the OIDC subject (`sub` claim) this name belongs to; a login under
+    /// this name with another subject is refused.
+    pub oidc_subject: Option<String>,
 }
 
 /// `[[group]]`: a named set of users.
@@ -434,6 +441,9 @@ pub struct Config {
     pub notify: crate::notify::NotifyConfig,
     /// `[[service]]` from the file (replaced at run time when `catalog_url` is set).
     pub services: crate::service::ServiceCatalog,
+    /// Every group name the catalog uses, with where it is used: no login
+    /// name may equal one (else a user could borrow the group's rights).
+    pub reserved_groups: BTreeMap<String, String>,
 }
 
 impl Config {
@@ -512,6 +522,10 @@ impl Config {
                         .transpose()?,
                 },
             };
+            for r in e.requesters.iter().flatten() {
+                crate::principal::check_entry(r)
+                    .map_err(|err| invalid(format!("{ctx}: requesters entry `{r}`: {err}")))?;
+            }
             let ent = Entitlement {
                 name: e.name.clone(),
                 description: e.description,
@@ -545,7 +559,19 @@ impl Config {
         if let Some(o) = &raw.auth.oidc {
             o.validate()?;
         }
+        for a in &raw.server.auditors {
+            crate::principal::check_entry(a)
+                .map_err(|e| invalid(format!("[server] auditors entry `{a}`: {e}")))?;
+        }
         for u in users.values() {
+            if let Some(sub) = &u.oidc_subject {
+                if sub.is_empty() || sub.len() > 255 || sub.chars().any(char::is_control) {
+                    return Err(invalid(format!(
+                        "[[user]] `{}`: oidc_subject must be the identity provider's `sub` claim (1-255 characters)",
+                        u.name
+                    )));
+                }
+            }
             if let Some(id) = &u.slack_id {
                 if id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_alphanumeric())
                 {
@@ -564,7 +590,7 @@ impl Config {
                 }
             }
         }
-        Ok(Config {
+        let mut config = Config {
             server: raw.server,
             users,
             groups,
@@ -575,7 +601,88 @@ impl Config {
             auth: raw.auth,
             notify: raw.notify,
             services,
-        })
+            reserved_groups: BTreeMap::new(),
+        };
+        config.reserved_groups = config.collect_reserved_groups();
+        for u in config.users.values() {
+            if let Some(place) = config.reserved_groups.get(u.name.as_str()) {
+                return Err(invalid(format!(
+                    "[[user]] `{}` has the name of a group ({place}): rename the user or the group, or write `user:{}` where the user is meant",
+                    u.name, u.name
+                )));
+            }
+        }
+        Ok(config)
+    }
+
+    /// Collects the group names the catalog uses. A bare entry counts as a group
+    /// unless a `[[user]]` has that name: an unknown bare name is as likely an
+    /// identity provider's group, and refusing it as a login name fails closed.
+    fn collect_reserved_groups(&self) -> BTreeMap<String, String> {
+        let users = &self.users;
+        let mut out = BTreeMap::new();
+        let mut add = |entry: &str, place: &dyn Fn() -> String| {
+            use crate::principal::Designee;
+            let group = match Designee::of(entry) {
+                Designee::Group(n) => n,
+                Designee::Either(n)
+                    if UserName::parse(n).map_or(true, |u| !users.contains_key(&u)) =>
+                {
+                    n
+                }
+                _ => return,
+            };
+            out.entry(group.to_ascii_lowercase()).or_insert_with(place);
+        };
+        for g in self.groups.keys() {
+            add(&format!("group:{g}"), &|| "a [[group]]".to_string());
+        }
+        for e in self.entitlements.values() {
+            for r in &e.approvals.reviewers {
+                add(r, &|| format!("a reviewer of entitlement `{}`", e.name));
+            }
+            for r in &e.requesters {
+                add(r, &|| format!("a requester of entitlement `{}`", e.name));
+            }
+        }
+        for t in self.tools.values() {
+            for rule in &t.rules {
+                for r in &rule.approvals.reviewers {
+                    add(r, &|| format!("a reviewer of tool `{}`", t.name));
+                }
+            }
+        }
+        for o in self.operations.values() {
+            for r in &o.approvals.reviewers {
+                add(r, &|| format!("a reviewer of operation `{}`", o.name));
+            }
+        }
+        for s in self.services.iter() {
+            for r in &s.owners {
+                add(r, &|| format!("an owner of service `{}`", s.name));
+            }
+        }
+        for a in &self.server.auditors {
+            add(a, &|| "[server] auditors".to_string());
+        }
+        for g in self.auth.oidc.iter().flat_map(|o| &o.admin_groups) {
+            add(&format!("group:{g}"), &|| {
+                "[auth.oidc] admin_groups".to_string()
+            });
+        }
+        out
+    }
+
+    /// Refuses a login name (OIDC or `token create`) that is a group name of
+    /// the catalog, naming where the group is used.
+    pub fn check_login_name(&self, name: &UserName) -> Result<(), crate::Error> {
+        match self.reserved_groups.get(name.as_str()) {
+            None => Ok(()),
+            Some(place) => Err(crate::Error::forbidden(format!(
+                "`{name}` is the name of a group ({place}), so it cannot be a user's login name; \
+                 use another name, or have an admin write `user:{name}` in the catalog and declare [[user]] `{name}`"
+            ))),
+        }
     }
 
     /// Looks up an entitlement by name, as a caller-facing error when missing.
@@ -590,7 +697,8 @@ impl Config {
             })
     }
 
-    /// Builds the principal for `name`: catalog groups, `extra_groups` and the catalog email.
+    /// Builds the principal for `name`: catalog groups, `extra_groups`, the
+    /// catalog email, and admin if `admin` or a group is in `[auth.oidc] admin_groups`.
     pub fn principal(&self, name: UserName, extra_groups: &[GroupName], admin: bool) -> Principal {
         let mut groups: BTreeSet<GroupName> = self
             .groups
@@ -599,6 +707,14 @@ impl Config {
             .map(|(g, _)| g.clone())
             .collect();
         groups.extend(extra_groups.iter().cloned());
+        // Evaluated on every call from the configuration in force, never
+        // snapshotted into a token: removing a group from admin_groups takes effect at once.
+        let admin = admin
+            || self.auth.oidc.as_ref().is_some_and(|o| {
+                groups
+                    .iter()
+                    .any(|g| o.admin_groups.iter().any(|a| a == g.as_str()))
+            });
         let email = self.users.get(&name).and_then(|u| u.email.clone());
         Principal {
             name,
@@ -1038,6 +1154,126 @@ approvals = { count = 1, reviewers = ["sre"] }
         assert!(err.contains("roles/spanner.databaseUser"), "{err}");
         let err = refusal(&ent("maria", "role = \"a`b\""));
         assert!(err.contains("is not valid"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[[user]]
+name = "alice"
+
+[[group]]
+name = "payments-eng"
+members = ["alice", "bob"]
+
+[providers.pg]
+kind = "postgres"
+url = "postgres://postgres@127.0.0.1/postgres"
+
+[[entitlement]]
+name = "db"
+provider = "pg"
+role = "r"
+max_duration = "1h"
+approvals = { count = 1, reviewers = ["sre", "user:carol", "alice", "group:oncall"] }
+requesters = ["group:engineers"]
+
+[auth.oidc]
+issuer = "https://idp.example.com"
+client_id = "airlock"
+admin_groups = ["airlock-admins"]
+"#;
+
+    fn user(n: &str) -> UserName {
+        UserName::parse(n).unwrap()
+    }
+
+    #[test]
+    fn group_names_of_the_catalog_cannot_be_login_names() {
+        let c = Config::parse(BASE).unwrap();
+        for (name, place) in [
+            ("payments-eng", "a [[group]]"),
+            ("sre", "a reviewer of entitlement `db`"),
+            ("oncall", "a reviewer of entitlement `db`"),
+            ("engineers", "a requester of entitlement `db`"),
+            ("airlock-admins", "admin_groups"),
+        ] {
+            let err = c.check_login_name(&user(name)).unwrap_err().to_string();
+            assert!(
+                err.contains("is the name of a group") && err.contains(place),
+                "{name}: {err}"
+            );
+        }
+        // Users named explicitly or declared as [[user]] keep their names.
+        for ok in ["carol", "alice", "bob", "dave"] {
+            assert!(c.check_login_name(&user(ok)).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn a_declared_user_may_not_share_a_name_with_a_group() {
+        for group in ["payments-eng", "oncall"] {
+            let text = format!("{BASE}\n[[user]]\nname = \"{group}\"\n");
+            let err = Config::parse(&text).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("[[user]] `{group}` has the name of a group")),
+                "{err}"
+            );
+        }
+        // Declaring a user settles what a bare entry means: `sre` is then that user.
+        let text = format!("{BASE}\n[[user]]\nname = \"sre\"\n");
+        assert!(Config::parse(&text)
+            .unwrap()
+            .check_login_name(&user("sre"))
+            .is_ok());
+    }
+
+    #[test]
+    fn malformed_entries_and_subjects_are_refused_at_load() {
+        for (from, to, why) in [
+            (
+                "\"user:carol\"",
+                "\"user:Bad Name\"",
+                "approvals.reviewers entry `user:Bad Name`",
+            ),
+            (
+                "\"group:engineers\"",
+                "\"group:\"",
+                "requesters entry `group:`",
+            ),
+        ] {
+            let err = Config::parse(&BASE.replace(from, to))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why), "{err}");
+        }
+        let pinned = BASE.replace(
+            "name = \"alice\"\n",
+            "name = \"alice\"\noidc_subject = \"\"\n",
+        );
+        let err = Config::parse(&pinned).unwrap_err().to_string();
+        assert!(err.contains("oidc_subject"), "{err}");
+    }
+
+    #[test]
+    fn admin_groups_are_evaluated_from_the_config_in_force() {
+        let c = Config::parse(BASE).unwrap();
+        let g = |n: &str| GroupName::parse(n).unwrap();
+        assert!(
+            c.principal(user("erin"), &[g("airlock-admins")], false)
+                .admin
+        );
+        assert!(!c.principal(user("erin"), &[g("engineers")], false).admin);
+        let without =
+            Config::parse(&BASE.replace("admin_groups = [\"airlock-admins\"]", "")).unwrap();
+        assert!(
+            !without
+                .principal(user("erin"), &[g("airlock-admins")], false)
+                .admin
+        );
     }
 }
 

@@ -23,8 +23,38 @@ fn check(kind: &'static str, s: &str) -> Result<(), crate::Error> {
     Ok(())
 }
 
+/// Longest user (login) name.
+pub const MAX_USER_LEN: usize = 64;
+
+/// User names are identities: lowercased so `Alice` and `alice` are one
+/// person, and limited to `[a-z0-9._@-]` so they survive every provider's
+/// role-name rules and can never look like a `user:`/`group:` prefix.
+fn normalize_user(s: &str) -> Result<String, crate::Error> {
+    let lower = s.to_ascii_lowercase();
+    let ok_first = lower
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let ok_rest = lower.chars().all(|c| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '@' | '-')
+    });
+    if lower.is_empty() || lower.len() > MAX_USER_LEN || !ok_first || !ok_rest {
+        return Err(crate::Error::invalid(
+            "user",
+            format!(
+                "`{}` is not a valid user name: 1-{MAX_USER_LEN} characters of a-z 0-9 . _ @ - (lowercased), starting with a letter or digit",
+                s.chars().take(40).collect::<String>()
+            ),
+        ));
+    }
+    Ok(lower)
+}
+
 macro_rules! name_type {
     ($(#[$doc:meta])* $ty:ident, $kind:literal) => {
+        name_type!($(#[$doc])* $ty, $kind, |s: &str| check($kind, s).map(|()| s.to_owned()));
+    };
+    ($(#[$doc:meta])* $ty:ident, $kind:literal, $normalize:expr) => {
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
         #[serde(transparent)]
@@ -33,8 +63,8 @@ macro_rules! name_type {
         impl $ty {
             /// Validates and wraps a name.
             pub fn parse(s: &str) -> Result<Self, crate::Error> {
-                check($kind, s)?;
-                Ok(Self(s.to_owned()))
+                let normalize = $normalize;
+                Ok(Self(normalize(s)?))
             }
             /// The name as text.
             pub fn as_str(&self) -> &str {
@@ -70,8 +100,8 @@ name_type!(
     GroupName, "group"
 );
 name_type!(
-    /// Name of a principal (user or service account).
-    UserName, "user"
+    /// Name of a principal (user or service account), normalised to lowercase.
+    UserName, "user", normalize_user
 );
 name_type!(
     /// Name of a `[[tool]]` the proxy runs (what users type after `airlock exec --`).
@@ -101,5 +131,25 @@ mod tests {
         for bad in ["", "a b", "x\"y", "-lead", "a;drop", "é", &"x".repeat(129)] {
             assert!(UserName::parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn user_names_are_lowercased_and_limited_to_the_login_alphabet() {
+        assert_eq!(
+            UserName::parse("Alice@Example.COM").unwrap().as_str(),
+            "alice@example.com"
+        );
+        for bad in [
+            "alice+ops@example.com",
+            "user:alice",
+            "group:sre",
+            &"a".repeat(65),
+        ] {
+            let err = UserName::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("a-z 0-9 . _ @ -"), "{bad:?}: {err}");
+        }
+        assert!(UserName::parse(&"a".repeat(64)).is_ok());
+        // Other names keep their alphabet (groups come from identity providers as-is).
+        assert!(GroupName::parse("Payments+Eng").is_ok());
     }
 }

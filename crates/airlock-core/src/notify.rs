@@ -69,6 +69,21 @@ pub struct SlackConfig {
     pub api_base: String,
     /// Channel for entitlements and operations without a service channel.
     pub channel: Option<String>,
+    /// The workspace (`T…`) whose members may click Approve/Deny; clicks from
+    /// any other team, and from external (Slack Connect) users, are refused.
+    pub team_id: Option<String>,
+    /// Enterprise Grid organisation (`E…`) the workspace belongs to, if any.
+    pub enterprise_id: Option<String>,
+}
+
+/// Whether `id` looks like a Slack id (`T…`, `E…`, `U…`): uppercase letters and digits.
+pub fn is_slack_id(id: &str, first: char) -> bool {
+    id.len() >= 2
+        && id.len() <= 32
+        && id.starts_with(first)
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
 fn default_slack_api_base() -> String {
@@ -158,6 +173,27 @@ impl NotifyConfig {
                 return Err(bad(format!(
                     "{ctx}: api_base `{}` must be an http(s) URL",
                     s.api_base
+                )));
+            }
+            // Interactions are always on (a signing secret is required), so
+            // the workspace whose clicks count must be named.
+            match &s.team_id {
+                Some(t) if is_slack_id(t, 'T') => {}
+                Some(t) => {
+                    return Err(bad(format!(
+                        "{ctx}: team_id `{t}` is not a Slack workspace id (T followed by letters and digits)"
+                    )))
+                }
+                None => {
+                    return Err(bad(format!(
+                        "{ctx}: team_id is required: the workspace id (T…) whose members may approve; \
+                         find it in Slack under About this workspace, or in any interaction payload's team.id"
+                    )))
+                }
+            }
+            if let Some(e) = s.enterprise_id.as_ref().filter(|e| !is_slack_id(e, 'E')) {
+                return Err(bad(format!(
+                    "{ctx}: enterprise_id `{e}` is not an Enterprise Grid id (E followed by letters and digits)"
                 )));
             }
         }

@@ -56,9 +56,10 @@ impl ServiceCatalog {
         for s in services {
             let ctx = format!("[[service]] `{}`", s.name);
             for o in &s.owners {
-                if o.is_empty() || o.len() > crate::names::MAX_NAME_LEN {
+                if let Err(e) = crate::principal::check_entry(o) {
                     return Err(ConfigError::Invalid(format!(
-                        "{ctx}: owner `{o}` is not a valid user or group name"
+                        "{ctx}: owner `{}` is not a valid user or group name ({e})",
+                        o.chars().take(80).collect::<String>()
                     )));
                 }
             }

@@ -266,6 +266,10 @@ pub(crate) fn approvals_from(
             a.count
         )));
     }
+    for r in &a.reviewers {
+        crate::principal::check_entry(r)
+            .map_err(|e| invalid(format!("{ctx}: approvals.reviewers entry `{r}`: {e}")))?;
+    }
     if a.count > 16 {
         return Err(invalid(format!(
             "{ctx}: approvals.count {} is above 16",

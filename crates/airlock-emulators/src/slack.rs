@@ -40,6 +40,10 @@ pub struct User {
     pub email: Option<String>,
     /// Deactivated.
     pub deleted: bool,
+    /// The member's own workspace (another one: an external Slack Connect member).
+    pub team_id: String,
+    /// Whether the member confirmed their email address.
+    pub email_confirmed: bool,
 }
 
 /// A message as it stands now.
@@ -166,7 +170,24 @@ impl SlackEmulator {
             name: name.into(),
             email: email.map(str::to_string),
             deleted: false,
+            team_id: TEAM_ID.into(),
+            email_confirmed: true,
         });
+    }
+
+    /// Adds a member of another workspace, seen through Slack Connect.
+    pub fn add_external_user(&self, id: &str, name: &str, email: Option<&str>, team_id: &str) {
+        self.add_user(id, name, email);
+        if let Some(u) = self.inner().users.iter_mut().find(|u| u.id == id) {
+            u.team_id = team_id.into();
+        }
+    }
+
+    /// Marks a member's email as not confirmed (users.info `is_email_confirmed: false`).
+    pub fn unconfirm_email(&self, id: &str) {
+        if let Some(u) = self.inner().users.iter_mut().find(|u| u.id == id) {
+            u.email_confirmed = false;
+        }
     }
 
     /// Deactivates a member (users.info then says `deleted: true`).
@@ -501,14 +522,18 @@ fn users_info(i: &mut Inner, args: &Map<String, Value>) -> Outcome {
     let Some(u) = i.users.iter().find(|u| u.id == id) else {
         return Err(err("user_not_found"));
     };
-    let mut profile = json!({"real_name": u.name, "display_name": u.name, "team": TEAM_ID});
+    let mut profile = json!({"real_name": u.name, "display_name": u.name, "team": u.team_id});
     if let Some(e) = &u.email {
         profile["email"] = json!(e);
     }
-    Ok(
-        json!({"ok": true, "user": {"id": u.id, "team_id": TEAM_ID, "name": u.name,
-        "deleted": u.deleted, "real_name": u.name, "is_bot": false, "is_admin": false, "profile": profile}}),
-    )
+    let mut user = json!({"id": u.id, "team_id": u.team_id, "name": u.name,
+        "deleted": u.deleted, "real_name": u.name, "is_bot": false, "is_admin": false,
+        "is_email_confirmed": u.email_confirmed, "profile": profile});
+    if u.team_id != TEAM_ID {
+        // What users.info says of a Slack Connect member seen from our workspace.
+        user["is_stranger"] = json!(true);
+    }
+    Ok(json!({"ok": true, "user": user}))
 }
 
 async fn response_url(

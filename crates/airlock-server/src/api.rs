@@ -95,7 +95,26 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/audit/events", get(audit_events))
         .route("/api/v1/audit/verify", get(audit_verify))
         .route("/api/v1/audit/pubkey", get(audit_pubkey))
-        .route("/api/v1/tokens", post(create_token))
+        .route(
+            "/api/v1/tokens",
+            post(create_token).get(crate::access_api::list_tokens),
+        )
+        .route(
+            "/api/v1/tokens/revoke",
+            post(crate::access_api::revoke_tokens),
+        )
+        .route(
+            "/api/v1/locks",
+            get(crate::access_api::list_locks).post(crate::access_api::create_lock),
+        )
+        .route(
+            "/api/v1/locks/{kind}/{name}",
+            axum::routing::delete(crate::access_api::remove_lock),
+        )
+        .route(
+            "/api/v1/users/{name}/rebind",
+            post(crate::access_api::rebind_user),
+        )
         .route(
             "/api/v1/slack/interactions",
             post(crate::notify::slack::interactions::handle),
@@ -216,6 +235,8 @@ pub(crate) struct ListQuery {
     #[serde(default)]
     pub to_review: bool,
     pub limit: Option<u32>,
+    /// From the previous page's `Link: <…>; rel="next"` header.
+    pub cursor: Option<String>,
 }
 
 async fn list_requests(
@@ -250,24 +271,82 @@ async fn list_requests(
                 .collect(),
         );
     }
+    filter.visible_to = crate::visibility::request_scope(&app, &p);
+    filter.after = q.cursor.as_deref().map(parse_cursor).transpose()?;
+    let limit = filter.limit;
     let mut list = app.db(move |s| s.list_requests(&filter)).await?;
+    let next = next_cursor(&list, limit);
     if q.to_review {
         list.retain(|r| r.requester != p.name && !r.reviews.iter().any(|v| v.reviewer == p.name));
     }
-    Ok(json_response(StatusCode::OK, list))
+    Ok(with_next(
+        json_response(StatusCode::OK, list),
+        "/api/v1/requests",
+        &q,
+        next,
+    ))
+}
+
+/// Page cursors are `MICROS-ID` of the last item of a page: opaque to callers.
+fn parse_cursor(s: &str) -> Result<(time::OffsetDateTime, RequestId), ApiError> {
+    let bad = || {
+        Error::invalid(
+            "cursor",
+            "not a cursor from a previous page's `Link` header",
+        )
+    };
+    let (micros, id) = s.split_once('-').ok_or_else(bad)?;
+    let micros: i128 = micros.parse().map_err(|_| bad())?;
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(micros * 1000).map_err(|_| bad())?;
+    Ok((at, RequestId::parse(id).map_err(|_| bad())?))
+}
+
+/// The cursor after a full page of requests, if there may be more.
+fn next_cursor(list: &[airlock_core::Request], limit: u32) -> Option<String> {
+    let last = list.last().filter(|_| list.len() as u32 >= limit)?;
+    Some(format!(
+        "{}-{}",
+        last.created_at.unix_timestamp_nanos() / 1000,
+        last.id
+    ))
+}
+
+/// Adds `Link: <PATH?…&cursor=C>; rel="next"` (RFC 8288) when there is a next page.
+fn with_next(mut resp: Response, path: &str, q: &ListQuery, next: Option<String>) -> Response {
+    if let Some(c) = next {
+        let mut query = vec![
+            format!("cursor={c}"),
+            format!("limit={}", q.limit.unwrap_or(100).min(1000)),
+        ];
+        if let Some(s) = &q.state {
+            query.push(format!("state={s}"));
+        }
+        if q.mine {
+            query.push("mine=true".into());
+        }
+        if q.to_review {
+            query.push("to_review=true".into());
+        }
+        let link = format!("<{path}?{}>; rel=\"next\"", query.join("&"));
+        if let Ok(v) = header::HeaderValue::from_str(&link) {
+            resp.headers_mut().insert(header::LINK, v);
+        }
+    }
+    resp
 }
 
 async fn show_request(
     State(app): AppState,
-    Caller(_): Caller,
+    Caller(p): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let lookup = id.clone();
     let r = app
-        .db(move |s| s.get_request(&lookup))
+        .db_untracked(move |s| s.get_request(&lookup))
         .await?
-        .ok_or_else(|| Error::not_found(format!("request `{id}`")))?;
+        .filter(|r| crate::visibility::may_read_request(&app, &p, r))
+        .ok_or_else(|| crate::visibility::hidden(format!("request `{id}`")))?;
     Ok(json_response(StatusCode::OK, r))
 }
 
@@ -353,9 +432,10 @@ async fn credentials_post(
     Ok(json_response(StatusCode::OK, c))
 }
 
-async fn grants(State(app): AppState, Caller(_): Caller) -> Result<Response, ApiError> {
+async fn grants(State(app): AppState, Caller(p): Caller) -> Result<Response, ApiError> {
     let filter = RequestFilter {
         state: Some(RequestState::Active),
+        visible_to: crate::visibility::request_scope(&app, &p),
         limit: 1000,
         ..Default::default()
     };
@@ -474,9 +554,10 @@ struct EventsQuery {
 
 async fn audit_events(
     State(app): AppState,
-    Caller(_): Caller,
+    Caller(p): Caller,
     q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    crate::visibility::check_audit_reader(&app, &p)?;
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let since = q.since.unwrap_or(0);
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
@@ -485,7 +566,8 @@ async fn audit_events(
     Ok(json_response(StatusCode::OK, events))
 }
 
-async fn audit_verify(State(app): AppState, Caller(_): Caller) -> Result<Response, ApiError> {
+async fn audit_verify(State(app): AppState, Caller(p): Caller) -> Result<Response, ApiError> {
+    crate::visibility::check_audit_reader(&app, &p)?;
     let report = verify_audit_chain(&app).await?;
     Ok(json_response(StatusCode::OK, report))
 }
@@ -536,6 +618,7 @@ async fn create_token(
         return Err(Error::forbidden("only admins can create tokens").into());
     }
     let user = UserName::parse(&b.user)?;
+    crate::identity::check_login_name(&app, &user)?;
     let groups = b
         .groups
         .iter()
@@ -565,12 +648,14 @@ async fn create_token(
         expires_at: now + ttl.to_time(),
         revoked: false,
         mfa: false,
+        parent: None,
+        last_used_at: None,
     };
     let audit = airlock_core::audit_chain::AuditDraft::new(
         "token.created",
         p.name.as_str(),
         format!("user:{user}"),
-        json!({"groups": groups, "admin": b.admin, "expires_at": fmt_time(rec.expires_at), "token_sha256_prefix": hex::encode(&rec.hash[..4])}),
+        json!({"groups": groups, "admin": b.admin, "expires_at": fmt_time(rec.expires_at), "token_sha256_prefix": rec.prefix()}),
     );
     let expires = rec.expires_at;
     app.db(move |s| s.insert_token(&rec, &audit, now)).await?;

@@ -72,6 +72,10 @@ pub struct App {
     pub slack: Option<Arc<crate::notify::slack::api::Slack>>,
     /// `[auth.oidc]` login, when configured.
     pub oidc: Option<Arc<crate::oidc::Oidc>>,
+    /// This replica's copy of the locks in force.
+    pub locks: crate::locks::LockCache,
+    /// When tokens were last recorded as used.
+    pub touched: crate::tokens::TouchLog,
 }
 
 impl App {
@@ -125,6 +129,8 @@ impl App {
             services,
             slack,
             oidc,
+            locks: Default::default(),
+            touched: Default::default(),
         }))
     }
 

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use airlock_core::{Principal, UserName};
+use airlock_store::LockKind;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use rand::RngCore;
@@ -81,17 +82,23 @@ impl FromRequestParts<Arc<App>> for Caller {
 
 impl Caller {
     /// Resolves a token secret (bearer or session cookie) to its principal.
+    /// Groups from the catalog and admin membership are evaluated from the
+    /// configuration in force, and a locked user is refused.
     pub async fn from_token(app: &Arc<App>, token: &str) -> Result<Caller, ApiError> {
         let hash = hash_token(token);
         if app.admin_token_hashes.iter().any(|h| h == &hash) {
+            // Start-up admin tokens are the way back in; locks do not apply to them.
             let name = UserName::parse(BOOTSTRAP_USER).expect("static name is valid");
             return Ok(Caller(app.config.principal(name, &[], true)));
         }
-        let rec = app.db(move |s| s.find_token(&hash)).await?.ok_or_else(|| {
-            ApiError::unauthorized(
-                "unknown token: ask an admin for a new one (`airlock token create`)",
-            )
-        })?;
+        let rec = app
+            .db_untracked(move |s| s.find_token(&hash))
+            .await?
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "unknown token: ask an admin for a new one (`airlock token create`)",
+                )
+            })?;
         if rec.revoked {
             return Err(ApiError::unauthorized(
                 "token was revoked: ask an admin for a new one",
@@ -102,6 +109,10 @@ impl Caller {
                 "token expired: ask an admin for a new one",
             ));
         }
+        if let Some(lock) = crate::locks::find(app, LockKind::User, rec.user.as_str()).await? {
+            return Err(crate::locks::refusal(&lock).into());
+        }
+        crate::tokens::touch(app, rec.hash);
         let mut principal = app.config.principal(rec.user, &rec.groups, rec.admin);
         principal.mfa = rec.mfa;
         Ok(Caller(principal))

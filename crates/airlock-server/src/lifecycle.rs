@@ -127,6 +127,7 @@ pub async fn create(
         .into());
     }
     ent.reason.check(reason)?;
+    crate::locks::check_request(app, &who.name, &ent.name).await?;
     if ent.mfa && !who.mfa {
         return Err(Error::forbidden(format!(
             "`{}` requires a multi-factor login and yours was not: log in again with MFA \
@@ -332,6 +333,7 @@ pub async fn review(
             .await?;
         return Ok(r);
     }
+    crate::locks::check_request(app, &current.requester, &current.entitlement).await?;
     let ctx = DecisionContext {
         duration: current.requested_duration.as_secs(),
         reason: current.reason.clone(),

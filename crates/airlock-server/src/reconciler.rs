@@ -162,7 +162,13 @@ async fn apply(app: &Arc<App>, r: &Request) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let provider = app.provider(&ent.provider).map_err(|e| e.detail)?;
     let pname = ent.provider.to_string();
-    let outcome = if spec.not_after <= app.now() {
+    // A lock placed after the approval still stops the grant (fail closed).
+    let locked = crate::locks::check_request(app, &r.requester, &r.entitlement)
+        .await
+        .err();
+    let outcome = if let Some(e) = locked {
+        Err((e.detail, false))
+    } else if spec.not_after <= app.now() {
         Err((
             "the grant window ended before it could be applied".to_string(),
             false,

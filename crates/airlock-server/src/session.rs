@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use airlock_core::audit_chain::AuditDraft;
-use airlock_core::Principal;
+use airlock_core::{GroupName, Principal, UserName};
 use airlock_store::TokenRecord;
 use axum::http::HeaderMap;
 use serde_json::json;
@@ -73,12 +73,24 @@ pub fn csrf_ok(app: &App, session_token: &str, given: &str) -> bool {
     airlock_core::notify::signatures_equal(&csrf_token(app, session_token), given)
 }
 
+/// What a session carries besides its user: only what the login itself
+/// vouched for (catalog groups and admin groups are re-read on every call).
+pub struct Origin {
+    /// Groups from the identity provider, or of the token signed in with.
+    pub groups: Vec<GroupName>,
+    /// Set only when the token signed in with was an admin token.
+    pub admin: bool,
+    pub mfa: bool,
+    /// The token signed in with: revoking it ends this session.
+    pub parent: Option<[u8; 32]>,
+}
+
 /// Starts a session for `who` (logged in `via` "oidc" or "token"): stores a
-/// new token carrying their groups, admin flag and MFA, with an audit event,
-/// and returns its secret for the cookie.
+/// new token carrying `origin`, with an audit event, and returns its secret for the cookie.
 pub async fn start(
     app: &Arc<App>,
-    who: &Principal,
+    who: &UserName,
+    origin: Origin,
     via: &str,
     ttl: time::Duration,
 ) -> Result<String, ApiError> {
@@ -86,21 +98,24 @@ pub async fn start(
     let now = app.now();
     let rec = TokenRecord {
         hash: hash_token(&token),
-        user: who.name.clone(),
-        groups: who.groups.iter().cloned().collect(),
-        admin: who.admin,
+        user: who.clone(),
+        groups: origin.groups,
+        admin: origin.admin,
         created_by: format!("login:{via}"),
         created_at: now,
         expires_at: now + ttl,
         revoked: false,
-        mfa: who.mfa,
+        mfa: origin.mfa,
+        parent: origin.parent,
+        last_used_at: None,
     };
     let audit = AuditDraft::new(
         "session.created",
-        who.name.as_str(),
-        format!("user:{}", who.name),
-        json!({"via": via, "mfa": who.mfa, "expires_at": crate::lifecycle::fmt_time(rec.expires_at),
-               "token_sha256_prefix": hex::encode(&rec.hash[..4])}),
+        who.as_str(),
+        format!("user:{who}"),
+        json!({"via": via, "mfa": origin.mfa, "expires_at": crate::lifecycle::fmt_time(rec.expires_at),
+               "token_sha256_prefix": rec.prefix(),
+               "parent_sha256_prefix": origin.parent.map(|p| hex::encode(&p[..4]))}),
     );
     app.db(move |s| s.insert_token(&rec, &audit, now)).await?;
     Ok(token)

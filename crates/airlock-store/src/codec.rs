@@ -23,7 +23,7 @@ pub(crate) const REQUEST_COLUMNS: &str = "id, entitlement, requester, reason, st
 
 /// Columns of `tokens` in the order `TokenRow` expects them.
 pub(crate) const TOKEN_COLUMNS: &str =
-    "hash, user_name, groups, admin, created_by, created_at, expires_at, revoked, mfa";
+    "hash, user_name, groups, admin, created_by, created_at, expires_at, revoked, mfa, parent, last_used_at";
 
 /// Rows a caller may ask for when it passes 0, and the most it may ask for.
 pub(crate) const DEFAULT_LIMIT: u32 = 100;
@@ -181,6 +181,8 @@ pub(crate) struct TokenRow {
     pub expires_at: i64,
     pub revoked: bool,
     pub mfa: bool,
+    pub parent: Option<Vec<u8>>,
+    pub last_used_at: Option<i64>,
 }
 
 impl TokenRow {
@@ -202,8 +204,60 @@ impl TokenRow {
             expires_at: from_micros(self.expires_at, "token expires_at")?,
             revoked: self.revoked,
             mfa: self.mfa,
+            parent: self
+                .parent
+                .map(|p| hash32(&p, "token parent"))
+                .transpose()?,
+            last_used_at: self
+                .last_used_at
+                .map(|t| from_micros(t, "token last_used_at"))
+                .transpose()?,
         })
     }
+}
+
+/// A user name as stored.
+pub(crate) fn user_name(s: &str) -> StoreResult<UserName> {
+    UserName::parse(s).map_err(|e| corrupt("user name", s, e))
+}
+
+/// A `locks` row as read.
+pub(crate) struct LockRow {
+    pub kind: String,
+    pub name: String,
+    pub reason: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+impl LockRow {
+    /// Validates the row into a lock.
+    pub fn decode(self) -> StoreResult<crate::Lock> {
+        Ok(crate::Lock {
+            kind: crate::LockKind::parse(&self.kind)
+                .map_err(|e| corrupt("lock kind", &self.kind, e))?,
+            name: self.name,
+            reason: self.reason,
+            created_by: self.created_by,
+            created_at: from_micros(self.created_at, "lock created_at")?,
+            expires_at: self
+                .expires_at
+                .map(|t| from_micros(t, "lock expires_at"))
+                .transpose()?,
+        })
+    }
+}
+
+/// A token's revocation event, noting how many web sessions ended with it.
+pub(crate) fn with_sessions_ended(audit: &AuditDraft, sessions: usize) -> AuditDraft {
+    let mut audit = audit.clone();
+    if sessions > 0 {
+        if let Some(obj) = audit.data.as_object_mut() {
+            obj.insert("sessions_ended".into(), sessions.into());
+        }
+    }
+    audit
 }
 
 /// Token groups as stored (a JSON array of names).

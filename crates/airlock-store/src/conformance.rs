@@ -30,6 +30,7 @@ macro_rules! store_conformance_tests {
             duplicate_request_id_is_refused_and_writes_no_audit_event,
             list_returns_newest_first_and_applies_every_filter,
             list_limit_zero_means_one_hundred,
+            list_scopes_to_what_a_principal_may_read_and_pages_by_cursor,
             update_request_applies_every_change_field_with_its_audit_events,
             rejected_change_writes_no_audit_event,
             empty_change_leaves_the_request_untouched,
@@ -44,6 +45,10 @@ macro_rules! store_conformance_tests {
             audit_events_pages_by_sequence_number,
             audit_scan_stops_when_the_visitor_says_so,
             tokens_round_trip_and_duplicates_are_refused,
+            revoking_a_token_ends_the_sessions_started_from_it,
+            token_list_shows_live_tokens_and_last_use,
+            an_identity_binds_its_name_once_and_others_are_refused,
+            locks_hold_until_removed_or_expired,
             notify_sink_cursor_is_leased_and_monotonic,
             chat_messages_round_trip,
             count_by_state_reports_every_state,
@@ -347,7 +352,8 @@ pub fn list_returns_newest_first_and_applies_every_filter(make: &MakeStore) {
             state: Some(RequestState::Pending),
             requester: Some(user("alice")),
             entitlements: Some(vec!["db-write".into(), "db-read".into()]),
-            limit: 10
+            limit: 10,
+            ..Default::default()
         }),
         vec![rid(0).to_string()]
     );
@@ -964,6 +970,8 @@ pub fn tokens_round_trip_and_duplicates_are_refused(make: &MakeStore) {
         expires_at: t0() + Duration::days(30),
         revoked: false,
         mfa: true,
+        parent: None,
+        last_used_at: None,
     };
     store
         .insert_token(&token, &draft("token.created", "token:deploy-bot"), t0())
@@ -997,6 +1005,286 @@ pub fn tokens_round_trip_and_duplicates_are_refused(make: &MakeStore) {
             .revoked
     );
     assert_eq!(head(&*store), 2);
+}
+
+fn token(hash: u8, name: &str, parent: Option<[u8; 32]>) -> TokenRecord {
+    TokenRecord {
+        hash: [hash; 32],
+        user: user(name),
+        groups: vec![],
+        admin: false,
+        created_by: "admin".into(),
+        created_at: t0() + Duration::seconds(hash.into()),
+        expires_at: t0() + Duration::days(1),
+        revoked: false,
+        mfa: false,
+        parent,
+        last_used_at: None,
+    }
+}
+
+/// A web session made from a token is revoked together with it, in one audit event.
+pub fn revoking_a_token_ends_the_sessions_started_from_it(make: &MakeStore) {
+    let store = make(None);
+    let parent = token(1, "alice", None);
+    let session = token(2, "alice", Some(parent.hash));
+    let other = token(3, "alice", None);
+    for t in [&parent, &session, &other] {
+        store
+            .insert_token(t, &draft("token.created", "user:alice"), t0())
+            .expect("insert");
+    }
+    assert_eq!(
+        store
+            .find_token(&session.hash)
+            .expect("find")
+            .expect("kept")
+            .parent,
+        Some(parent.hash)
+    );
+    assert!(store
+        .revoke_token(&parent.hash, &draft("token.revoked", "user:alice"), t0())
+        .expect("revoke"));
+    assert!(
+        store
+            .find_token(&session.hash)
+            .expect("find")
+            .expect("kept")
+            .revoked
+    );
+    assert!(
+        !store
+            .find_token(&other.hash)
+            .expect("find")
+            .expect("kept")
+            .revoked
+    );
+    assert_eq!(head(&*store), 4, "three creations and one revocation");
+    let last = store.audit_events(3, 10).expect("events");
+    let body = String::from_utf8(last[0].body.clone()).expect("utf8");
+    assert!(body.contains(r#""sessions_ended":1"#), "{body}");
+}
+
+/// Listing shows live tokens only (newest first), filtered by user, with their last use.
+pub fn token_list_shows_live_tokens_and_last_use(make: &MakeStore) {
+    let store = make(None);
+    let mut expired = token(4, "bob", None);
+    expired.expires_at = t0();
+    for t in [
+        &token(1, "alice", None),
+        &token(2, "bob", None),
+        &token(3, "alice", None),
+        &expired,
+    ] {
+        store
+            .insert_token(t, &draft("token.created", "user"), t0())
+            .expect("insert");
+    }
+    store
+        .revoke_token(&[3u8; 32], &draft("token.revoked", "user"), t0())
+        .expect("revoke");
+    let now = t0() + Duration::minutes(1);
+    let all = store.list_tokens(None, now).expect("list");
+    assert_eq!(
+        all.iter().map(|t| t.hash[0]).collect::<Vec<_>>(),
+        vec![2, 1]
+    );
+    let alice = store.list_tokens(Some(&user("alice")), now).expect("list");
+    assert_eq!(alice.iter().map(|t| t.hash[0]).collect::<Vec<_>>(), vec![1]);
+    store.touch_token(&[1u8; 32], now).expect("touch");
+    assert_eq!(
+        store
+            .find_token(&[1u8; 32])
+            .expect("find")
+            .expect("kept")
+            .last_used_at,
+        Some(now)
+    );
+    assert_eq!(all[0].prefix(), "02020202");
+}
+
+/// The first identity to present a name keeps it; another identity presenting
+/// it is refused until the binding is removed.
+pub fn an_identity_binds_its_name_once_and_others_are_refused(make: &MakeStore) {
+    use crate::BindOutcome;
+    let store = make(None);
+    let bound = draft("identity.bound", "user:alice");
+    let alice = user("alice");
+    assert_eq!(
+        store
+            .bind_identity("https://idp", "sub-1", &alice, &bound, t0())
+            .expect("bind"),
+        BindOutcome::Bound
+    );
+    // The same identity presenting another name keeps the name it was bound to.
+    assert_eq!(
+        store
+            .bind_identity("https://idp", "sub-1", &user("root"), &bound, t0())
+            .expect("bind"),
+        BindOutcome::Existing(alice.clone())
+    );
+    assert_eq!(
+        store
+            .bind_identity("https://idp", "sub-2", &alice, &bound, t0())
+            .expect("bind"),
+        BindOutcome::Taken {
+            issuer: "https://idp".into(),
+            subject: "sub-1".into()
+        }
+    );
+    assert_eq!(
+        store
+            .bind_identity("https://other-idp", "sub-1", &alice, &bound, t0())
+            .expect("bind"),
+        BindOutcome::Taken {
+            issuer: "https://idp".into(),
+            subject: "sub-1".into()
+        },
+        "the subject is only unique per issuer"
+    );
+    assert_eq!(head(&*store), 1, "only the new binding is audited here");
+    let rebind = draft("user.rebound", "user:alice");
+    assert!(store
+        .unbind_identity(&alice, &rebind, t0())
+        .expect("unbind"));
+    assert!(!store.unbind_identity(&alice, &rebind, t0()).expect("again"));
+    assert_eq!(
+        store
+            .bind_identity("https://idp", "sub-2", &alice, &bound, t0())
+            .expect("bind"),
+        BindOutcome::Bound
+    );
+    assert_eq!(head(&*store), 3);
+}
+
+/// Locks are listed until removed or past their end; removing writes one audit event.
+pub fn locks_hold_until_removed_or_expired(make: &MakeStore) {
+    use crate::{Lock, LockKind};
+    let store = make(None);
+    let lock = |kind, name: &str, expires_at| Lock {
+        kind,
+        name: name.into(),
+        reason: "INC-1".into(),
+        created_by: "admin".into(),
+        created_at: t0(),
+        expires_at,
+    };
+    let d = draft("lock.created", "user:mallory");
+    store
+        .put_lock(&lock(LockKind::User, "mallory", None), &d, t0())
+        .expect("lock");
+    store
+        .put_lock(
+            &lock(LockKind::User, "eve", Some(t0() + Duration::hours(1))),
+            &d,
+            t0(),
+        )
+        .expect("lock");
+    store
+        .put_lock(
+            &lock(LockKind::Entitlement, "payments-db-write", None),
+            &d,
+            t0(),
+        )
+        .expect("lock");
+    // Locking again replaces the reason.
+    let mut again = lock(LockKind::User, "mallory", None);
+    again.reason = "INC-2".into();
+    store.put_lock(&again, &d, t0()).expect("relock");
+    let now = t0() + Duration::minutes(1);
+    let names = |locks: Vec<Lock>| {
+        locks
+            .into_iter()
+            .map(|l| (l.kind, l.name, l.reason))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(store.locks(now).expect("locks")),
+        vec![
+            (
+                LockKind::Entitlement,
+                "payments-db-write".into(),
+                "INC-1".into()
+            ),
+            (LockKind::User, "eve".into(), "INC-1".into()),
+            (LockKind::User, "mallory".into(), "INC-2".into()),
+        ]
+    );
+    let later = t0() + Duration::hours(2);
+    assert_eq!(
+        store.locks(later).expect("locks").len(),
+        2,
+        "eve's lock ended by itself"
+    );
+    let removed = draft("lock.removed", "user:mallory");
+    assert!(store
+        .remove_lock(LockKind::User, "mallory", &removed, later)
+        .expect("unlock"));
+    assert!(!store
+        .remove_lock(LockKind::User, "mallory", &removed, later)
+        .expect("again"));
+    assert!(!store
+        .remove_lock(LockKind::User, "eve", &removed, later)
+        .expect("expired"));
+    assert_eq!(store.locks(later).expect("locks").len(), 1);
+    assert_eq!(head(&*store), 5);
+}
+
+/// `visible_to` keeps one's own requests and those of reviewable
+/// entitlements; `after` continues a page exactly where the last one ended.
+pub fn list_scopes_to_what_a_principal_may_read_and_pages_by_cursor(make: &MakeStore) {
+    let store = make(None);
+    let ents = ["db-read", "db-write", "k8s-admin"];
+    let mut made = vec![];
+    for n in 0..6u32 {
+        // Two requests per minute: ties on created_at are broken by id.
+        let mut r = sample(n, t0() + Duration::minutes(i64::from(n / 2)));
+        r.requester = user(if n % 2 == 0 { "alice" } else { "bob" });
+        r.entitlement = EntitlementName::parse(ents[n as usize % 3]).expect("valid");
+        create(&*store, &r, t0());
+        made.push(r);
+    }
+    let list = |f: RequestFilter| -> Vec<String> {
+        store
+            .list_requests(&f)
+            .expect("list")
+            .iter()
+            .map(|r| r.id.to_string())
+            .collect()
+    };
+    let ids = |ns: &[u32]| ns.iter().map(|n| rid(*n).to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        list(RequestFilter {
+            visible_to: Some((user("alice"), vec!["db-write".into()])),
+            ..Default::default()
+        }),
+        ids(&[4, 2, 0, 1]),
+        "alice's own (0, 2, 4) and db-write's (1, 4); 0 and 1 share a minute, so by id"
+    );
+    assert!(list(RequestFilter {
+        visible_to: Some((user("carol"), vec![])),
+        ..Default::default()
+    })
+    .is_empty());
+    // Page through everything two at a time.
+    let mut seen = vec![];
+    let mut after = None;
+    loop {
+        let page = store
+            .list_requests(&RequestFilter {
+                after: after.clone(),
+                limit: 2,
+                ..Default::default()
+            })
+            .expect("page");
+        if page.is_empty() {
+            break;
+        }
+        let last = page.last().expect("non-empty");
+        after = Some((last.created_at, last.id.clone()));
+        seen.extend(page.iter().map(|r| r.id.to_string()));
+    }
+    assert_eq!(seen, ids(&[4, 5, 2, 3, 0, 1]));
 }
 
 /// Counts cover every state, zeros included.

@@ -11,6 +11,7 @@ use airlock_core::request::{GrantStatus, Request, RequestId, RequestState, Revie
 use airlock_core::{GroupName, UserName};
 use time::OffsetDateTime;
 
+mod access;
 mod codec;
 pub mod conformance;
 pub mod conformance_runs;
@@ -19,6 +20,7 @@ mod pg;
 mod runs;
 mod sqlite;
 
+pub use access::{AccessStore, BindOutcome, Lock, LockKind};
 pub use notify::NotifyStore;
 pub use pg::PgStore;
 pub use runs::{
@@ -104,7 +106,13 @@ pub struct RequestFilter {
     pub requester: Option<UserName>,
     /// Only requests for these entitlements (used for reviewer queues).
     pub entitlements: Option<Vec<String>>,
-    /// Newest first, at most this many (capped at 1000).
+    /// Only requests this principal may read: made by `user`, or for one of
+    /// `entitlements` (those they may review).
+    pub visible_to: Option<(UserName, Vec<String>)>,
+    /// Only requests listed after this one in the order below (a page cursor:
+    /// its `created_at` and id).
+    pub after: Option<(OffsetDateTime, RequestId)>,
+    /// Newest first (ties by id), at most this many (capped at 1000).
     pub limit: u32,
 }
 
@@ -122,11 +130,22 @@ pub struct TokenRecord {
     pub revoked: bool,
     /// The login behind it used multi-factor authentication (OIDC `amr`/`acr`).
     pub mfa: bool,
+    /// The token a web session was started from: revoking that one ends this one too.
+    pub parent: Option<[u8; 32]>,
+    /// Last time it authenticated a call (recorded at most once a minute).
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+impl TokenRecord {
+    /// The first 8 hex digits of the hash: how tokens are named in lists, audit events and `token revoke`.
+    pub fn prefix(&self) -> String {
+        self.hash[..4].iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// The storage boundary. Implementations are synchronous; async callers use
 /// `spawn_blocking`. Runs of the tool proxy are in the [`RunStore`] part.
-pub trait Store: RunStore + NotifyStore + Send + Sync {
+pub trait Store: RunStore + NotifyStore + AccessStore + Send + Sync {
     /// Stores a new request and its audit events atomically.
     fn create_request(
         &self,
@@ -196,7 +215,8 @@ pub trait Store: RunStore + NotifyStore + Send + Sync {
     /// Looks a token up by the hash of its secret.
     fn find_token(&self, hash: &[u8; 32]) -> StoreResult<Option<TokenRecord>>;
 
-    /// Marks a token revoked (logout) with its audit event; false if unknown or already revoked.
+    /// Marks a token revoked (logout) with its audit event, and with it every
+    /// web session started from it; false if unknown or already revoked.
     fn revoke_token(
         &self,
         hash: &[u8; 32],

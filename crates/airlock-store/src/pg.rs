@@ -27,6 +27,7 @@ const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rows fetched per round trip by `audit_scan`: bounds memory on huge chains.
 const SCAN_CHUNK: i32 = 10_000;
 
+mod access;
 mod notify;
 mod runs;
 
@@ -167,6 +168,28 @@ CREATE TABLE chat_messages (
     PRIMARY KEY (sink, subject)
 );
 "#,
+    r#"
+ALTER TABLE tokens ADD COLUMN parent BYTEA;
+ALTER TABLE tokens ADD COLUMN last_used_at BIGINT;
+CREATE INDEX tokens_parent ON tokens (parent);
+CREATE INDEX tokens_user ON tokens (user_name, created_at DESC);
+CREATE TABLE identities (
+    user_name TEXT PRIMARY KEY,
+    issuer TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    bound_at BIGINT NOT NULL,
+    UNIQUE (issuer, subject)
+);
+CREATE TABLE locks (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT,
+    PRIMARY KEY (kind, name)
+);
+"#,
 ];
 
 fn db(e: postgres::Error) -> StoreError {
@@ -174,6 +197,23 @@ fn db(e: postgres::Error) -> StoreError {
 }
 
 /// A column that does not decode is bad data, not a bad connection.
+/// Reads a row selected with [`TOKEN_COLUMNS`].
+fn token_row(r: &postgres::Row) -> StoreResult<TokenRow> {
+    Ok(TokenRow {
+        hash: r.try_get(0).map_err(col)?,
+        user: r.try_get(1).map_err(col)?,
+        groups: r.try_get(2).map_err(col)?,
+        admin: r.try_get(3).map_err(col)?,
+        created_by: r.try_get(4).map_err(col)?,
+        created_at: r.try_get(5).map_err(col)?,
+        expires_at: r.try_get(6).map_err(col)?,
+        revoked: r.try_get(7).map_err(col)?,
+        mfa: r.try_get(8).map_err(col)?,
+        parent: r.try_get(9).map_err(col)?,
+        last_used_at: r.try_get(10).map_err(col)?,
+    })
+}
+
 fn col(e: postgres::Error) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
@@ -545,6 +585,32 @@ impl Store for PgStore {
             args.push(ents);
             sql.push_str(&format!(" AND entitlement = ANY(${})", args.len()));
         }
+        let visible = filter
+            .visible_to
+            .as_ref()
+            .map(|(u, ents)| (u.as_str(), ents));
+        if let Some((user, ents)) = &visible {
+            args.push(user);
+            args.push(*ents);
+            sql.push_str(&format!(
+                " AND (requester = ${} OR entitlement = ANY(${}))",
+                args.len() - 1,
+                args.len()
+            ));
+        }
+        let after = filter
+            .after
+            .as_ref()
+            .map(|(at, id)| (codec::micros(*at), id.as_str()));
+        if let Some((at, id)) = &after {
+            args.push(at);
+            args.push(id);
+            sql.push_str(&format!(
+                " AND (created_at < ${0} OR (created_at = ${0} AND id > ${1}))",
+                args.len() - 1,
+                args.len()
+            ));
+        }
         args.push(&limit);
         sql.push_str(&format!(
             " ORDER BY created_at DESC, id LIMIT ${}",
@@ -755,7 +821,7 @@ impl Store for PgStore {
         self.write(|tx| {
             tx.execute(
                 &format!(
-                    "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                    "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)"
                 ),
                 &[
                     &&token.hash[..],
@@ -767,6 +833,7 @@ impl Store for PgStore {
                     &codec::micros(token.expires_at),
                     &token.revoked,
                     &token.mfa,
+                    &token.parent.as_ref().map(|p| &p[..]),
                 ],
             )
             .map_err(|e| {
@@ -794,7 +861,14 @@ impl Store for PgStore {
                 )
                 .map_err(db)?;
             if n == 1 {
-                append_audit_tx(tx, self.signer.as_ref(), std::slice::from_ref(audit), now)?;
+                let sessions = tx
+                    .execute(
+                        "UPDATE tokens SET revoked = true WHERE parent = $1 AND NOT revoked",
+                        &[&&hash[..]],
+                    )
+                    .map_err(db)?;
+                let audit = codec::with_sessions_ended(audit, sessions as usize);
+                append_audit_tx(tx, self.signer.as_ref(), std::slice::from_ref(&audit), now)?;
             }
             Ok(n == 1)
         })
@@ -809,21 +883,7 @@ impl Store for PgStore {
                 &[&&hash[..]],
             )
             .map_err(db)?;
-        row.map(|r| {
-            TokenRow {
-                hash: r.try_get(0).map_err(col)?,
-                user: r.try_get(1).map_err(col)?,
-                groups: r.try_get(2).map_err(col)?,
-                admin: r.try_get(3).map_err(col)?,
-                created_by: r.try_get(4).map_err(col)?,
-                created_at: r.try_get(5).map_err(col)?,
-                expires_at: r.try_get(6).map_err(col)?,
-                revoked: r.try_get(7).map_err(col)?,
-                mfa: r.try_get(8).map_err(col)?,
-            }
-            .decode()
-        })
-        .transpose()
+        row.map(|r| token_row(&r)?.decode()).transpose()
     }
 
     fn count_by_state(&self) -> StoreResult<Vec<(RequestState, u64)>> {

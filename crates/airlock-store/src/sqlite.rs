@@ -16,6 +16,7 @@ use crate::{
     CertificateRecord, Change, RequestFilter, Store, StoreError, StoreResult, TokenRecord,
 };
 
+mod access;
 mod notify;
 mod runs;
 
@@ -155,6 +156,28 @@ CREATE TABLE chat_messages (
     PRIMARY KEY (sink, subject)
 );
 "#,
+    r#"
+ALTER TABLE tokens ADD COLUMN parent BLOB;
+ALTER TABLE tokens ADD COLUMN last_used_at INTEGER;
+CREATE INDEX tokens_parent ON tokens (parent);
+CREATE INDEX tokens_user ON tokens (user_name, created_at DESC);
+CREATE TABLE identities (
+    user_name TEXT PRIMARY KEY,
+    issuer TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    bound_at INTEGER NOT NULL,
+    UNIQUE (issuer, subject)
+);
+CREATE TABLE locks (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    PRIMARY KEY (kind, name)
+);
+"#,
 ];
 
 /// SQLite-backed [`Store`].
@@ -174,6 +197,23 @@ fn db(e: rusqlite::Error) -> StoreError {
         | E::Utf8Error(_) => StoreError::Corrupt(e.to_string()),
         other => StoreError::Unavailable(other.to_string()),
     }
+}
+
+/// Reads a row selected with [`TOKEN_COLUMNS`].
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+    Ok(TokenRow {
+        hash: r.get(0)?,
+        user: r.get(1)?,
+        groups: r.get(2)?,
+        admin: r.get(3)?,
+        created_by: r.get(4)?,
+        created_at: r.get(5)?,
+        expires_at: r.get(6)?,
+        revoked: r.get(7)?,
+        mfa: r.get(8)?,
+        parent: r.get(9)?,
+        last_used_at: r.get(10)?,
+    })
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -466,6 +506,24 @@ impl Store for SqliteStore {
                 args.len()
             ));
         }
+        if let Some((user, ents)) = &filter.visible_to {
+            args.push(Box::new(user.as_str().to_owned()));
+            args.push(Box::new(serde_json::Value::from(ents.clone()).to_string()));
+            sql.push_str(&format!(
+                " AND (requester = ?{} OR entitlement IN (SELECT value FROM json_each(?{})))",
+                args.len() - 1,
+                args.len()
+            ));
+        }
+        if let Some((at, id)) = &filter.after {
+            args.push(Box::new(codec::micros(*at)));
+            args.push(Box::new(id.as_str().to_owned()));
+            sql.push_str(&format!(
+                " AND (created_at < ?{0} OR (created_at = ?{0} AND id > ?{1}))",
+                args.len() - 1,
+                args.len()
+            ));
+        }
         args.push(Box::new(codec::effective_limit(
             filter.limit,
             codec::MAX_LIST_LIMIT,
@@ -682,7 +740,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         self.write(|tx| {
             tx.prepare_cached(&format!(
-                "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL)"
             ))
             .map_err(db)?
             .execute(params![
@@ -695,6 +753,7 @@ impl Store for SqliteStore {
                 codec::micros(token.expires_at),
                 token.revoked,
                 token.mfa,
+                token.parent.as_ref().map(|p| &p[..]),
             ])
             .map_err(|e| {
                 if is_unique_violation(&e) {
@@ -720,7 +779,15 @@ impl Store for SqliteStore {
                 .execute(params![&hash[..]])
                 .map_err(db)?;
             if n == 1 {
-                append_audit_tx(tx, self.signer.as_ref(), std::slice::from_ref(audit), now)?;
+                let sessions = tx
+                    .prepare_cached(
+                        "UPDATE tokens SET revoked = 1 WHERE parent = ?1 AND revoked = 0",
+                    )
+                    .map_err(db)?
+                    .execute(params![&hash[..]])
+                    .map_err(db)?;
+                let audit = codec::with_sessions_ended(audit, sessions);
+                append_audit_tx(tx, self.signer.as_ref(), std::slice::from_ref(&audit), now)?;
             }
             Ok(n == 1)
         })
@@ -733,19 +800,7 @@ impl Store for SqliteStore {
                 "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"
             ))
             .map_err(db)?
-            .query_row([&hash[..]], |r| {
-                Ok(TokenRow {
-                    hash: r.get(0)?,
-                    user: r.get(1)?,
-                    groups: r.get(2)?,
-                    admin: r.get(3)?,
-                    created_by: r.get(4)?,
-                    created_at: r.get(5)?,
-                    expires_at: r.get(6)?,
-                    revoked: r.get(7)?,
-                    mfa: r.get(8)?,
-                })
-            })
+            .query_row([&hash[..]], token_row)
             .optional()
             .map_err(db)?;
         row.map(TokenRow::decode).transpose()

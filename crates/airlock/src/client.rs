@@ -100,6 +100,11 @@ impl Client {
         self.call("POST", path, Some(body))
     }
 
+    /// DELETE a resource.
+    pub fn delete(&self, path: &str) -> Result<Value> {
+        self.call("DELETE", path, None)
+    }
+
     /// Sends a request whose response may be a long stream (a run's output);
     /// error statuses become the same one-line messages as other calls.
     pub fn stream(&self, method: &str, path: &str, body: Option<&Value>) -> Result<ureq::Response> {

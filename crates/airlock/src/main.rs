@@ -15,6 +15,7 @@ macro_rules! say {
     }};
 }
 
+mod access;
 mod client;
 mod login;
 mod offline;
@@ -57,7 +58,7 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Output {
+pub(crate) enum Output {
     Text,
     Json,
 }
@@ -197,6 +198,22 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Lock a user or an entitlement: revokes active grants, cancels pending
+    /// requests and runs, refuses tokens (admin). `airlock lock list` shows locks.
+    Lock {
+        #[command(subcommand)]
+        command: access::LockCommand,
+    },
+    /// Lift a lock (admin).
+    Unlock {
+        #[command(subcommand)]
+        command: access::UnlockCommand,
+    },
+    /// User commands (admin).
+    User {
+        #[command(subcommand)]
+        command: access::UserCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -262,6 +279,19 @@ enum TokenCommand {
         #[arg(long)]
         admin: bool,
     },
+    /// List live tokens (prefix, user, created, expires, last used; never the secret).
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke one token by prefix, or every token of a user; their web sessions end too.
+    Revoke {
+        /// Hex prefix from `airlock token list` (at least 8 digits).
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        prefix: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+    },
 }
 
 fn main() {
@@ -276,7 +306,7 @@ fn main() {
     std::process::exit(code);
 }
 
-fn emit(output: Output, v: &Value, human: impl FnOnce(&Value) -> String) {
+pub(crate) fn emit(output: Output, v: &Value, human: impl FnOnce(&Value) -> String) {
     match output {
         Output::Json => say!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
         Output::Text => say!("{}", human(v)),
@@ -308,7 +338,7 @@ fn read_public_key(file: &std::path::Path) -> Result<String> {
     Ok(line.to_string())
 }
 
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -616,6 +646,15 @@ fn run(cli: Cli) -> Result<i32> {
             )?;
             emit(out, &r, |v| v["token"].as_str().unwrap_or("").to_string());
         }
+        Command::Token {
+            command: TokenCommand::List { user },
+        } => access::token_list(&client(), out, user)?,
+        Command::Token {
+            command: TokenCommand::Revoke { prefix, user },
+        } => access::token_revoke(&client(), out, prefix, user)?,
+        Command::Lock { command } => access::lock(&client(), out, command)?,
+        Command::Unlock { command } => access::unlock(&client(), out, command)?,
+        Command::User { command } => access::user(&client(), out, command)?,
     }
     Ok(0)
 }

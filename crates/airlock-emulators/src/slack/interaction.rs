@@ -32,14 +32,43 @@ impl SignedInteraction {
         message_ts: &str,
         response_url: &str,
     ) -> SignedInteraction {
+        Self::button_click_in(
+            TEAM_ID,
+            TEAM_ID,
+            signing_secret,
+            timestamp,
+            user_id,
+            action_id,
+            value,
+            channel,
+            message_ts,
+            response_url,
+        )
+    }
+
+    /// [`button_click`](Self::button_click) in workspace `team_id` by a member
+    /// of workspace `user_team` (they differ for a Slack Connect member).
+    #[allow(clippy::too_many_arguments)]
+    pub fn button_click_in(
+        team_id: &str,
+        user_team: &str,
+        signing_secret: &str,
+        timestamp: i64,
+        user_id: &str,
+        action_id: &str,
+        value: &str,
+        channel: &str,
+        message_ts: &str,
+        response_url: &str,
+    ) -> SignedInteraction {
         let payload = json!({
             "type": "block_actions",
-            "user": {"id": user_id, "username": user_id.to_lowercase(), "name": user_id.to_lowercase(), "team_id": TEAM_ID},
+            "user": {"id": user_id, "username": user_id.to_lowercase(), "name": user_id.to_lowercase(), "team_id": user_team},
             "api_app_id": "A0AIRLOCK1",
             "token": "verification-token-is-deprecated",
             "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": false},
             "trigger_id": format!("{timestamp}.1234567890.abcdef"),
-            "team": {"id": TEAM_ID, "domain": "airlock-test"},
+            "team": {"id": team_id, "domain": "airlock-test"},
             "enterprise": null,
             "is_enterprise_install": false,
             "channel": {"id": channel, "name": "channel"},

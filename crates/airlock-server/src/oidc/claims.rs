@@ -30,12 +30,13 @@ pub fn is_mfa(claims: &Map<String, Value>, mfa_acr: &[String]) -> bool {
     amr || acr
 }
 
-/// Maps verified claims to a principal, with catalog groups merged in.
+/// Maps verified claims to a principal, with catalog groups merged in; also
+/// returns the groups the identity provider vouched for (what a session keeps).
 pub fn principal(
     config: &Config,
     oidc: &OidcConfig,
     claims: &Map<String, Value>,
-) -> Result<Principal, String> {
+) -> Result<(Principal, Vec<GroupName>), String> {
     let raw = claims
         .get(&oidc.username_claim)
         .and_then(Value::as_str)
@@ -66,10 +67,7 @@ pub fn principal(
             }
         }
     }
-    let admin = groups
-        .iter()
-        .any(|g| oidc.admin_groups.iter().any(|a| a == g.as_str()));
-    let mut p = config.principal(name, &groups, admin);
+    let mut p = config.principal(name, &groups, false);
     p.mfa = is_mfa(claims, &oidc.mfa_acr_values);
     if p.email.is_none() {
         p.email = claims
@@ -78,7 +76,7 @@ pub fn principal(
             .filter(|e| airlock_core::notify::is_email(e))
             .map(str::to_string);
     }
-    Ok(p)
+    Ok((p, groups))
 }
 
 #[cfg(test)]

@@ -173,8 +173,15 @@ async fn poll(
         .idp
         .verify(&id_token, None, now.unix_timestamp())
         .await?;
-    let who = super::principal(&app.config, &oidc.config, &claims).map_err(OidcError::Refused)?;
-    let token = session::start(&app, &who, "oidc-device", session::SESSION_TTL).await?;
+    let (who, groups) = crate::identity::oidc_login(&app, &oidc.config, &claims).await?;
+    let origin = session::Origin {
+        groups,
+        admin: false,
+        mfa: who.mfa,
+        parent: None,
+    };
+    let token =
+        session::start(&app, &who.name, origin, "oidc-device", session::SESSION_TTL).await?;
     Ok(Json(json!({
         "status": "ok",
         "token": token,

@@ -36,6 +36,9 @@ pub enum OidcError {
     /// The provider or the claims refused the login.
     #[error("{0}")]
     Refused(String),
+    /// The identity checks refused this person (a bound or group name, a lock): 403.
+    #[error("{0}")]
+    Forbidden(String),
     /// A bug or local failure.
     #[error("{0}")]
     Internal(String),
@@ -49,7 +52,9 @@ impl From<OidcError> for ApiError {
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m)
             },
             OidcError::Token(v) => ApiError::unauthorized(format!("login refused: {v}")),
-            OidcError::Refused(m) => ApiError::new(StatusCode::FORBIDDEN, m),
+            OidcError::Refused(m) | OidcError::Forbidden(m) => {
+                ApiError::new(StatusCode::FORBIDDEN, m)
+            }
             OidcError::Internal(m) => ApiError::internal(m),
         }
     }

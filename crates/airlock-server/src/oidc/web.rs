@@ -91,6 +91,7 @@ fn error_page(e: OidcError) -> Response {
                 "Internal error; the server log has details.",
             )
         }
+        OidcError::Forbidden(m) => page(StatusCode::FORBIDDEN, "Login refused", &format!("{m}.")),
         other => {
             tracing::warn!(error = %other, "OIDC login refused");
             page(
@@ -324,8 +325,19 @@ async fn finish_login(
         )
     })?;
     let claims = oidc.idp.verify(&id_token, Some(&nonce), now).await?;
-    let who = super::principal(&app.config, &oidc.config, &claims).map_err(OidcError::Refused)?;
-    session::start(app, &who, "oidc", session::SESSION_TTL)
+    let (who, groups) = crate::identity::oidc_login(app, &oidc.config, &claims)
+        .await
+        .map_err(|e| match e.status {
+            StatusCode::FORBIDDEN => OidcError::Forbidden(e.detail),
+            _ => OidcError::Internal(e.detail),
+        })?;
+    let origin = session::Origin {
+        groups,
+        admin: false,
+        mfa: who.mfa,
+        parent: None,
+    };
+    session::start(app, &who.name, origin, "oidc", session::SESSION_TTL)
         .await
         .map_err(|e| OidcError::Internal(e.detail))
 }

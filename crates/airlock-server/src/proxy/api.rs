@@ -24,7 +24,7 @@ use super::create::{self, Created, ExecInput, ProxyError, RateLimited};
 use super::frames::{self, frame, json_frame, Kind};
 use super::hub::Chunk;
 use super::operation::{self, OperationInput};
-use super::{execution, may_read_output, review};
+use super::{execution, review};
 use crate::api::{ApiJson, ListQuery};
 use crate::app::App;
 use crate::auth::Caller;
@@ -259,7 +259,8 @@ async fn list_runs(
         filter.state = Some(RunState::Pending);
         filter.limit = 1000;
     }
-    let mut list = app.db(move |s| s.list_runs(&filter)).await?;
+    let mut list = app.db_untracked(move |s| s.list_runs(&filter)).await?;
+    list.retain(|r| crate::visibility::may_read_run(&app, &p, r));
     if q.to_review {
         list.retain(|r| {
             r.requester != p.name
@@ -272,10 +273,12 @@ async fn list_runs(
 
 async fn show_run(
     State(app): AppState,
-    Caller(_): Caller,
+    Caller(p): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let run = load(&app, &parse_run_id(&id)?).await?;
+    // The run carries its dry-run output: the same rule as the transcript.
+    check_reader(&app, &p, &run)?;
     Ok(json_response(StatusCode::OK, run))
 }
 
@@ -338,12 +341,12 @@ async fn cancel_run(
     Ok(json_response(StatusCode::OK, run))
 }
 
-fn check_reader(who: &airlock_core::Principal, run: &Run) -> Result<(), ApiError> {
-    if may_read_output(who, run) {
+fn check_reader(app: &App, who: &airlock_core::Principal, run: &Run) -> Result<(), ApiError> {
+    if crate::visibility::may_read_run(app, who, run) {
         Ok(())
     } else {
         Err(Error::forbidden(
-            "only the requester, a reviewer of this run or an admin can read its output",
+            "only the requester, a reviewer of this run, an auditor or an admin can read it and its output",
         )
         .into())
     }
@@ -356,7 +359,7 @@ async fn transcript(
 ) -> Result<Response, ApiError> {
     let id = parse_run_id(&id)?;
     let run = load(&app, &id).await?;
-    check_reader(&p, &run)?;
+    check_reader(&app, &p, &run)?;
     let lookup = id.clone();
     let body = app.db(move |s| s.run_transcript(&lookup)).await?;
     let Some(body) = body else {
@@ -389,7 +392,7 @@ async fn follow(
 ) -> Result<Response, ApiError> {
     let id = parse_run_id(&id)?;
     let run = load(&app, &id).await?;
-    check_reader(&p, &run)?;
+    check_reader(&app, &p, &run)?;
     let (tx, rx) = mpsc::channel(32);
     tokio::spawn(async move {
         let _ = tx.send(json_frame(Kind::Start, &run)).await;

@@ -31,6 +31,7 @@ pub async fn page_handler(
     q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, WebError> {
     let Query(q) = q.map_err(|e| WebError::bad_input(e.body_text()))?;
+    crate::visibility::check_audit_reader(&app, &user.principal)?;
     let report = crate::api::verify_audit_chain(&app).await?;
     let head = app.db(|s| s.audit_head()).await?.unwrap_or(0);
     let end = q.before.unwrap_or(head + 1).min(head + 1);

@@ -17,6 +17,7 @@ use crate::html;
 async fn grants_page(app: &Arc<App>, user: &WebUser) -> Result<Response, WebError> {
     let filter = RequestFilter {
         state: Some(RequestState::Active),
+        visible_to: crate::visibility::request_scope(app, &user.principal),
         limit: 1000,
         ..Default::default()
     };

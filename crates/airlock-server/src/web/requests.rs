@@ -201,8 +201,11 @@ pub async fn detail(
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
     let r = load(&app, &parse_id(&id)?).await?;
-    let now = app.now();
     let p = &user.principal;
+    if !crate::visibility::may_read_request(&app, p, &r) {
+        return Err(crate::visibility::hidden(format!("request `{}`", r.id)).into());
+    }
+    let now = app.now();
     let mut h = Html::default();
     let na = r.not_after.map(when).unwrap_or_default();
     html!(h, "<h1>Request " (r.id) "</h1><dl class=\"facts\" id=\"facts\" data-request=\"" (r.id) "\">"

@@ -31,8 +31,9 @@ pub async fn list(State(app): State<Arc<App>>, user: WebUser) -> Result<Response
         limit: 100,
         ..Default::default()
     };
-    let runs = app.db(move |s| s.list_runs(&filter)).await?;
+    let mut runs = app.db_untracked(move |s| s.list_runs(&filter)).await?;
     let p = &user.principal;
+    runs.retain(|r| crate::visibility::may_read_run(&app, p, r));
     let (mine_to_review, rest): (Vec<&Run>, Vec<&Run>) = runs.iter().partition(|r| {
         r.state == RunState::Pending
             && r.requester != p.name
@@ -73,6 +74,7 @@ pub async fn detail(
     let r = app
         .db(move |s| s.get_run(&lookup))
         .await?
+        .filter(|r| crate::visibility::may_read_run(&app, &user.principal, r))
         .ok_or_else(|| Error::not_found(format!("run `{id}`")))?;
     let p = &user.principal;
     let mut h = Html::default();

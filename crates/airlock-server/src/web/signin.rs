@@ -86,13 +86,29 @@ pub async fn with_token(
     };
     // The session never outlives the token it came from.
     let hash = hash_token(token);
-    let rec = app.db(move |s| s.find_token(&hash)).await?;
+    let rec = app.db_untracked(move |s| s.find_token(&hash)).await?;
     let now = app.now();
     let ttl = rec
+        .as_ref()
         .map(|r| r.expires_at - now)
         .unwrap_or(session::SESSION_TTL)
         .min(session::SESSION_TTL);
-    let secret = session::start(&app, &principal, "token", ttl).await?;
+    // A start-up admin token has no row: its session is an admin session of its own.
+    let origin = match &rec {
+        Some(r) => session::Origin {
+            groups: r.groups.clone(),
+            admin: r.admin,
+            mfa: r.mfa,
+            parent: Some(r.hash),
+        },
+        None => session::Origin {
+            groups: vec![],
+            admin: principal.admin,
+            mfa: false,
+            parent: None,
+        },
+    };
+    let secret = session::start(&app, &principal.name, origin, "token", ttl).await?;
     let mut resp = (StatusCode::SEE_OTHER, [(header::LOCATION, "/ui/")]).into_response();
     let h = resp.headers_mut();
     for c in [

@@ -160,7 +160,7 @@ provider = "pg-main"
 role = "{WRITER_ROLE}"
 max_duration = "1h"
 approval_timeout = "2s"
-approvals = {{ count = 2, reviewers = ["payments-eng", "carol"] }}
+approvals = {{ count = 2, reviewers = ["payments-eng", "user:carol"] }}
 
 [[entitlement]]
 name = "payments-breakglass"

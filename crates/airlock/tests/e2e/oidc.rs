@@ -654,3 +654,86 @@ fn mfa_entitlement_is_refused_without_mfa_and_allowed_after_an_mfa_login() {
     );
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// Runs the web flow as `user` and returns the callback's answer (no success asserted).
+fn web_callback(s: &Server, user: &str) -> Page {
+    let mut b = Browser::new();
+    let start = b.get(&format!("{}/ui/login", s.addr));
+    let at = b.through_provider(start, user, false);
+    assert!(at.url.contains("/ui/oidc/callback"), "{}", at.body);
+    b.get(&at.url)
+}
+
+fn audit_reasons(s: &Server, kind: &str) -> Vec<String> {
+    let out = s.cli(&s.admin, &["audit", "export"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["kind"] == kind)
+        .map(|e| e["data"]["reason"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+crate::both_stores!(
+    a_second_identity_presenting_a_bound_name_is_refused_until_an_admin_rebinds_it,
+    |db| {
+        let s = server(db);
+        web_login(&s, "alice", false);
+        // Another IdP account (another `sub`) whose preferred_username is `alice`.
+        let refused = web_callback(&s, "alice-impostor");
+        assert_eq!(refused.status, 403, "{}", refused.body);
+        assert!(
+            refused.body.contains("belongs to another identity")
+                && refused.body.contains("airlock user rebind alice"),
+            "{}",
+            refused.body
+        );
+        let reasons = audit_reasons(&s, "login.refused");
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(reasons[0].contains("another identity"), "{reasons:?}");
+        // The real alice still logs in.
+        web_login(&s, "alice", false);
+        // Only an admin can release the name.
+        let bob = s.token("bob");
+        let out = s.cli(&bob, &["user", "rebind", "alice"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            crate::kit::stderr(&out).contains("only admins"),
+            "{}",
+            crate::kit::stderr(&out)
+        );
+        let v = s.json(&s.admin, &["user", "rebind", "alice"]);
+        assert_eq!(v["rebound"], true);
+        assert!(s
+            .audit_kinds("user:alice")
+            .contains(&"user.rebound".to_string()));
+        // Now the new account binds the name, and the old one is the stranger.
+        web_login(&s, "alice-impostor", false);
+        assert_eq!(web_callback(&s, "alice").status, 403);
+    }
+);
+
+#[test]
+fn a_user_named_like_a_reviewer_group_can_neither_log_in_nor_get_a_token() {
+    let s = server(Db::Sqlite);
+    // `sre` reviews sre-console; an IdP account that chose the user name `sre` must not become it.
+    let refused = web_callback(&s, "sre-squatter");
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(
+        refused.body.contains("is the name of a group"),
+        "{}",
+        refused.body
+    );
+    assert!(audit_reasons(&s, "login.refused")[0].contains("name of a group"));
+    for name in ["sre", "SRE", "payments-eng"] {
+        let out = s.cli(&s.admin, &["token", "create", "--user", name]);
+        assert_eq!(out.status.code(), Some(1), "token for {name} was created");
+        assert!(
+            crate::kit::stderr(&out).contains("is the name of a group"),
+            "{}",
+            crate::kit::stderr(&out)
+        );
+    }
+    // A member of the group still reviews as a member.
+    let _ = web_login(&s, "bob", false);
+}

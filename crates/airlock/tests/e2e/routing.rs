@@ -17,6 +17,10 @@ fn routed_catalog(prefix: &str, services: &str) -> String {
 name = "payments-eng"
 members = ["alice", "bob"]
 
+# Owner in the remote catalog: a user, not a group.
+[[user]]
+name = "carol"
+
 {services}
 
 [providers.pg-main]

@@ -57,6 +57,7 @@ bot_token = "{TOKEN}"
 signing_secret_file = "slack-signing-secret"
 api_base = "{api}"
 channel = "#airlock"
+team_id = "{team}"
 
 [[service]]
 name = "payments"
@@ -79,7 +80,8 @@ role = "{WRITER_ROLE}"
 max_duration = "1h"
 approvals = {{ count = 2, reviewers = ["payments-eng", "carol"] }}
 "##,
-        api = emu.api_base()
+        api = emu.api_base(),
+        team = airlock_emulators::slack::TEAM_ID
     );
     let s = Server::start_with_files(setup, &[("slack-signing-secret", &format!("{SECRET}\n"))]);
     let alice = s.token("alice");
@@ -165,6 +167,23 @@ impl World {
             &url,
         );
         (i, url)
+    }
+
+    /// Posts `i` and returns what the clicker was told at `url`.
+    fn hear(&self, i: &SignedInteraction, url: &str) -> String {
+        let (status, _, body) = self.post(i);
+        assert_eq!(status, 200, "{body}");
+        let path = url
+            .split_once("/actions/")
+            .map(|(_, p)| format!("/actions/{p}"))
+            .unwrap();
+        let post = eventually(10, "the response_url post", || {
+            self.emu
+                .response_posts()
+                .into_iter()
+                .find(|p| p.path == path)
+        });
+        post.body["text"].as_str().unwrap().to_string()
     }
 
     fn post(&self, i: &SignedInteraction) -> (u16, String, String) {
@@ -382,4 +401,48 @@ fn slack_outage_delays_but_does_not_lose_the_message_even_across_a_restart() {
         1,
         "posted exactly once"
     );
+}
+
+#[test]
+fn slack_clicks_from_another_workspace_external_members_or_unconfirmed_emails_are_refused() {
+    let w = world(Db::Sqlite);
+    let id = w.request("slack-two-person");
+    let m = w.message("#airlock", &id);
+    let click_in = |team: &str, user_team: &str, user: &str| {
+        let url = w.emu.new_response_url();
+        let i = SignedInteraction::button_click_in(
+            team,
+            user_team,
+            SECRET,
+            now(),
+            user,
+            "airlock_request_approve",
+            &id,
+            &m.channel,
+            &m.ts,
+            &url,
+        );
+        w.hear(&i, &url)
+    };
+    // bob is a reviewer, mapped by slack_id: but not through another workspace.
+    let told = click_in("T0OTHER99", "T0OTHER99", BOB);
+    assert!(told.contains("workspace T0OTHER99"), "{told}");
+    let told = click_in(airlock_emulators::slack::TEAM_ID, "T0EXTERNAL", BOB);
+    assert!(told.contains("external (Slack Connect)"), "{told}");
+    // An external member with carol's email, whose payload claims our team:
+    // users.info says otherwise, so the email maps nobody.
+    w.emu.add_external_user(
+        "U0EXTERNAL",
+        "carol",
+        Some("carol@example.com"),
+        "T0EXTERNAL",
+    );
+    let told = w.click_and_hear("U0EXTERNAL", "airlock_request_approve", &id, &m);
+    assert!(told.contains("belongs to another workspace"), "{told}");
+    // carol herself, while her Slack email is unconfirmed.
+    w.emu.unconfirm_email(CAROL);
+    let told = w.click_and_hear(CAROL, "airlock_request_approve", &id, &m);
+    assert!(told.contains("email is not confirmed"), "{told}");
+    assert_eq!(w.show(&id)["state"], "pending");
+    assert!(w.show(&id)["reviews"].as_array().unwrap().is_empty());
 }

@@ -25,7 +25,10 @@ fn sign_in(b: &Browser, s: &Server, token: &str) {
 
 #[test]
 fn request_in_the_browser_is_approved_by_another_user_and_turns_active_live() {
-    let s = Server::start(Setup::new(Db::Sqlite));
+    // The reviewer also audits: the last page shown is the audit log.
+    let mut setup = Setup::new(Db::Sqlite);
+    setup.server_extra = "auditors = [\"user:alice\", \"user:bob\"]\n".into();
+    let s = Server::start(setup);
     let (alice, bob) = (s.token("alice"), s.token("bob"));
     // History the reviewer should see: an earlier, withdrawn request by alice.
     let old = id_of(&s.json(

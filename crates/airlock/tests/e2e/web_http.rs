@@ -132,7 +132,10 @@ impl WebClient {
 
 #[test]
 fn every_page_needs_a_session_and_renders_with_security_headers() {
-    let s = Server::start(Setup::new(Db::Sqlite));
+    // alice may read the audit page as an auditor; carol, unrelated, may not.
+    let mut setup = Setup::new(Db::Sqlite);
+    setup.server_extra = "auditors = [\"user:alice\"]\n".into();
+    let s = Server::start(setup);
     let alice = s.token("alice");
     let r = s.json(
         &alice,
@@ -192,6 +195,17 @@ fn every_page_needs_a_session_and_renders_with_security_headers() {
         .get(&format!("/ui/requests/{id}"))
         .body
         .contains("INC-1 &lt;b&gt;bold&lt;/b&gt;"));
+    let mut other = WebClient::new(&s);
+    other.sign_in(&s.token("carol"));
+    let r = other.get("/ui/audit");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("auditors"), "{}", r.body);
+    let r = other.get(&format!("/ui/requests/{id}"));
+    assert_eq!(
+        r.status, 404,
+        "carol may not read alice's request: {}",
+        r.body
+    );
     let css = web.get("/ui/static/app.css");
     assert_eq!(
         (css.status, css.header("content-type")),

@@ -40,7 +40,20 @@ pub struct Slack {
     api_base: String,
     /// Channel for entitlements and operations without a service channel.
     pub default_channel: Option<String>,
+    /// The workspace whose members' clicks count (`[notify.slack] team_id`).
+    pub team_id: String,
+    /// The Enterprise Grid organisation, if configured.
+    pub enterprise_id: Option<String>,
     http: reqwest::Client,
+}
+
+/// What users.info says about mapping a member by email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlackEmail {
+    /// A confirmed email of a member of our workspace.
+    Confirmed(String),
+    /// No email airlock may trust, and why.
+    Unusable(&'static str),
 }
 
 /// Where a posted message lives.
@@ -50,6 +63,25 @@ pub struct Posted {
     pub channel: String,
     /// Message timestamp, its id within the channel.
     pub ts: String,
+}
+
+/// The email of a users.info `user` object, only if airlock may map a person
+/// by it: an active human member of `team_id` whose address is confirmed
+/// (an unconfirmed or foreign address could be anyone's).
+pub fn trusted_email(user: &serde_json::Value, team_id: &str) -> SlackEmail {
+    if user["deleted"].as_bool() == Some(true) || user["is_bot"].as_bool() == Some(true) {
+        return SlackEmail::Unusable("the Slack member is deactivated or a bot");
+    }
+    if user["is_stranger"].as_bool() == Some(true) || user["team_id"].as_str() != Some(team_id) {
+        return SlackEmail::Unusable("the Slack member belongs to another workspace");
+    }
+    if user["is_email_confirmed"].as_bool() != Some(true) {
+        return SlackEmail::Unusable("the Slack member's email is not confirmed");
+    }
+    match user["profile"]["email"].as_str().filter(|e| !e.is_empty()) {
+        Some(e) => SlackEmail::Confirmed(e.to_string()),
+        None => SlackEmail::Unusable("the Slack member shows no email"),
+    }
 }
 
 impl Slack {
@@ -89,6 +121,8 @@ impl Slack {
             signing_secret,
             api_base: c.api_base.trim_end_matches('/').to_string(),
             default_channel: c.channel.clone(),
+            team_id: c.team_id.clone().unwrap_or_default(),
+            enterprise_id: c.enterprise_id.clone(),
             http,
         })
     }
@@ -122,27 +156,19 @@ impl Slack {
         self.call("chat.update", body).await.map(|_| ())
     }
 
-    /// The profile email of Slack user `user_id` (needs `users:read.email`);
-    /// `None` for unknown or deactivated users or users without an email.
-    pub async fn user_email(&self, user_id: &str) -> Result<Option<String>, SlackError> {
+    /// The profile email of Slack user `user_id` (needs `users:read.email`),
+    /// if it may map them to an airlock user (see [`trusted_email`]).
+    pub async fn user_email(&self, user_id: &str) -> Result<SlackEmail, SlackError> {
         // users.info takes form or query arguments, not JSON.
         let req = self
             .http
             .get(format!("{}/users.info", self.api_base))
             .query(&[("user", user_id)]);
         match self.send("users.info", req).await {
-            Ok(v) => {
-                let user = &v["user"];
-                if user["deleted"].as_bool() == Some(true) || user["is_bot"].as_bool() == Some(true)
-                {
-                    return Ok(None);
-                }
-                Ok(user["profile"]["email"]
-                    .as_str()
-                    .filter(|e| !e.is_empty())
-                    .map(str::to_string))
+            Ok(v) => Ok(trusted_email(&v["user"], &self.team_id)),
+            Err(SlackError::Permanent { error, .. }) if error == "user_not_found" => {
+                Ok(SlackEmail::Unusable("Slack does not know this member"))
             }
-            Err(SlackError::Permanent { error, .. }) if error == "user_not_found" => Ok(None),
             Err(e) => Err(e),
         }
     }

@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::api::{Slack, SlackError};
+use super::api::{Slack, SlackEmail, SlackError};
 use super::blocks::{APPROVE_REQUEST, APPROVE_RUN, DENY_REQUEST, DENY_RUN};
 use crate::app::App;
 use crate::problem::ApiError;
@@ -73,6 +73,8 @@ struct Payload {
     #[serde(rename = "type")]
     kind: String,
     user: Option<SlackUser>,
+    team: Option<SlackId>,
+    enterprise: Option<SlackId>,
     #[serde(default)]
     actions: Vec<Action>,
     response_url: Option<String>,
@@ -81,6 +83,42 @@ struct Payload {
 #[derive(Deserialize)]
 struct SlackUser {
     id: String,
+    /// The member's own workspace; differs from `team` for Slack Connect members.
+    team_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SlackId {
+    id: Option<String>,
+}
+
+/// Refuses clicks from another workspace or organisation, and from external
+/// (Slack Connect) members: only our own workspace's people review.
+fn check_workspace(
+    slack: &Slack,
+    team: Option<&SlackId>,
+    enterprise: Option<&SlackId>,
+    user: &SlackUser,
+) -> Result<(), String> {
+    let team = team.and_then(|t| t.id.as_deref());
+    if team != Some(slack.team_id.as_str()) {
+        return Err(format!(
+            "this click came from Slack workspace {} but airlock takes reviews only from {} ([notify.slack] team_id)",
+            team.unwrap_or("(none)"),
+            slack.team_id
+        ));
+    }
+    if user.team_id.as_deref().is_some_and(|t| t != slack.team_id) {
+        return Err("external (Slack Connect) members cannot review in airlock".into());
+    }
+    let enterprise = enterprise.and_then(|e| e.id.as_deref());
+    if enterprise.is_some() && enterprise != slack.enterprise_id.as_deref() {
+        return Err(format!(
+            "this click came from Enterprise Grid organisation {} which is not [notify.slack] enterprise_id",
+            enterprise.unwrap_or_default()
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -172,6 +210,15 @@ async fn decide(app: &Arc<App>, slack: &Slack, payload: Payload) -> String {
     let Some(user) = payload.user.filter(|u| is_member_id(&u.id)) else {
         return "airlock could not tell who clicked (no Slack user in the payload)".into();
     };
+    if let Err(why) = check_workspace(
+        slack,
+        payload.team.as_ref(),
+        payload.enterprise.as_ref(),
+        &user,
+    ) {
+        tracing::warn!(slack_user = user.id, why, "Slack review refused");
+        return format!(":no_entry: {why}");
+    }
     let Some(action) = payload.actions.into_iter().next() else {
         return "airlock got a click without an action".into();
     };
@@ -252,17 +299,24 @@ async fn principal(app: &Arc<App>, slack: &Slack, id: &str) -> Result<Principal,
                 }
                 Err(e) => return Err(format!("airlock could not ask Slack who you are ({e}): the Slack app needs users:read and users:read.email")),
             };
-            let found = email.as_deref().and_then(|email| {
-                app.config
-                    .users
-                    .values()
-                    .find(|u| {
-                        u.email
-                            .as_deref()
-                            .is_some_and(|m| m.eq_ignore_ascii_case(email))
-                    })
-                    .map(|u| u.name.clone())
-            });
+            let email = match email {
+                SlackEmail::Confirmed(e) => e,
+                SlackEmail::Unusable(why) => {
+                    return Err(format!(
+                        "airlock cannot map Slack user {id} by email ({why}): ask an admin to add `slack_id = \"{id}\"` to your [[user]] entry"
+                    ))
+                }
+            };
+            let found = app
+                .config
+                .users
+                .values()
+                .find(|u| {
+                    u.email
+                        .as_deref()
+                        .is_some_and(|m| m.eq_ignore_ascii_case(&email))
+                })
+                .map(|u| u.name.clone());
             found.ok_or_else(|| {
                 format!(
                     "airlock does not know Slack user {id}: ask an admin to add `slack_id = \"{id}\"` to your [[user]] entry, or use the same email in Slack and airlock"

@@ -1,0 +1,144 @@
+//! HTTP handlers for cutting people off: token list/revoke, locks and
+//! identity rebinding. They parse, call `tokens`/`locks`/`identity`, render.
+
+use std::sync::Arc;
+
+use airlock_store::{Lock, LockKind};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api::ApiJson;
+use crate::app::App;
+use crate::auth::Caller;
+use crate::lifecycle::fmt_time;
+use crate::problem::ApiError;
+
+type AppState = State<Arc<App>>;
+
+fn bad_query(e: axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, e.body_text())
+}
+
+/// `?user=` of `GET /api/v1/tokens`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenQuery {
+    user: Option<String>,
+}
+
+/// `GET /api/v1/tokens`: admins list live tokens (never their secrets).
+pub(crate) async fn list_tokens(
+    State(app): AppState,
+    Caller(p): Caller,
+    q: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(bad_query)?;
+    let list = crate::tokens::list(&app, &p, q.user.as_deref()).await?;
+    Ok(axum::Json(list).into_response())
+}
+
+/// Body of `POST /api/v1/tokens/revoke`: exactly one of `prefix` and `user`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RevokeTokens {
+    prefix: Option<String>,
+    user: Option<String>,
+}
+
+/// `POST /api/v1/tokens/revoke`.
+pub(crate) async fn revoke_tokens(
+    State(app): AppState,
+    Caller(p): Caller,
+    ApiJson(b): ApiJson<RevokeTokens>,
+) -> Result<Response, ApiError> {
+    let selector = match (b.prefix, b.user) {
+        (Some(prefix), None) => crate::tokens::Selector::Prefix(prefix),
+        (None, Some(user)) => crate::tokens::Selector::User(user),
+        _ => {
+            return Err(airlock_core::Error::invalid(
+                "prefix",
+                "give exactly one of `prefix` (from `airlock token list`) and `user`",
+            )
+            .into())
+        }
+    };
+    let revoked = crate::tokens::revoke(&app, &p, selector).await?;
+    Ok(axum::Json(json!({ "revoked": revoked })).into_response())
+}
+
+fn lock_json(l: &Lock) -> serde_json::Value {
+    json!({
+        "kind": l.kind.as_str(), "name": l.name, "reason": l.reason,
+        "created_by": l.created_by, "created_at": fmt_time(l.created_at),
+        "expires_at": l.expires_at.map(fmt_time),
+    })
+}
+
+/// `GET /api/v1/locks` (admins).
+pub(crate) async fn list_locks(
+    State(app): AppState,
+    Caller(p): Caller,
+) -> Result<Response, ApiError> {
+    if !p.admin {
+        return Err(airlock_core::Error::forbidden("only admins can list locks").into());
+    }
+    let now = app.now();
+    let locks = app.db_untracked(move |s| s.locks(now)).await?;
+    Ok(axum::Json(locks.iter().map(lock_json).collect::<Vec<_>>()).into_response())
+}
+
+/// Body of `POST /api/v1/locks`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewLock {
+    kind: String,
+    name: String,
+    reason: String,
+    /// How long it holds (`1h`); absent = until unlocked.
+    #[serde(rename = "for")]
+    duration: Option<String>,
+}
+
+/// `POST /api/v1/locks`: places a lock and ends what it covers.
+pub(crate) async fn create_lock(
+    State(app): AppState,
+    Caller(p): Caller,
+    ApiJson(b): ApiJson<NewLock>,
+) -> Result<Response, ApiError> {
+    let kind = LockKind::parse(&b.kind)?;
+    let (lock, done) =
+        crate::locks::lock(&app, &p, kind, &b.name, &b.reason, b.duration.as_deref()).await?;
+    let mut v = lock_json(&lock);
+    v["enforced"] = json!(done);
+    Ok((StatusCode::CREATED, axum::Json(v)).into_response())
+}
+
+/// `DELETE /api/v1/locks/{kind}/{name}`.
+pub(crate) async fn remove_lock(
+    State(app): AppState,
+    Caller(p): Caller,
+    Path((kind, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let kind = LockKind::parse(&kind)?;
+    crate::locks::unlock(&app, &p, kind, &name).await?;
+    Ok(axum::Json(json!({"unlocked": true, "kind": kind.as_str(), "name": name})).into_response())
+}
+
+/// `POST /api/v1/users/{name}/rebind`: releases a name bound to an OIDC identity.
+pub(crate) async fn rebind_user(
+    State(app): AppState,
+    Caller(p): Caller,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let released = crate::identity::rebind(&app, &p, &name).await?;
+    if !released {
+        return Err(airlock_core::Error::not_found(format!(
+            "identity bound to `{name}` (nobody has logged in under it through OIDC)"
+        ))
+        .into());
+    }
+    Ok(axum::Json(json!({"rebound": true, "user": name.to_ascii_lowercase()})).into_response())
+}

@@ -541,6 +541,7 @@ impl Config {
         let operations = crate::operation::parse_operations(text, raw.operation, &tools)?;
         let services = crate::service::ServiceCatalog::new(raw.service)?;
         check_services(&raw.server, &services, &entitlements, &operations)?;
+        check_breakglass(&raw.server, &services, &entitlements)?;
         raw.notify.validate()?;
         if let Some(o) = &raw.auth.oidc {
             o.validate()?;
@@ -646,6 +647,43 @@ fn check_services(
         if services.get(s).is_none() {
             return Err(invalid(format!(
                 "{ctx}: service `{s}` is not defined (add a [[service]] table or set [server] catalog_url)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A break-glass entitlement skips approval, so the catalog must say who may
+/// self-activate it and who closes its post-incident review; otherwise any
+/// authenticated user could do either, and both fail closed here instead.
+fn check_breakglass(
+    server: &ServerConfig,
+    services: &crate::service::ServiceCatalog,
+    entitlements: &BTreeMap<EntitlementName, Entitlement>,
+) -> Result<(), ConfigError> {
+    for e in entitlements.values().filter(|e| e.breakglass) {
+        let ctx = format!("[[entitlement]] `{}`", e.name);
+        if e.requesters.is_empty() {
+            return Err(invalid(format!(
+                "{ctx}: a break-glass entitlement needs `requesters = [\"group-or-user\", ...]` \
+                 (who may self-activate it); without it any authenticated user could"
+            )));
+        }
+        if !e.approvals.reviewers.is_empty() {
+            continue;
+        }
+        let owned = match &e.service {
+            // Owners of a remote catalog are only known at run time; until
+            // they are, nobody but an admin can close the review (fail closed).
+            Some(_) if server.catalog_url.is_some() => true,
+            Some(s) => services.get(s).is_some_and(|svc| !svc.owners.is_empty()),
+            None => false,
+        };
+        if !owned {
+            return Err(invalid(format!(
+                "{ctx}: a break-glass entitlement needs post-incident reviewers: add \
+                 `approvals = {{ count = 0, reviewers = [\"group-or-user\", ...] }}` or a `service` \
+                 whose [[service]] lists owners; without them anyone could close the review"
             )));
         }
     }
@@ -1038,6 +1076,76 @@ approvals = { count = 1, reviewers = ["sre"] }
         assert!(err.contains("roles/spanner.databaseUser"), "{err}");
         let err = refusal(&ent("maria", "role = \"a`b\""));
         assert!(err.contains("is not valid"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod breakglass_tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[[group]]
+name = "sre"
+members = ["alice", "bob"]
+
+[providers.pg-main]
+kind = "postgres"
+url = "postgres://postgres@127.0.0.1:5432/postgres"
+"#;
+
+    fn breakglass(body: &str) -> Result<Config, ConfigError> {
+        Config::parse(&format!(
+            "{BASE}\n[[entitlement]]\nname = \"db-breakglass\"\nprovider = \"pg-main\"\nrole = \"w\"\nmax_duration = \"30m\"\nbreakglass = true\n{body}\n"
+        ))
+    }
+
+    #[test]
+    fn breakglass_without_requesters_is_refused_naming_the_entitlement() {
+        let err = breakglass("approvals = { count = 0, reviewers = [\"sre\"] }")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`db-breakglass`") && err.contains("requesters = ["),
+            "{err}"
+        );
+        let err = breakglass("requesters = []\napprovals = { count = 0, reviewers = [\"sre\"] }")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("requesters"), "{err}");
+    }
+
+    #[test]
+    fn breakglass_without_post_incident_reviewers_is_refused() {
+        for body in [
+            "requesters = [\"sre\"]",
+            "requesters = [\"sre\"]\napprovals = { count = 0 }",
+        ] {
+            let err = breakglass(body).unwrap_err().to_string();
+            assert!(
+                err.contains("`db-breakglass`")
+                    && err.contains("reviewers")
+                    && err.contains("service"),
+                "{err}"
+            );
+        }
+        // A service without owners reviews nothing either.
+        let err = breakglass(
+            "requesters = [\"sre\"]\nservice = \"pay\"\n[[service]]\nname = \"pay\"\nowners = []",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("post-incident reviewers"), "{err}");
+    }
+
+    #[test]
+    fn breakglass_with_requesters_and_reviewers_or_owners_parses() {
+        let c =
+            breakglass("requesters = [\"sre\"]\napprovals = { count = 0, reviewers = [\"sre\"] }")
+                .unwrap();
+        let e = c.entitlement("db-breakglass").unwrap();
+        assert_eq!(e.requesters, ["sre"]);
+        breakglass("requesters = [\"sre\"]\nservice = \"pay\"\n[[service]]\nname = \"pay\"\nowners = [\"sre\"]")
+            .unwrap();
     }
 }
 

@@ -298,11 +298,17 @@ pub async fn review(
     let sub = subject(&id);
     let rule = app.approval_rule(&ent.approvals, ent.service.as_ref());
     if current.breakglass {
-        let may = rule.reviewers.is_empty() || rule.names_reviewer(who) || who.admin;
+        // No reviewers (a remote catalog without the service's owners) means
+        // nobody but an admin, never anybody.
+        let may = rule.names_reviewer(who) || who.admin;
         if !may {
+            let by = if rule.reviewers.is_empty() {
+                "an admin (the catalog names no reviewers: fix the service's owners)".to_string()
+            } else {
+                rule.reviewers.join(", ")
+            };
             return Err(Error::forbidden(format!(
-                "only {} may close the post-incident review of `{}`",
-                rule.reviewers.join(", "),
+                "only {by} may close the post-incident review of `{}`",
                 ent.name
             ))
             .into());

@@ -46,6 +46,8 @@ provider = "pg-main"
 role = "{WRITER_ROLE}"
 max_duration = "30m"
 breakglass = true
+requesters = ["payments-eng"]
+approvals = {{ count = 0, reviewers = ["payments-eng"] }}
 "#,
         url = pg_url()
     )

@@ -48,8 +48,8 @@ pub fn operation<'a>(app: &'a App, name: &str) -> Result<&'a Operation, Error> {
 }
 
 /// Runs a dry run to its end and describes it for reviewers.
-async fn dry_run(app: &App, tool: &Tool, argv: &[String]) -> DryRun {
-    let mut job = job_for(app, tool, argv);
+async fn dry_run(app: &App, op: &Operation, tool: &Tool, argv: &[String]) -> DryRun {
+    let mut job = job_for(app, tool, Some(&op.name), argv);
     job.cap = job.cap.min(DRY_RUN_CAP);
     let (_keep, cancel) = tokio::sync::watch::channel(None);
     let o = executor::execute(
@@ -132,7 +132,7 @@ pub async fn run_operation(
             )
             .into());
         };
-        let dr = dry_run(app, tool, argv).await;
+        let dr = dry_run(app, op, tool, argv).await;
         let draft = AuditDraft::new(
             "operation.dry_run",
             who.name.as_str(),
@@ -189,7 +189,7 @@ pub async fn run_operation(
     .await?;
     let auto = op.approvals.count == 0;
     let dry = match &prepared.dry_run_argv {
-        Some(argv) => Some(dry_run(app, tool, argv).await),
+        Some(argv) => Some(dry_run(app, op, tool, argv).await),
         None => None,
     };
     if dry.is_none() && !auto {

@@ -147,7 +147,9 @@ async fn metrics(State(app): AppState) -> Result<Response, ApiError> {
         .iter()
         .map(|r| (now - r.created_at).whole_seconds().max(0))
         .collect();
+    let open_reviews = app.db(|s| s.count_open_post_reviews()).await?;
     let mut text = app.metrics.render(&states, &ages);
+    text.push_str(&crate::metrics::render_breakglass_open(open_reviews));
     if !app.notifiers.is_empty() {
         text.push_str(&app.metrics.render_notify(&crate::notify::lags(&app).await?));
     }
@@ -235,25 +237,18 @@ async fn list_requests(
         filter.requester = Some(p.name.clone());
     }
     if q.to_review {
-        filter.state = Some(RequestState::Pending);
-        filter.entitlements = Some(
-            app.config
-                .entitlements
-                .values()
-                .filter(|e| {
-                    !e.breakglass
-                        && app
-                            .approval_rule(&e.approvals, e.service.as_ref())
-                            .names_reviewer(&p)
-                })
-                .map(|e| e.name.to_string())
-                .collect(),
-        );
+        // Pending requests and open post-incident reviews (crate::queue, shared with the web UI).
+        let limit = filter.limit;
+        let mut list = crate::queue::for_reviewer(&app, &p, limit)
+            .await?
+            .into_list(limit as usize);
+        list.retain(|r| {
+            filter.state.is_none_or(|s| r.state == s)
+                && filter.requester.as_ref().is_none_or(|n| &r.requester == n)
+        });
+        return Ok(json_response(StatusCode::OK, list));
     }
-    let mut list = app.db(move |s| s.list_requests(&filter)).await?;
-    if q.to_review {
-        list.retain(|r| r.requester != p.name && !r.reviews.iter().any(|v| v.reviewer == p.name));
-    }
+    let list = app.db(move |s| s.list_requests(&filter)).await?;
     Ok(json_response(StatusCode::OK, list))
 }
 

@@ -104,6 +104,8 @@ pub struct RequestFilter {
     pub requester: Option<UserName>,
     /// Only requests for these entitlements (used for reviewer queues).
     pub entitlements: Option<Vec<String>>,
+    /// Only break-glass requests whose post-incident review is still open (any state).
+    pub open_post_review: bool,
     /// Newest first, at most this many (capped at 1000).
     pub limit: u32,
 }
@@ -206,6 +208,9 @@ pub trait Store: RunStore + NotifyStore + Send + Sync {
 
     /// Request counts per state (for metrics).
     fn count_by_state(&self) -> StoreResult<Vec<(RequestState, u64)>>;
+
+    /// Break-glass requests whose post-incident review is not closed yet (for metrics).
+    fn count_open_post_reviews(&self) -> StoreResult<u64>;
 
     /// Allocates a unique certificate serial for a grant, records it with the
     /// certificate's end of validity, and appends `audit(serial)` in the same

@@ -466,6 +466,9 @@ impl Store for SqliteStore {
                 args.len()
             ));
         }
+        if filter.open_post_review {
+            sql.push_str(" AND breakglass = 1 AND post_review_closed = 0");
+        }
         args.push(Box::new(codec::effective_limit(
             filter.limit,
             codec::MAX_LIST_LIMIT,
@@ -762,6 +765,18 @@ impl Store for SqliteStore {
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(db)?;
         codec::counts(rows)
+    }
+
+    fn count_open_post_reviews(&self) -> StoreResult<u64> {
+        let n: i64 = self
+            .conn()
+            .prepare_cached(
+                "SELECT COUNT(*) FROM requests WHERE breakglass = 1 AND post_review_closed = 0",
+            )
+            .map_err(db)?
+            .query_row([], |r| r.get(0))
+            .map_err(db)?;
+        Ok(n.max(0) as u64)
     }
 
     fn issue_certificate(

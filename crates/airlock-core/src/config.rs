@@ -78,6 +78,10 @@ pub struct ServerConfig {
     /// How often `catalog_url` is fetched again (the last good copy is kept when it fails).
     #[serde(default = "default_catalog_refresh")]
     pub catalog_refresh: Span,
+    /// If set, `/metrics` needs `Authorization: Bearer <metrics_token>`.
+    pub metrics_token: Option<String>,
+    /// If set, `/metrics` is served only on this `host:port` (the main listener answers 404).
+    pub metrics_listen: Option<String>,
 }
 
 fn default_listen() -> String {
@@ -105,6 +109,8 @@ impl Default for ServerConfig {
             drift_interval: default_drift_interval(),
             catalog_url: None,
             catalog_refresh: default_catalog_refresh(),
+            metrics_token: None,
+            metrics_listen: None,
         }
     }
 }
@@ -542,6 +548,7 @@ impl Config {
         let services = crate::service::ServiceCatalog::new(raw.service)?;
         check_services(&raw.server, &services, &entitlements, &operations)?;
         check_breakglass(&raw.server, &services, &entitlements)?;
+        check_metrics(&raw.server)?;
         raw.notify.validate()?;
         if let Some(o) = &raw.auth.oidc {
             o.validate()?;
@@ -647,6 +654,34 @@ fn check_services(
         if services.get(s).is_none() {
             return Err(invalid(format!(
                 "{ctx}: service `{s}` is not defined (add a [[service]] table or set [server] catalog_url)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `metrics_token` must be a usable bearer token, `metrics_listen` a separate address.
+fn check_metrics(server: &ServerConfig) -> Result<(), ConfigError> {
+    if let Some(t) = &server.metrics_token {
+        if t.len() < 16 || t.len() > 512 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                "[server] metrics_token must be 16-512 printable characters without spaces \
+                 (generate one with `openssl rand -hex 32`)",
+            ));
+        }
+    }
+    if let Some(l) = &server.metrics_listen {
+        let ok = l
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !ok {
+            return Err(invalid(format!(
+                "[server] metrics_listen `{l}` must be host:port, such as 127.0.0.1:9090"
+            )));
+        }
+        if *l == server.listen {
+            return Err(invalid(format!(
+                "[server] metrics_listen `{l}` is the main listen address: pick another port, or omit it"
             )));
         }
     }
@@ -1080,6 +1115,64 @@ approvals = { count = 1, reviewers = ["sre"] }
 }
 
 #[cfg(test)]
+mod metrics_tests {
+    use super::*;
+
+    fn server(extra: &str) -> Result<Config, ConfigError> {
+        Config::parse(&format!("[server]\n{extra}\n"))
+    }
+
+    #[test]
+    fn metrics_token_and_listen_are_checked() {
+        let c =
+            server("metrics_token = \"0123456789abcdef0123\"\nmetrics_listen = \"127.0.0.1:9090\"")
+                .unwrap();
+        assert_eq!(c.server.metrics_listen.as_deref(), Some("127.0.0.1:9090"));
+        let e = server("metrics_token = \"short\"").unwrap_err().to_string();
+        assert!(e.contains("metrics_token") && e.contains("openssl"), "{e}");
+        let e = server("metrics_listen = \"9090\"").unwrap_err().to_string();
+        assert!(e.contains("host:port"), "{e}");
+        let e = server("listen = \"127.0.0.1:8080\"\nmetrics_listen = \"127.0.0.1:8080\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("main listen address"), "{e}");
+    }
+
+    #[test]
+    fn webhooks_are_named_by_position_unless_named_and_names_are_unique() {
+        let hook = |name: &str, url: &str| {
+            format!("[[notify.webhook]]\n{name}url = \"{url}\"\nsecret = \"s\"\n")
+        };
+        let c = Config::parse(&format!(
+            "{}{}",
+            hook("", "https://hooks.slack.com/services/T0/B0/SECRET"),
+            hook("name = \"siem\"\n", "https://siem.example/a")
+        ))
+        .unwrap();
+        let names: Vec<String> = c
+            .notify
+            .webhook
+            .iter()
+            .enumerate()
+            .map(|(i, w)| w.name_at(i))
+            .collect();
+        assert_eq!(names, ["webhook-1", "siem"]);
+        let e = Config::parse(&format!(
+            "{}{}",
+            hook("name = \"x\"\n", "https://a.example/"),
+            hook("name = \"x\"\n", "https://b.example/")
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("used twice"), "{e}");
+        let e = Config::parse(&hook("name = \"a b\"\n", "https://a.example/"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("name must be"), "{e}");
+    }
+}
+
+#[cfg(test)]
 mod breakglass_tests {
     use super::*;
 
@@ -1170,6 +1263,12 @@ mod readme_tests {
         assert!(config.auth.oidc.is_some());
         assert!(config.notify.slack.is_some() && config.notify.email.is_some());
         assert_eq!(config.notify.webhook.len(), 1);
+        assert_eq!(config.notify.webhook[0].name_at(0), "siem");
+        assert!(config.server.metrics_token.is_some());
+        assert_eq!(
+            config.server.metrics_listen.as_deref(),
+            Some("127.0.0.1:9090")
+        );
         let ent = config.entitlement("payments-db-write").unwrap();
         assert_eq!(ent.service.as_ref().map(|s| s.as_str()), Some("payments"));
         assert!(ent.mfa);

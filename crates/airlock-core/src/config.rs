@@ -626,9 +626,12 @@ fn check_services(
     operations: &BTreeMap<crate::OperationName, crate::operation::Operation>,
 ) -> Result<(), ConfigError> {
     if let Some(url) = &server.catalog_url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
+        // Owners from the catalog decide who reviews: never fetch them over a
+        // network that could rewrite them, except from this machine.
+        if !(url.starts_with("https://") || is_loopback_http(url)) {
             return Err(invalid(format!(
-                "[server] catalog_url `{url}` must be an http(s) URL"
+                "[server] catalog_url `{url}` must be an https:// URL \
+                 (http:// only for 127.0.0.1, localhost or [::1])"
             )));
         }
         if !services.is_empty() {
@@ -723,6 +726,29 @@ fn check_breakglass(
         }
     }
     Ok(())
+}
+
+/// `http://` to a loopback host (127.0.0.1, localhost, [::1]), with an optional port.
+fn is_loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return false;
+    }
+    let host = match authority.strip_prefix("[::1]") {
+        Some(port) => return port.is_empty() || is_port(port),
+        None => authority,
+    };
+    let (name, port) = host.split_once(':').unwrap_or((host, ""));
+    (name == "127.0.0.1" || name.eq_ignore_ascii_case("localhost"))
+        && (port.is_empty() || is_port(&format!(":{port}")))
+}
+
+fn is_port(p: &str) -> bool {
+    p.strip_prefix(':')
+        .is_some_and(|n| n.parse::<u16>().is_ok())
 }
 
 fn kind_keys(
@@ -1111,6 +1137,37 @@ approvals = { count = 1, reviewers = ["sre"] }
         assert!(err.contains("roles/spanner.databaseUser"), "{err}");
         let err = refusal(&ent("maria", "role = \"a`b\""));
         assert!(err.contains("is not valid"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod catalog_url_tests {
+    use super::*;
+
+    fn with_url(url: &str) -> Result<Config, ConfigError> {
+        Config::parse(&format!("[server]\ncatalog_url = \"{url}\"\n"))
+    }
+
+    #[test]
+    fn catalog_url_is_https_or_loopback_http() {
+        for ok in [
+            "https://portal.example.com/services.json",
+            "http://127.0.0.1:8081/services.json",
+            "http://localhost/services.json",
+            "http://[::1]:9000/s",
+        ] {
+            with_url(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "http://portal.example.com/services.json",
+            "http://127.0.0.1.evil.example/s",
+            "http://localhost@evil.example/s",
+            "http://127.0.0.1:99999/s",
+            "ftp://127.0.0.1/s",
+        ] {
+            let e = with_url(bad).unwrap_err().to_string();
+            assert!(e.contains("must be an https:// URL"), "{bad}: {e}");
+        }
     }
 }
 

@@ -556,6 +556,15 @@ pub async fn credentials(
         )
         .into());
     }
+    // Audited before the secret is handed out: no audit, no credentials.
+    let read = AuditDraft::new(
+        "credential.read",
+        who.name.as_str(),
+        subject(&r.id),
+        json!({"entitlement": ent.name, "provider": ent.provider, "serial": input.serial}),
+    );
+    let now = app.now();
+    app.db(move |s| s.append_audit(&[read], now)).await?;
     provider
         .credentials(&spec, &input)
         .await

@@ -132,16 +132,27 @@ pub async fn run_operation(
             )
             .into());
         };
-        let dr = dry_run(app, op, tool, argv).await;
-        let draft = AuditDraft::new(
+        // Audited before it executes (a dry run still runs a program): if the
+        // event cannot be written, nothing runs. Its outcome follows.
+        let sub = format!("operation:{}", op.name);
+        let intent = AuditDraft::new(
             "operation.dry_run",
             who.name.as_str(),
-            format!("operation:{}", op.name),
-            json!({"argv": dr.argv, "params": prepared.params, "exit_code": dr.exit_code,
-                   "output_sha256": dr.output_sha256, "truncated": dr.truncated, "would_run": prepared.argv}),
+            sub.clone(),
+            json!({"argv": argv, "params": prepared.params, "would_run": prepared.argv}),
         );
         let at = app.now();
-        app.db(move |s| s.append_audit(&[draft], at)).await?;
+        app.db(move |s| s.append_audit(&[intent], at)).await?;
+        let dr = dry_run(app, op, tool, argv).await;
+        let outcome = AuditDraft::new(
+            "operation.dry_run.finished",
+            "system",
+            sub,
+            json!({"exit_code": dr.exit_code, "output_sha256": dr.output_sha256,
+                   "truncated": dr.truncated, "error": dr.error}),
+        );
+        let at = app.now();
+        app.db(move |s| s.append_audit(&[outcome], at)).await?;
         return Ok(Created::DryRunOnly(json!({
             "operation": op.name, "params": prepared.params, "argv": prepared.argv, "dry_run": dr,
         })));

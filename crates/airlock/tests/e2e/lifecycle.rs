@@ -68,10 +68,20 @@ both_stores!(full_lifecycle_ends_with_login_refused_after_expiry, |db| {
             "request.reviewed",
             "request.approved",
             "grant.applied",
+            "credential.read",
             "request.expired",
             "grant.removed"
         ]
     );
+    let export = s.cli(&s.admin, &["audit", "export"]);
+    let read = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["kind"] == "credential.read")
+        .expect("reading credentials is audited");
+    assert_eq!(read["actor"], "alice");
+    assert_eq!(read["data"]["entitlement"], "payments-db-write");
+    assert!(!read.to_string().contains(&pw), "never the secret");
     let v = s.json(&s.admin, &["audit", "verify"]);
     assert_eq!(v["ok"], true, "{v}");
 });

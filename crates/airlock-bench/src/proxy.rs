@@ -53,6 +53,7 @@ checkpoint_every = 1000
 [[tool]]
 name = "true"
 path = "{true_bin}"
+run_as = "server"
 [[tool.rule]]
 args = []
 action = "allow"
@@ -60,6 +61,7 @@ action = "allow"
 [[tool]]
 name = "head"
 path = "{head_bin}"
+run_as = "server"
 [[tool.rule]]
 args = ["-c", "*", "/dev/zero"]
 action = "allow"
@@ -232,7 +234,9 @@ fn streaming(ctx: &Ctx, env: &[(&str, String)], head_bin: &str, rounds: usize) -
 
 /// A tool with `RULES` rules; only the last matches the benchmark's arguments.
 fn rules_catalog() -> String {
-    let mut t = String::from("[[tool]]\nname = \"kubectl\"\npath = \"/usr/local/bin/kubectl\"\n");
+    let mut t = String::from(
+        "[[tool]]\nname = \"kubectl\"\npath = \"/usr/local/bin/kubectl\"\nrun_as = \"server\"\n",
+    );
     for i in 0..RULES - 1 {
         let action = ["allow", "deny"][i % 2];
         t.push_str(&format!(

@@ -70,6 +70,39 @@ impl ApprovalRule {
         Ok(())
     }
 
+    /// Whether `closer` may close the post-incident review of break-glass
+    /// `request`: never its requester, never twice, and only a named reviewer
+    /// or an admin. No reviewers named means an admin only, never anyone.
+    pub fn check_post_review_closer(
+        &self,
+        closer: &Principal,
+        request: &Request,
+    ) -> Result<(), crate::Error> {
+        if closer.name == request.requester {
+            return Err(crate::Error::forbidden(
+                "you cannot close the post-incident review of your own break-glass access; another reviewer must",
+            ));
+        }
+        if request.post_review_closed || request.reviews.iter().any(|r| r.reviewer == closer.name) {
+            return Err(crate::Error::Conflict {
+                current_state: request.state.to_string(),
+                message: "the post-incident review is already closed".into(),
+            });
+        }
+        if !(self.names_reviewer(closer) || closer.admin) {
+            let by = if self.reviewers.is_empty() {
+                "an admin (the catalog names no reviewers: fix the service's owners)".to_string()
+            } else {
+                self.reviewers.join(", ")
+            };
+            return Err(crate::Error::forbidden(format!(
+                "only {by} may close the post-incident review of `{}`",
+                request.entitlement
+            )));
+        }
+        Ok(())
+    }
+
     /// Counts distinct approvers other than the requester; any deny wins.
     pub fn tally(&self, request: &Request) -> Tally {
         self.tally_reviews(&request.requester, &request.reviews)
@@ -166,6 +199,40 @@ mod tests {
             rule.check_reviewer(&principal("alice"), &r),
             Err(crate::Error::Forbidden { .. })
         ));
+    }
+
+    #[test]
+    fn post_incident_review_is_closed_by_a_named_reviewer_or_admin_only() {
+        let rule = ApprovalRule {
+            count: 0,
+            reviewers: vec!["bob".into()],
+        };
+        let mut r = request("alice", &[]);
+        r.breakglass = true;
+        assert!(rule
+            .check_post_review_closer(&principal("alice"), &r)
+            .is_err());
+        assert!(rule
+            .check_post_review_closer(&principal("carol"), &r)
+            .is_err());
+        assert!(rule.check_post_review_closer(&principal("bob"), &r).is_ok());
+        let mut admin = principal("dave");
+        admin.admin = true;
+        assert!(rule.check_post_review_closer(&admin, &r).is_ok());
+        let nobody = ApprovalRule {
+            count: 0,
+            reviewers: vec![],
+        };
+        assert!(
+            nobody
+                .check_post_review_closer(&principal("bob"), &r)
+                .is_err(),
+            "no reviewers named is nobody, not anybody"
+        );
+        r.post_review_closed = true;
+        assert!(rule
+            .check_post_review_closer(&principal("bob"), &r)
+            .is_err());
     }
 
     #[test]

@@ -81,6 +81,10 @@ pub struct ServerConfig {
     /// Users and groups (`user:`/`group:` or bare) who may read the whole audit log, requests and runs.
     #[serde(default)]
     pub auditors: Vec<String>,
+    /// If set, `/metrics` needs `Authorization: Bearer <metrics_token>`.
+    pub metrics_token: Option<String>,
+    /// If set, `/metrics` is served only on this `host:port` (the main listener answers 404).
+    pub metrics_listen: Option<String>,
 }
 
 fn default_listen() -> String {
@@ -109,6 +113,8 @@ impl Default for ServerConfig {
             catalog_url: None,
             catalog_refresh: default_catalog_refresh(),
             auditors: Vec::new(),
+            metrics_token: None,
+            metrics_listen: None,
         }
     }
 }
@@ -555,6 +561,8 @@ impl Config {
         let operations = crate::operation::parse_operations(text, raw.operation, &tools)?;
         let services = crate::service::ServiceCatalog::new(raw.service)?;
         check_services(&raw.server, &services, &entitlements, &operations)?;
+        check_breakglass(&raw.server, &services, &entitlements)?;
+        check_metrics(&raw.server)?;
         raw.notify.validate()?;
         if let Some(o) = &raw.auth.oidc {
             o.validate()?;
@@ -734,9 +742,12 @@ fn check_services(
     operations: &BTreeMap<crate::OperationName, crate::operation::Operation>,
 ) -> Result<(), ConfigError> {
     if let Some(url) = &server.catalog_url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
+        // Owners from the catalog decide who reviews: never fetch them over a
+        // network that could rewrite them, except from this machine.
+        if !(url.starts_with("https://") || is_loopback_http(url)) {
             return Err(invalid(format!(
-                "[server] catalog_url `{url}` must be an http(s) URL"
+                "[server] catalog_url `{url}` must be an https:// URL \
+                 (http:// only for 127.0.0.1, localhost or [::1])"
             )));
         }
         if !services.is_empty() {
@@ -766,6 +777,94 @@ fn check_services(
         }
     }
     Ok(())
+}
+
+/// `metrics_token` must be a usable bearer token, `metrics_listen` a separate address.
+fn check_metrics(server: &ServerConfig) -> Result<(), ConfigError> {
+    if let Some(t) = &server.metrics_token {
+        if t.len() < 16 || t.len() > 512 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                "[server] metrics_token must be 16-512 printable characters without spaces \
+                 (generate one with `openssl rand -hex 32`)",
+            ));
+        }
+    }
+    if let Some(l) = &server.metrics_listen {
+        let ok = l
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !ok {
+            return Err(invalid(format!(
+                "[server] metrics_listen `{l}` must be host:port, such as 127.0.0.1:9090"
+            )));
+        }
+        if *l == server.listen {
+            return Err(invalid(format!(
+                "[server] metrics_listen `{l}` is the main listen address: pick another port, or omit it"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A break-glass entitlement skips approval, so the catalog must say who may
+/// self-activate it and who closes its post-incident review; otherwise any
+/// authenticated user could do either, and both fail closed here instead.
+fn check_breakglass(
+    server: &ServerConfig,
+    services: &crate::service::ServiceCatalog,
+    entitlements: &BTreeMap<EntitlementName, Entitlement>,
+) -> Result<(), ConfigError> {
+    for e in entitlements.values().filter(|e| e.breakglass) {
+        let ctx = format!("[[entitlement]] `{}`", e.name);
+        if e.requesters.is_empty() {
+            return Err(invalid(format!(
+                "{ctx}: a break-glass entitlement needs `requesters = [\"group-or-user\", ...]` \
+                 (who may self-activate it); without it any authenticated user could"
+            )));
+        }
+        if !e.approvals.reviewers.is_empty() {
+            continue;
+        }
+        let owned = match &e.service {
+            // Owners of a remote catalog are only known at run time; until
+            // they are, nobody but an admin can close the review (fail closed).
+            Some(_) if server.catalog_url.is_some() => true,
+            Some(s) => services.get(s).is_some_and(|svc| !svc.owners.is_empty()),
+            None => false,
+        };
+        if !owned {
+            return Err(invalid(format!(
+                "{ctx}: a break-glass entitlement needs post-incident reviewers: add \
+                 `approvals = {{ count = 0, reviewers = [\"group-or-user\", ...] }}` or a `service` \
+                 whose [[service]] lists owners; without them anyone could close the review"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `http://` to a loopback host (127.0.0.1, localhost, [::1]), with an optional port.
+fn is_loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return false;
+    }
+    let host = match authority.strip_prefix("[::1]") {
+        Some(port) => return port.is_empty() || is_port(port),
+        None => authority,
+    };
+    let (name, port) = host.split_once(':').unwrap_or((host, ""));
+    (name == "127.0.0.1" || name.eq_ignore_ascii_case("localhost"))
+        && (port.is_empty() || is_port(&format!(":{port}")))
+}
+
+fn is_port(p: &str) -> bool {
+    p.strip_prefix(':')
+        .is_some_and(|n| n.parse::<u16>().is_ok())
 }
 
 fn kind_keys(
@@ -1278,6 +1377,165 @@ admin_groups = ["airlock-admins"]
 }
 
 #[cfg(test)]
+mod catalog_url_tests {
+    use super::*;
+
+    fn with_url(url: &str) -> Result<Config, ConfigError> {
+        Config::parse(&format!("[server]\ncatalog_url = \"{url}\"\n"))
+    }
+
+    #[test]
+    fn catalog_url_is_https_or_loopback_http() {
+        for ok in [
+            "https://portal.example.com/services.json",
+            "http://127.0.0.1:8081/services.json",
+            "http://localhost/services.json",
+            "http://[::1]:9000/s",
+        ] {
+            with_url(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "http://portal.example.com/services.json",
+            "http://127.0.0.1.evil.example/s",
+            "http://localhost@evil.example/s",
+            "http://127.0.0.1:99999/s",
+            "ftp://127.0.0.1/s",
+        ] {
+            let e = with_url(bad).unwrap_err().to_string();
+            assert!(e.contains("must be an https:// URL"), "{bad}: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    use super::*;
+
+    fn server(extra: &str) -> Result<Config, ConfigError> {
+        Config::parse(&format!("[server]\n{extra}\n"))
+    }
+
+    #[test]
+    fn metrics_token_and_listen_are_checked() {
+        let c =
+            server("metrics_token = \"0123456789abcdef0123\"\nmetrics_listen = \"127.0.0.1:9090\"")
+                .unwrap();
+        assert_eq!(c.server.metrics_listen.as_deref(), Some("127.0.0.1:9090"));
+        let e = server("metrics_token = \"short\"").unwrap_err().to_string();
+        assert!(e.contains("metrics_token") && e.contains("openssl"), "{e}");
+        let e = server("metrics_listen = \"9090\"").unwrap_err().to_string();
+        assert!(e.contains("host:port"), "{e}");
+        let e = server("listen = \"127.0.0.1:8080\"\nmetrics_listen = \"127.0.0.1:8080\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("main listen address"), "{e}");
+    }
+
+    #[test]
+    fn webhooks_are_named_by_position_unless_named_and_names_are_unique() {
+        let hook = |name: &str, url: &str| {
+            format!("[[notify.webhook]]\n{name}url = \"{url}\"\nsecret = \"s\"\n")
+        };
+        let c = Config::parse(&format!(
+            "{}{}",
+            hook("", "https://hooks.slack.com/services/T0/B0/SECRET"),
+            hook("name = \"siem\"\n", "https://siem.example/a")
+        ))
+        .unwrap();
+        let names: Vec<String> = c
+            .notify
+            .webhook
+            .iter()
+            .enumerate()
+            .map(|(i, w)| w.name_at(i))
+            .collect();
+        assert_eq!(names, ["webhook-1", "siem"]);
+        let e = Config::parse(&format!(
+            "{}{}",
+            hook("name = \"x\"\n", "https://a.example/"),
+            hook("name = \"x\"\n", "https://b.example/")
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("used twice"), "{e}");
+        let e = Config::parse(&hook("name = \"a b\"\n", "https://a.example/"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("name must be"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod breakglass_tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[[group]]
+name = "sre"
+members = ["alice", "bob"]
+
+[providers.pg-main]
+kind = "postgres"
+url = "postgres://postgres@127.0.0.1:5432/postgres"
+"#;
+
+    fn breakglass(body: &str) -> Result<Config, ConfigError> {
+        Config::parse(&format!(
+            "{BASE}\n[[entitlement]]\nname = \"db-breakglass\"\nprovider = \"pg-main\"\nrole = \"w\"\nmax_duration = \"30m\"\nbreakglass = true\n{body}\n"
+        ))
+    }
+
+    #[test]
+    fn breakglass_without_requesters_is_refused_naming_the_entitlement() {
+        let err = breakglass("approvals = { count = 0, reviewers = [\"sre\"] }")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`db-breakglass`") && err.contains("requesters = ["),
+            "{err}"
+        );
+        let err = breakglass("requesters = []\napprovals = { count = 0, reviewers = [\"sre\"] }")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("requesters"), "{err}");
+    }
+
+    #[test]
+    fn breakglass_without_post_incident_reviewers_is_refused() {
+        for body in [
+            "requesters = [\"sre\"]",
+            "requesters = [\"sre\"]\napprovals = { count = 0 }",
+        ] {
+            let err = breakglass(body).unwrap_err().to_string();
+            assert!(
+                err.contains("`db-breakglass`")
+                    && err.contains("reviewers")
+                    && err.contains("service"),
+                "{err}"
+            );
+        }
+        // A service without owners reviews nothing either.
+        let err = breakglass(
+            "requesters = [\"sre\"]\nservice = \"pay\"\n[[service]]\nname = \"pay\"\nowners = []",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("post-incident reviewers"), "{err}");
+    }
+
+    #[test]
+    fn breakglass_with_requesters_and_reviewers_or_owners_parses() {
+        let c =
+            breakglass("requesters = [\"sre\"]\napprovals = { count = 0, reviewers = [\"sre\"] }")
+                .unwrap();
+        let e = c.entitlement("db-breakglass").unwrap();
+        assert_eq!(e.requesters, ["sre"]);
+        breakglass("requesters = [\"sre\"]\nservice = \"pay\"\n[[service]]\nname = \"pay\"\nowners = [\"sre\"]")
+            .unwrap();
+    }
+}
+
+#[cfg(test)]
 mod readme_tests {
     use super::*;
 
@@ -1298,6 +1556,12 @@ mod readme_tests {
         assert!(config.auth.oidc.is_some());
         assert!(config.notify.slack.is_some() && config.notify.email.is_some());
         assert_eq!(config.notify.webhook.len(), 1);
+        assert_eq!(config.notify.webhook[0].name_at(0), "siem");
+        assert!(config.server.metrics_token.is_some());
+        assert_eq!(
+            config.server.metrics_listen.as_deref(),
+            Some("127.0.0.1:9090")
+        );
         let ent = config.entitlement("payments-db-write").unwrap();
         assert_eq!(ent.service.as_ref().map(|s| s.as_str()), Some("payments"));
         assert!(ent.mfa);

@@ -94,6 +94,8 @@ fn default_slack_api_base() -> String {
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
+    /// Name in metrics and logs (default `webhook-N` by position): the URL may be a secret.
+    pub name: Option<String>,
     /// Receiver URL (http or https).
     pub url: String,
     /// HMAC-SHA256 key for `X-Airlock-Signature`.
@@ -103,6 +105,15 @@ pub struct WebhookConfig {
     /// Audit event kinds to send (`request.*`, `run.finished`, `*`); default: all.
     #[serde(default = "all_events")]
     pub events: Vec<String>,
+}
+
+impl WebhookConfig {
+    /// The non-secret name of the webhook at `position` (from 0) of `[[notify.webhook]]`.
+    pub fn name_at(&self, position: usize) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("webhook-{}", position + 1))
+    }
 }
 
 fn all_events() -> Vec<String> {
@@ -198,8 +209,25 @@ impl NotifyConfig {
             }
         }
         let mut seen = std::collections::BTreeSet::new();
-        for w in &self.webhook {
+        let mut names = std::collections::BTreeSet::new();
+        for (i, w) in self.webhook.iter().enumerate() {
             let ctx = format!("[[notify.webhook]] `{}`", w.url);
+            if let Some(n) = &w.name {
+                let ok = !n.is_empty()
+                    && n.len() <= 64
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+                if !ok || matches!(n.as_str(), "slack" | "email") {
+                    return Err(bad(format!(
+                        "{ctx}: name must be 1-64 of letters, digits, - _ . (and not slack or email)"
+                    )));
+                }
+            }
+            if !names.insert(w.name_at(i)) {
+                return Err(bad(format!(
+                    "{ctx}: name is used twice (names label metrics)"
+                )));
+            }
             if !is_http_url(&w.url) {
                 return Err(bad(format!("{ctx}: url must be an http(s) URL")));
             }

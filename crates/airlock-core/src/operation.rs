@@ -14,7 +14,9 @@ use crate::param::{
     MAX_PARAMS,
 };
 use crate::rate::Rate;
-use crate::tool::{approvals_from, default_approval_timeout, line_of, RawApprovals, Tool};
+use crate::tool::{
+    approvals_from, default_approval_timeout, line_of, parse_run_as, RawApprovals, RunAs, Tool,
+};
 use crate::Span;
 
 /// A catalog operation.
@@ -38,6 +40,8 @@ pub struct Operation {
     pub approval_timeout: Span,
     /// Service that owns it: default reviewers and where notifications go.
     pub service: Option<crate::ServiceName>,
+    /// OS user its runs (and dry runs) execute as, instead of the tool's.
+    pub run_as: RunAs,
 }
 
 /// The argv an operation will run for validated parameters.
@@ -110,6 +114,7 @@ pub(crate) struct RawOperation {
     params: BTreeMap<String, RawParam>,
     approval_timeout: Option<Span>,
     service: Option<crate::ServiceName>,
+    run_as: Option<String>,
 }
 
 fn invalid(msg: String) -> ConfigError {
@@ -224,6 +229,7 @@ pub(crate) fn parse_operations(
                 o.tool
             )));
         }
+        let run_as = parse_run_as(&ctx, o.run_as.as_deref())?;
         if o.params.len() > MAX_PARAMS {
             return Err(invalid(format!("{ctx}: more than {MAX_PARAMS} parameters")));
         }
@@ -286,6 +292,7 @@ pub(crate) fn parse_operations(
             params,
             approval_timeout: o.approval_timeout.unwrap_or_else(default_approval_timeout),
             service: o.service,
+            run_as,
         };
         if out.insert(o.name, op).is_some() {
             return Err(invalid(format!("{ctx} is defined twice")));
@@ -309,10 +316,10 @@ name = "kubectl"                       # what users type after `airlock exec --`
 path = "/usr/local/bin/kubectl"        # absolute; resolved on the server only
 env = { KUBECONFIG = "/etc/airlock/kubeconfig" }   # server-held credentials
 timeout = "5m"
+run_as = "airlock-tools"               # OS user it runs as; "server" = the server's own user
 
-# Rules are matched in order against the arguments after the tool name;
-# "*" matches one argument, "**" any remaining arguments (zero or more);
-# the first match wins; no match = deny.
+# Rules are matched in order against the arguments after the tool name: "*" matches
+# one argument, "**" any remaining arguments (zero or more); first match wins, none = deny.
 [[tool.rule]]
 args = ["get", "**"]
 action = "allow"
@@ -334,6 +341,7 @@ args = ["rollout", "restart", "deployment/{deployment}", "-n", "{namespace}"]
 dry_run_args = ["rollout", "restart", "deployment/{deployment}", "-n", "{namespace}", "--dry-run=server"]
 approvals = { count = 1, reviewers = ["sre"] }
 rate = "3/1h"
+run_as = "airlock-tools"               # stated for every operation too
 [operation.params.namespace]
 enum = ["payments", "ledger"]
 [operation.params.deployment]
@@ -540,9 +548,52 @@ max = 50
     }
 
     #[test]
+    fn tools_and_operations_without_run_as_are_refused_by_name() {
+        let text = ISSUE_SAMPLE.replace(
+            "run_as = \"airlock-tools\"               # OS user it runs as; \"server\" = the server's own user\n",
+            "",
+        );
+        let e = Config::parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("[[tool]] `kubectl`") && e.contains("run_as = \"server\""),
+            "{e}"
+        );
+        let text = ISSUE_SAMPLE.replace(
+            "run_as = \"airlock-tools\"               # stated for every operation too\n",
+            "",
+        );
+        let e = Config::parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("[[operation]] `restart-deployment`") && e.contains("run_as"),
+            "{e}"
+        );
+        let text = ISSUE_SAMPLE.replace("run_as = \"airlock-tools\" ", "run_as = \"Root!\" ");
+        let e = Config::parse(&text).unwrap_err().to_string();
+        assert!(e.contains("not a user name"), "{e}");
+    }
+
+    #[test]
+    fn run_as_server_is_explicit_and_an_operation_states_its_own() {
+        use crate::tool::RunAs;
+        let c = sample();
+        assert_eq!(
+            c.tools.values().next().unwrap().run_as,
+            RunAs::User("airlock-tools".into())
+        );
+        let text = ISSUE_SAMPLE.replace(
+            "run_as = \"airlock-tools\"               # stated",
+            "run_as = \"server\"               # stated",
+        );
+        let c = Config::parse(&text).unwrap();
+        let op = c.operations.values().next().unwrap();
+        assert_eq!(op.run_as, RunAs::Server);
+        assert_eq!(op.run_as.user(), None);
+    }
+
+    #[test]
     fn int_params_are_typed_and_bounded() {
         let text = format!(
-            "{ISSUE_SAMPLE}\n[[operation]]\nname = \"scale\"\ntool = \"kubectl\"\nargs = [\"scale\", \"--replicas={{replicas}}\"]\napprovals = {{ count = 0 }}\n[operation.params.replicas]\ntype = \"int\"\nmin = 1\nmax = 50\n"
+            "{ISSUE_SAMPLE}\n[[operation]]\nname = \"scale\"\ntool = \"kubectl\"\nrun_as = \"server\"\nargs = [\"scale\", \"--replicas={{replicas}}\"]\napprovals = {{ count = 0 }}\n[operation.params.replicas]\ntype = \"int\"\nmin = 1\nmax = 50\n"
         );
         let c = Config::parse(&text).unwrap();
         let k = c.tools.values().next().unwrap();

@@ -220,7 +220,9 @@ impl PolicyEngine {
             e.requesters.is_empty() || e.requesters.iter().any(|r| principal.matches(r));
         match action {
             Action::Request => may_request && !e.breakglass,
-            Action::Breakglass => may_request && e.breakglass,
+            // Never "anyone": a break-glass entitlement without requesters is refused at start-up,
+            // and is refused here too should one ever get through.
+            Action::Breakglass => may_request && e.breakglass && !e.requesters.is_empty(),
             Action::Review => {
                 let not_self = ctx.requester.as_deref() != Some(principal.name.as_str());
                 // No reviewers named: anyone may review, unless a service was

@@ -99,6 +99,53 @@ pub fn args_match(pattern: &[ArgPattern], args: &[String]) -> bool {
     i == args.len()
 }
 
+/// Which OS user a tool's or operation's program runs as (`run_as`, always stated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunAs {
+    /// `run_as = "server"`: the server's own user, which can read the server's keys.
+    Server,
+    /// `run_as = "OSUSER"`: that unprivileged OS user.
+    User(String),
+}
+
+impl RunAs {
+    /// The OS user to switch to; `None` for the server's own user.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            RunAs::Server => None,
+            RunAs::User(u) => Some(u),
+        }
+    }
+}
+
+/// Parses a stated `run_as`: `server` or an OS user name. Unset is refused,
+/// because running as the server's user silently lets a shell escape in the
+/// tool read the signing key and the database credentials.
+pub(crate) fn parse_run_as(ctx: &str, raw: Option<&str>) -> Result<RunAs, ConfigError> {
+    let Some(u) = raw else {
+        return Err(invalid(format!(
+            "{ctx}: `run_as` is required: set `run_as = \"OSUSER\"` (an unprivileged user the program \
+             runs as), or `run_as = \"server\"` to run it as the server's own user, which can read \
+             airlock's keys"
+        )));
+    };
+    if u == "server" {
+        return Ok(RunAs::Server);
+    }
+    let ok = u.len() <= 32
+        && u.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && u.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !ok {
+        return Err(invalid(format!(
+            "{ctx}: run_as `{u}` is not a user name (lowercase letters, digits, _ and -) or `server`"
+        )));
+    }
+    Ok(RunAs::User(u.to_string()))
+}
+
 /// `[[tool.rule]]`: one ordered rule of a tool.
 #[derive(Debug, Clone)]
 pub struct ToolRule {
@@ -148,8 +195,8 @@ pub struct Tool {
     pub timeout: Span,
     /// Bytes of stdout+stderr kept per run.
     pub transcript_cap: u64,
-    /// OS user the program runs as (default: the server's own user).
-    pub run_as: Option<String>,
+    /// OS user the program runs as.
+    pub run_as: RunAs,
     /// Ordered rules; first match wins.
     pub rules: Vec<ToolRule>,
 }
@@ -423,20 +470,7 @@ pub(crate) fn parse_tools(
                 "{ctx}: transcript_cap {cap} must be between 1024 and {MAX_TRANSCRIPT_CAP} bytes"
             )));
         }
-        if let Some(u) = &t.run_as {
-            let ok = u.len() <= 32
-                && u.bytes()
-                    .next()
-                    .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
-                && u.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
-                });
-            if !ok {
-                return Err(invalid(format!(
-                    "{ctx}: run_as `{u}` is not a user name (lowercase letters, digits, _ and -)"
-                )));
-            }
-        }
+        let run_as = parse_run_as(&ctx, t.run_as.as_deref())?;
         let mut rules = Vec::with_capacity(t.rule.len());
         for (i, r) in t.rule.into_iter().enumerate() {
             rules.push(parse_rule(text, &t.name, i + 1, r)?);
@@ -449,7 +483,7 @@ pub(crate) fn parse_tools(
                 .timeout
                 .unwrap_or(Span::from_secs(DEFAULT_TOOL_TIMEOUT_SECS).expect("valid")),
             transcript_cap: cap,
-            run_as: t.run_as,
+            run_as,
             rules,
         };
         if tools.insert(t.name, tool).is_some() {

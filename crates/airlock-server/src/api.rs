@@ -71,7 +71,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics_main))
         .route(
             "/api/v1/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
@@ -137,7 +137,58 @@ async fn readyz(State(app): AppState) -> Result<&'static str, ApiError> {
     Ok("ready")
 }
 
-async fn metrics(State(app): AppState) -> Result<Response, ApiError> {
+/// The router of `[server] metrics_listen`: `/metrics` only.
+pub fn metrics_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "only /metrics is served here") })
+        .with_state(app)
+}
+
+/// `/metrics` on the main listener: 404 when a separate `metrics_listen` serves it.
+async fn metrics_main(
+    state: AppState,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    if state.0.config.server.metrics_listen.is_some() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no such endpoint; see /api/v1/openapi.json",
+        ));
+    }
+    metrics(state, headers).await
+}
+
+/// Whether the request carries `Authorization: Bearer <metrics_token>`
+/// (compared in constant time: digests of equal length, every byte looked at).
+fn metrics_authorized(app: &App, headers: &axum::http::HeaderMap) -> bool {
+    let Some(want) = &app.config.server.metrics_token else {
+        return true;
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let (a, b) = (hash_token(given), hash_token(want));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+async fn metrics(
+    State(app): AppState,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    if !metrics_authorized(&app, &headers) {
+        return Ok((
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "metrics need Authorization: Bearer <[server] metrics_token>\n",
+        )
+            .into_response());
+    }
     let counts = app.db(|s| s.count_by_state()).await?;
     let states: Vec<(String, u64)> = RequestState::ALL
         .iter()
@@ -166,7 +217,9 @@ async fn metrics(State(app): AppState) -> Result<Response, ApiError> {
         .iter()
         .map(|r| (now - r.created_at).whole_seconds().max(0))
         .collect();
+    let open_reviews = app.db(|s| s.count_open_post_reviews()).await?;
     let mut text = app.metrics.render(&states, &ages);
+    text.push_str(&crate::metrics::render_breakglass_open(open_reviews));
     if !app.notifiers.is_empty() {
         text.push_str(&app.metrics.render_notify(&crate::notify::lags(&app).await?));
     }
@@ -256,29 +309,22 @@ async fn list_requests(
         filter.requester = Some(p.name.clone());
     }
     if q.to_review {
-        filter.state = Some(RequestState::Pending);
-        filter.entitlements = Some(
-            app.config
-                .entitlements
-                .values()
-                .filter(|e| {
-                    !e.breakglass
-                        && app
-                            .approval_rule(&e.approvals, e.service.as_ref())
-                            .names_reviewer(&p)
-                })
-                .map(|e| e.name.to_string())
-                .collect(),
-        );
+        // Pending requests and open post-incident reviews (crate::queue, shared with the web UI).
+        let limit = filter.limit;
+        let mut list = crate::queue::for_reviewer(&app, &p, limit)
+            .await?
+            .into_list(limit as usize);
+        list.retain(|r| {
+            filter.state.is_none_or(|s| r.state == s)
+                && filter.requester.as_ref().is_none_or(|n| &r.requester == n)
+        });
+        return Ok(json_response(StatusCode::OK, list));
     }
     filter.visible_to = crate::visibility::request_scope(&app, &p);
     filter.after = q.cursor.as_deref().map(parse_cursor).transpose()?;
     let limit = filter.limit;
-    let mut list = app.db(move |s| s.list_requests(&filter)).await?;
+    let list = app.db_untracked(move |s| s.list_requests(&filter)).await?;
     let next = next_cursor(&list, limit);
-    if q.to_review {
-        list.retain(|r| r.requester != p.name && !r.reviews.iter().any(|v| v.reviewer == p.name));
-    }
     Ok(with_next(
         json_response(StatusCode::OK, list),
         "/api/v1/requests",

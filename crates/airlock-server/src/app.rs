@@ -226,6 +226,22 @@ pub async fn run(
     }
     // Routing needs the catalog before the first request is served.
     crate::catalog::start(app.clone()).await;
+    if let Some(addr) = app.config.server.metrics_listen.clone() {
+        // A separate address, e.g. loopback for a local Prometheus agent only.
+        let metrics = TcpListener::bind(&addr).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on metrics_listen {addr}: {e}"),
+            )
+        })?;
+        tracing::info!(addr = %addr, "metrics served on their own listener");
+        let router = crate::api::metrics_router(app.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(metrics, router).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     let router = crate::api::router(app);
     // No Nagle delay: run output streams in small frames, and a reused
     // connection must not wait for a delayed ACK between them.

@@ -42,6 +42,20 @@ pub async fn fetch(
         .send()
         .await
         .map_err(|e| fetch_err(e.to_string()))?;
+    if resp.status().is_redirection() {
+        // Redirects are not followed (the client refuses them): a redirect
+        // could move the owner lists to a host nobody configured.
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("(none)")
+            .to_string();
+        return Err(fetch_err(format!(
+            "HTTP {} redirects to {location}, and redirects are not followed: set catalog_url to the final URL",
+            resp.status()
+        )));
+    }
     if !resp.status().is_success() {
         return Err(fetch_err(format!("HTTP {}", resp.status())));
     }
@@ -95,11 +109,7 @@ pub async fn start(app: Arc<App>) {
         tracing::info!(services = c.len(), "loaded the cached service catalog");
         *app.services.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(c);
     }
-    let client = match reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(20))
-        .build()
-    {
+    let client = match client() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot build an HTTP client for catalog_url");
@@ -114,6 +124,15 @@ pub async fn start(app: Arc<App>) {
             refresh(&app, &client, &url).await;
         }
     });
+}
+
+/// The catalog's HTTP client: bounded, and never following a redirect.
+pub fn client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(20))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
 }
 
 async fn refresh(app: &Arc<App>, client: &reqwest::Client, url: &str) {
@@ -133,5 +152,36 @@ async fn refresh(app: &Arc<App>, client: &reqwest::Client, url: &str) {
             tracing::warn!(error = %e, kept = app.service_catalog().len(),
                 "service catalog refresh failed; keeping the last good copy");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_redirect_is_an_error_naming_its_location() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            if let Ok((mut conn, _)) = listener.accept() {
+                let mut buf = [0u8; 1024];
+                let _ = conn.read(&mut buf);
+                let _ = conn.write_all(
+                    b"HTTP/1.1 302 Found\r\nLocation: http://evil.example/services.json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        let url = format!("http://{addr}/services.json");
+        let err = fetch(&client().unwrap(), &url)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("http://evil.example/services.json") && err.contains("not followed"),
+            "{err}"
+        );
     }
 }

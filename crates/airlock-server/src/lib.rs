@@ -16,6 +16,7 @@ pub mod notify;
 pub mod oidc;
 pub mod problem;
 pub mod proxy;
+pub mod queue;
 pub mod reconciler;
 pub mod session;
 pub mod surface;

@@ -299,15 +299,8 @@ pub async fn review(
     let sub = subject(&id);
     let rule = app.approval_rule(&ent.approvals, ent.service.as_ref());
     if current.breakglass {
-        let may = rule.reviewers.is_empty() || rule.names_reviewer(who) || who.admin;
-        if !may {
-            return Err(Error::forbidden(format!(
-                "only {} may close the post-incident review of `{}`",
-                rule.reviewers.join(", "),
-                ent.name
-            ))
-            .into());
-        }
+        // The same check decides who sees it in their queue (crate::queue).
+        rule.check_post_review_closer(who, &current)?;
         let r = app
             .db(move |s| {
                 s.update_request(&id, now, &mut |r| {
@@ -565,6 +558,15 @@ pub async fn credentials(
         )
         .into());
     }
+    // Audited before the secret is handed out: no audit, no credentials.
+    let read = AuditDraft::new(
+        "credential.read",
+        who.name.as_str(),
+        subject(&r.id),
+        json!({"entitlement": ent.name, "provider": ent.provider, "serial": input.serial}),
+    );
+    let now = app.now();
+    app.db(move |s| s.append_audit(&[read], now)).await?;
     provider
         .credentials(&spec, &input)
         .await

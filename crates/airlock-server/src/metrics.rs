@@ -239,6 +239,14 @@ impl Metrics {
     }
 }
 
+/// The `airlock_breakglass_open_reviews` gauge: post-incident reviews not closed yet.
+pub fn render_breakglass_open(open: u64) -> String {
+    format!(
+        "# HELP airlock_breakglass_open_reviews Break-glass post-incident reviews not closed yet (any grant state).\n\
+         # TYPE airlock_breakglass_open_reviews gauge\nairlock_breakglass_open_reviews {open}\n"
+    )
+}
+
 /// A sink id as a label value: credentials and query strings of webhook
 /// URLs are cut (they may hold tokens), quotes and backslashes escaped.
 pub fn label(sink: &str) -> String {

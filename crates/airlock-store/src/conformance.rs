@@ -52,6 +52,7 @@ macro_rules! store_conformance_tests {
             notify_sink_cursor_is_leased_and_monotonic,
             chat_messages_round_trip,
             count_by_state_reports_every_state,
+            open_post_reviews_are_listed_and_counted_in_any_state,
             certificates_get_unique_serials_and_are_revoked_with_their_request,
             ping_succeeds,
         );
@@ -1312,6 +1313,35 @@ pub fn count_by_state_reports_every_state(make: &MakeStore) {
         };
         assert_eq!(c, want, "{st}");
     }
+}
+
+/// Break-glass requests with an open post-incident review are listed and
+/// counted whatever their state; closed ones and ordinary requests are not.
+pub fn open_post_reviews_are_listed_and_counted_in_any_state(make: &MakeStore) {
+    let store = make(None);
+    for (n, breakglass, closed, st) in [
+        (0, true, false, RequestState::Active),
+        (1, true, false, RequestState::Revoked),
+        (2, true, true, RequestState::Active),
+        (3, false, false, RequestState::Pending),
+    ] {
+        let mut r = sample(n, t0() + Duration::seconds(n.into()));
+        r.breakglass = breakglass;
+        r.post_review_closed = closed;
+        r.state = st;
+        create(&*store, &r, t0());
+    }
+    let open: Vec<String> = store
+        .list_requests(&RequestFilter {
+            open_post_review: true,
+            ..Default::default()
+        })
+        .expect("list")
+        .into_iter()
+        .map(|r| r.id.to_string())
+        .collect();
+    assert_eq!(open, vec![rid(1).to_string(), rid(0).to_string()]);
+    assert_eq!(store.count_open_post_reviews().expect("count"), 2);
 }
 
 /// A healthy store answers `ping`.

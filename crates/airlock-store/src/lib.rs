@@ -106,6 +106,8 @@ pub struct RequestFilter {
     pub requester: Option<UserName>,
     /// Only requests for these entitlements (used for reviewer queues).
     pub entitlements: Option<Vec<String>>,
+    /// Only break-glass requests whose post-incident review is still open (any state).
+    pub open_post_review: bool,
     /// Only requests this principal may read: made by `user`, or for one of
     /// `entitlements` (those they may review).
     pub visible_to: Option<(UserName, Vec<String>)>,
@@ -226,6 +228,9 @@ pub trait Store: RunStore + NotifyStore + AccessStore + Send + Sync {
 
     /// Request counts per state (for metrics).
     fn count_by_state(&self) -> StoreResult<Vec<(RequestState, u64)>>;
+
+    /// Break-glass requests whose post-incident review is not closed yet (for metrics).
+    fn count_open_post_reviews(&self) -> StoreResult<u64>;
 
     /// Allocates a unique certificate serial for a grant, records it with the
     /// certificate's end of validity, and appends `audit(serial)` in the same

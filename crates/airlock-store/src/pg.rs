@@ -585,6 +585,9 @@ impl Store for PgStore {
             args.push(ents);
             sql.push_str(&format!(" AND entitlement = ANY(${})", args.len()));
         }
+        if filter.open_post_review {
+            sql.push_str(" AND breakglass AND NOT post_review_closed");
+        }
         let visible = filter
             .visible_to
             .as_ref()
@@ -897,6 +900,19 @@ impl Store for PgStore {
             .map(|r| Ok((r.try_get(0).map_err(col)?, r.try_get(1).map_err(col)?)))
             .collect::<StoreResult<Vec<(String, i64)>>>()?;
         codec::counts(rows)
+    }
+
+    fn count_open_post_reviews(&self) -> StoreResult<u64> {
+        let row = self
+            .pool
+            .get()?
+            .query_one(
+                "SELECT COUNT(*) FROM requests WHERE breakglass AND NOT post_review_closed",
+                &[],
+            )
+            .map_err(db)?;
+        let n: i64 = row.try_get(0).map_err(col)?;
+        Ok(n.max(0) as u64)
     }
 
     fn issue_certificate(

@@ -506,6 +506,9 @@ impl Store for SqliteStore {
                 args.len()
             ));
         }
+        if filter.open_post_review {
+            sql.push_str(" AND breakglass = 1 AND post_review_closed = 0");
+        }
         if let Some((user, ents)) = &filter.visible_to {
             args.push(Box::new(user.as_str().to_owned()));
             args.push(Box::new(serde_json::Value::from(ents.clone()).to_string()));
@@ -817,6 +820,18 @@ impl Store for SqliteStore {
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(db)?;
         codec::counts(rows)
+    }
+
+    fn count_open_post_reviews(&self) -> StoreResult<u64> {
+        let n: i64 = self
+            .conn()
+            .prepare_cached(
+                "SELECT COUNT(*) FROM requests WHERE breakglass = 1 AND post_review_closed = 0",
+            )
+            .map_err(db)?
+            .query_row([], |r| r.get(0))
+            .map_err(db)?;
+        Ok(n.max(0) as u64)
     }
 
     fn issue_certificate(

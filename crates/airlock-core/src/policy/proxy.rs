@@ -237,12 +237,14 @@ members = ["bob"]
 [[tool]]
 name = "kubectl"
 path = "/usr/local/bin/kubectl"
+run_as = "server"
 [[tool.rule]]
 args = ["get", "**"]
 action = "allow"
 [[operation]]
 name = "restart"
 tool = "kubectl"
+run_as = "server"
 args = ["rollout", "restart", "deployment/{d}"]
 approvals = { count = 0 }
 [operation.params.d]

@@ -52,6 +52,10 @@ pub enum DeliveryError {
 pub trait Notifier: Send + Sync {
     /// Stable sink id, the key of the persisted cursor (`webhook:<url>`, `slack`, `email`).
     fn sink(&self) -> &str;
+    /// Non-secret name for metric labels and logs (a webhook's `name`, never its URL).
+    fn label(&self) -> &str {
+        self.sink()
+    }
     /// Whether `event` concerns this sink; skipped events still advance the cursor.
     fn wants(&self, event: &AuditEvent) -> bool;
     /// Delivers one event. Called again with the same event after `Retry`.
@@ -81,7 +85,7 @@ pub fn build(
     config_dir: &Path,
 ) -> Result<Vec<Arc<dyn Notifier>>, String> {
     let mut out: Vec<Arc<dyn Notifier>> = Vec::new();
-    for w in &config.notify.webhook {
+    for (i, w) in config.notify.webhook.iter().enumerate() {
         let ctx = format!("[[notify.webhook]] `{}`", w.url);
         let source = airlock_core::notify::secret_source(
             &ctx,
@@ -93,7 +97,7 @@ pub fn build(
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{ctx}: `secret` (or `secret_file`) is required"))?;
         let secret = read_secret(config_dir, &source).map_err(|e| format!("{ctx}: {e}"))?;
-        out.push(Arc::new(webhook::Webhook::new(w, secret)?));
+        out.push(Arc::new(webhook::Webhook::new(w, w.name_at(i), secret)?));
     }
     if let Some(e) = &config.notify.email {
         out.push(Arc::new(email::Email::new(e, config_dir)?));
@@ -123,7 +127,7 @@ pub async fn lags(app: &Arc<App>) -> Result<Vec<(String, u64)>, crate::problem::
         .map(|n| {
             let cursor = cursors.iter().find(|(s, _)| s == n.sink()).map(|(_, c)| *c);
             (
-                n.sink().to_string(),
+                n.label().to_string(),
                 cursor.map_or(0, |c| head.saturating_sub(c)),
             )
         })
@@ -184,8 +188,8 @@ impl Lease {
 /// advance the cursor every [`COMMIT_EVERY`] events and before any wait.
 async fn run_sink(app: Arc<App>, notifier: Arc<dyn Notifier>) {
     let sink = notifier.sink().to_string();
-    // For logs: webhook URLs may carry tokens in credentials or queries.
-    let shown = crate::metrics::label(&sink);
+    // For logs and metrics: a webhook URL may itself be the secret.
+    let shown = crate::metrics::label(notifier.label());
     let mut tick = app.audit_tick.subscribe();
     let start = loop {
         match app.db_untracked(|s| s.audit_head()).await {
@@ -258,8 +262,8 @@ async fn run_sink(app: Arc<App>, notifier: Arc<dyn Notifier>) {
                         event: &event,
                     };
                     match attempt.run(&mut lease, &mut committed, done).await {
-                        Outcome::Delivered => app.metrics.notify_delivered(&sink),
-                        Outcome::Dropped => app.metrics.notify_failed(&sink),
+                        Outcome::Delivered => app.metrics.notify_delivered(notifier.label()),
+                        Outcome::Dropped => app.metrics.notify_failed(notifier.label()),
                         Outcome::LeaseLost => break,
                     }
                 }
@@ -294,7 +298,7 @@ struct Attempt<'a> {
 
 impl Attempt<'_> {
     async fn run(&self, lease: &mut Lease, committed: &mut u64, done: u64) -> Outcome {
-        let (app, event, sink) = (self.app, self.event, self.notifier.sink());
+        let (app, event, sink) = (self.app, self.event, self.notifier.label());
         let shown = crate::metrics::label(sink);
         let mut backoff = Duration::from_millis(250);
         loop {

@@ -28,6 +28,7 @@ const MAX_ANSWER: usize = 4096;
 /// One webhook endpoint.
 pub struct Webhook {
     sink: String,
+    label: String,
     url: String,
     secret: Vec<u8>,
     events: Vec<String>,
@@ -35,8 +36,8 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    /// A notifier for `config`, with its secret already read.
-    pub fn new(config: &WebhookConfig, secret: String) -> Result<Webhook, String> {
+    /// A notifier for `config` named `label` (metrics, logs), with its secret already read.
+    pub fn new(config: &WebhookConfig, label: String, secret: String) -> Result<Webhook, String> {
         let url = reqwest::Url::parse(&config.url)
             .map_err(|e| format!("[[notify.webhook]] `{}`: bad url: {e}", config.url))?;
         if url.host_str().is_none_or(str::is_empty) {
@@ -55,7 +56,9 @@ impl Webhook {
             .build()
             .map_err(|e| format!("[[notify.webhook]] `{}`: {e}", config.url))?;
         Ok(Webhook {
+            // The cursor key stays the URL, so upgrading keeps each sink's position.
             sink: format!("webhook:{}", config.url),
+            label,
             url: config.url.clone(),
             secret: secret.into_bytes(),
             events: config.events.clone(),
@@ -68,6 +71,10 @@ impl Webhook {
 impl Notifier for Webhook {
     fn sink(&self) -> &str {
         &self.sink
+    }
+
+    fn label(&self) -> &str {
+        &self.label
     }
 
     fn wants(&self, event: &AuditEvent) -> bool {
@@ -219,12 +226,14 @@ mod tests {
     #[test]
     fn sink_id_is_webhook_and_url() {
         let c = WebhookConfig {
+            name: None,
             url: "http://127.0.0.1:9/hook".into(),
             secret: Some("s".into()),
             secret_file: None,
             events: vec!["request.*".into()],
         };
-        let w = Webhook::new(&c, "s".into()).unwrap();
+        let w = Webhook::new(&c, c.name_at(0), "s".into()).unwrap();
         assert_eq!(w.sink(), "webhook:http://127.0.0.1:9/hook");
+        assert_eq!(w.label(), "webhook-1", "metrics never see the URL");
     }
 }

@@ -26,14 +26,20 @@ use crate::problem::ApiError;
 /// Frames buffered towards an attached client.
 const CLIENT_BUFFER: usize = 32;
 
-/// What to execute for `argv` of `tool` (its environment, timeout, cap and user).
-pub(super) fn job_for(app: &App, tool: &Tool, argv: &[String]) -> Job {
+/// What to execute for `argv` of `tool` (its environment, timeout, cap and
+/// user; an operation's own `run_as` wins over the tool's).
+pub(super) fn job_for(
+    app: &App,
+    tool: &Tool,
+    operation: Option<&airlock_core::OperationName>,
+    argv: &[String],
+) -> Job {
     Job {
         argv: argv.to_vec(),
         env: tool.env.clone(),
         timeout: std::time::Duration::from_secs(tool.timeout.as_secs()),
         cap: tool.transcript_cap as usize,
-        run_as: app.proxy.run_as.get(&tool.name).copied(),
+        run_as: app.proxy.run_as(&tool.name, operation),
     }
 }
 
@@ -109,7 +115,7 @@ pub async fn start(
 /// Executes a run this replica holds (state `running`, our lease) in the
 /// background; with `attach`, its output also flows to the returned receiver.
 pub(super) fn spawn_claimed(app: &Arc<App>, run: Run, tool: &Tool, attach: bool) -> Created {
-    let job = job_for(app, tool, &run.argv);
+    let job = job_for(app, tool, run.operation.as_ref(), &run.argv);
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
     let client = attach.then_some(tx);
     let app2 = app.clone();

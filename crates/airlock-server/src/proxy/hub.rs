@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use airlock_core::run::RunId;
-use airlock_core::ToolName;
+use airlock_core::tool::RunAs;
+use airlock_core::{OperationName, ToolName};
 use axum::body::Bytes;
 use tokio::sync::{broadcast, watch, Notify};
 
@@ -78,25 +79,47 @@ pub struct Hub {
     live: Mutex<HashMap<RunId, Arc<LiveRun>>>,
     /// Wakes the background loop when a run may have become due.
     pub wake: Notify,
-    /// `(uid, gid)` of each tool's `run_as` user, resolved at start-up.
-    pub run_as: HashMap<ToolName, (u32, u32)>,
+    /// `(uid, gid)` of each tool's `run_as` user, resolved at start-up
+    /// (`None`: `run_as = "server"`).
+    run_as: HashMap<ToolName, Option<(u32, u32)>>,
+    /// The same for each operation, whose `run_as` wins over its tool's.
+    op_run_as: HashMap<OperationName, Option<(u32, u32)>>,
 }
 
 impl Hub {
     /// A registry for `config`'s tools; fails if a `run_as` user does not exist.
     pub fn new(config: &airlock_core::config::Config) -> Result<Hub, String> {
+        let resolve = |ctx: String, r: &RunAs| match r.user() {
+            None => Ok(None),
+            Some(user) => super::executor::lookup_user(user)
+                .map(Some)
+                .map_err(|e| format!("{ctx}: run_as: {e}")),
+        };
         let mut run_as = HashMap::new();
         for t in config.tools.values() {
-            if let Some(user) = &t.run_as {
-                let ids = super::executor::lookup_user(user)
-                    .map_err(|e| format!("[[tool]] `{}`: run_as: {e}", t.name))?;
-                run_as.insert(t.name.clone(), ids);
-            }
+            let ids = resolve(format!("[[tool]] `{}`", t.name), &t.run_as)?;
+            run_as.insert(t.name.clone(), ids);
+        }
+        let mut op_run_as = HashMap::new();
+        for o in config.operations.values() {
+            let ids = resolve(format!("[[operation]] `{}`", o.name), &o.run_as)?;
+            op_run_as.insert(o.name.clone(), ids);
         }
         Ok(Hub {
             run_as,
+            op_run_as,
             ..Hub::default()
         })
+    }
+
+    /// `(uid, gid)` a run of `tool` (through `operation`, if any) executes as;
+    /// `None`: the server's own user, only when the catalog says `run_as = "server"`.
+    pub fn run_as(&self, tool: &ToolName, operation: Option<&OperationName>) -> Option<(u32, u32)> {
+        operation
+            .and_then(|o| self.op_run_as.get(o))
+            .or_else(|| self.run_as.get(tool))
+            .copied()
+            .flatten()
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<RunId, Arc<LiveRun>>> {

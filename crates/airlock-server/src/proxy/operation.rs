@@ -48,8 +48,8 @@ pub fn operation<'a>(app: &'a App, name: &str) -> Result<&'a Operation, Error> {
 }
 
 /// Runs a dry run to its end and describes it for reviewers.
-async fn dry_run(app: &App, tool: &Tool, argv: &[String]) -> DryRun {
-    let mut job = job_for(app, tool, argv);
+async fn dry_run(app: &App, op: &Operation, tool: &Tool, argv: &[String]) -> DryRun {
+    let mut job = job_for(app, tool, Some(&op.name), argv);
     job.cap = job.cap.min(DRY_RUN_CAP);
     let (_keep, cancel) = tokio::sync::watch::channel(None);
     let o = executor::execute(
@@ -132,16 +132,27 @@ pub async fn run_operation(
             )
             .into());
         };
-        let dr = dry_run(app, tool, argv).await;
-        let draft = AuditDraft::new(
+        // Audited before it executes (a dry run still runs a program): if the
+        // event cannot be written, nothing runs. Its outcome follows.
+        let sub = format!("operation:{}", op.name);
+        let intent = AuditDraft::new(
             "operation.dry_run",
             who.name.as_str(),
-            format!("operation:{}", op.name),
-            json!({"argv": dr.argv, "params": prepared.params, "exit_code": dr.exit_code,
-                   "output_sha256": dr.output_sha256, "truncated": dr.truncated, "would_run": prepared.argv}),
+            sub.clone(),
+            json!({"argv": argv, "params": prepared.params, "would_run": prepared.argv}),
         );
         let at = app.now();
-        app.db(move |s| s.append_audit(&[draft], at)).await?;
+        app.db(move |s| s.append_audit(&[intent], at)).await?;
+        let dr = dry_run(app, op, tool, argv).await;
+        let outcome = AuditDraft::new(
+            "operation.dry_run.finished",
+            "system",
+            sub,
+            json!({"exit_code": dr.exit_code, "output_sha256": dr.output_sha256,
+                   "truncated": dr.truncated, "error": dr.error}),
+        );
+        let at = app.now();
+        app.db(move |s| s.append_audit(&[outcome], at)).await?;
         return Ok(Created::DryRunOnly(json!({
             "operation": op.name, "params": prepared.params, "argv": prepared.argv, "dry_run": dr,
         })));
@@ -189,7 +200,7 @@ pub async fn run_operation(
     .await?;
     let auto = op.approvals.count == 0;
     let dry = match &prepared.dry_run_argv {
-        Some(argv) => Some(dry_run(app, tool, argv).await),
+        Some(argv) => Some(dry_run(app, op, tool, argv).await),
         None => None,
     };
     if dry.is_none() && !auto {

@@ -1,12 +1,11 @@
 //! The reviewer queue: pending requests this user may decide (never their
 //! own), each with what, who, why, how long, the requester's recent history
-//! and one-click approve/deny. Decisions post to the request review form.
+//! and one-click approve/deny; then open post-incident reviews of break-glass
+//! access they may close. Decisions post to the request review form.
 
 use std::sync::Arc;
 
-use airlock_core::request::{Request, RequestState};
 use airlock_core::Principal;
-use airlock_store::RequestFilter;
 use axum::extract::State;
 use axum::response::Response;
 
@@ -16,48 +15,30 @@ use super::requests::{requests_of, review_form_for};
 use super::web_session::WebUser;
 use crate::app::App;
 use crate::html;
+use crate::queue::ReviewQueue;
 
 /// How many of the requester's earlier requests the queue shows.
 const HISTORY: usize = 5;
 
-/// Pending requests `who` is named to review and has not reviewed yet.
-pub async fn queue_for(app: &Arc<App>, who: &Principal) -> Result<Vec<Request>, WebError> {
-    let entitlements: Vec<String> = app
-        .config
-        .entitlements
-        .values()
-        .filter(|e| {
-            !e.breakglass
-                && app
-                    .approval_rule(&e.approvals, e.service.as_ref())
-                    .names_reviewer(who)
-        })
-        .map(|e| e.name.to_string())
-        .collect();
-    let filter = RequestFilter {
-        state: Some(RequestState::Pending),
-        entitlements: Some(entitlements),
-        limit: 200,
-        ..Default::default()
-    };
-    let mut list = app.db(move |s| s.list_requests(&filter)).await?;
-    list.retain(|r| r.requester != who.name && !r.reviews.iter().any(|v| v.reviewer == who.name));
-    Ok(list)
+/// What waits for `who`: the same queue as `GET /api/v1/requests?to_review=true`.
+pub async fn queue_for(app: &Arc<App>, who: &Principal) -> Result<ReviewQueue, WebError> {
+    Ok(crate::queue::for_reviewer(app, who, 200).await?)
 }
 
 /// `GET /ui/reviews`.
 pub async fn queue(State(app): State<Arc<App>>, user: WebUser) -> Result<Response, WebError> {
-    let list = queue_for(&app, &user.principal).await?;
+    let q = queue_for(&app, &user.principal).await?;
+    let list = &q.pending;
     let now = app.now();
     let mut h = Html::default();
     html!(h, "<h1>Waiting for your review</h1>");
-    if list.is_empty() {
+    if q.is_empty() {
         html!(
             h,
             "<p class=\"muted\" id=\"queue-empty\">Nothing waits for you.</p>"
         );
     }
-    for r in &list {
+    for r in list {
         let history = requests_of(&app, &r.requester, HISTORY as u32 + 1).await?;
         html!(h, "<article class=\"queue-item\" data-request=\"" (r.id) "\">"
             "<h2><a href=\"/ui/requests/" (r.id) "\">" (r.entitlement) "</a> for <span class=\"requester\">"
@@ -79,6 +60,29 @@ pub async fn queue(State(app): State<Arc<App>>, user: WebUser) -> Result<Respons
         html!(h, "</ul>");
         review_form_for(&mut h, "requests", &r.id, &user.csrf);
         html!(h, "</article>");
+    }
+    if !q.post_incident.is_empty() {
+        html!(h, "<section id=\"post-incident\"><h2>Post-incident reviews</h2>"
+            "<p class=\"muted\">Break-glass access used without approval: approve if it was justified, deny if not. "
+            "Either closes the review; it does not end the grant.</p>");
+        for r in &q.post_incident {
+            let ends = r.not_after.map(when).unwrap_or_default();
+            // Not `data-request`: the live updater would hide the pending
+            // items' forms when this one's state (active, expired…) arrives.
+            html!(h, "<article class=\"queue-item post-incident\" data-post-review=\"" (r.id) "\">"
+                "<h2><a href=\"/ui/requests/" (r.id) "\">" (r.entitlement) "</a> for <span class=\"requester\">"
+                (r.requester) "</span></h2><dl class=\"facts\"><dt>Why</dt><dd class=\"reason\">" (r.reason)
+                "</dd><dt>State</dt><dd><span class=\"state s-" (r.state) "\">" (r.state) "</span></dd>"
+                "<dt>Activated</dt><dd>" (human_secs((now - r.created_at).whole_seconds())) " ago ("
+                (when(r.created_at)) ")</dd><dt>Ends</dt><dd>" (ends) "</dd></dl>");
+            html!(h, "<form method=\"post\" class=\"review\" action=\"/ui/requests/" (r.id) "/review\">"
+                "<input type=\"hidden\" name=\"csrf\" value=\"" (user.csrf) "\">"
+                "<input name=\"comment\" maxlength=\"1000\" placeholder=\"Comment (optional)\" aria-label=\"Comment\">"
+                "<button type=\"submit\" name=\"decision\" value=\"approve\" class=\"primary approve\">Justified: close</button>"
+                "<button type=\"submit\" name=\"decision\" value=\"deny\" class=\"danger deny\">Not justified: close</button></form>"
+                "</article>");
+        }
+        html!(h, "</section>");
     }
     Ok(page(&user, "Reviews", h))
 }

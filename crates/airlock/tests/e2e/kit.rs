@@ -168,6 +168,7 @@ provider = "pg-main"
 role = "{WRITER_ROLE}"
 max_duration = "30m"
 breakglass = true
+requesters = ["payments-eng"]
 approvals = {{ count = 1, reviewers = ["payments-eng"] }}
 "#,
         url = pg_url()

@@ -68,10 +68,20 @@ both_stores!(full_lifecycle_ends_with_login_refused_after_expiry, |db| {
             "request.reviewed",
             "request.approved",
             "grant.applied",
+            "credential.read",
             "request.expired",
             "grant.removed"
         ]
     );
+    let export = s.cli(&s.admin, &["audit", "export"]);
+    let read = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["kind"] == "credential.read")
+        .expect("reading credentials is audited");
+    assert_eq!(read["actor"], "alice");
+    assert_eq!(read["data"]["entitlement"], "payments-db-write");
+    assert!(!read.to_string().contains(&pw), "never the secret");
     let v = s.json(&s.admin, &["audit", "verify"]);
     assert_eq!(v["ok"], true, "{v}");
 });
@@ -326,3 +336,58 @@ fn two_replicas_on_one_postgres_store_apply_each_grant_once() {
     }
     assert_eq!(a.json(&a.admin, &["audit", "verify"])["ok"], true);
 }
+
+/// Open post-incident reviews: the `airlock_breakglass_open_reviews` gauge line.
+fn open_reviews_gauge(s: &Server) -> String {
+    let (_, _, m) = s.http("GET", "/metrics", None, None);
+    m.as_str()
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("airlock_breakglass_open_reviews "))
+        .unwrap_or("missing")
+        .to_string()
+}
+
+fn to_review(s: &Server, token: &str) -> Vec<String> {
+    s.json(token, &["list", "--to-review"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+both_stores!(
+    post_incident_review_waits_in_the_reviewers_queue_until_closed,
+    |db| {
+        let s = Server::start(Setup::new(db));
+        let (alice, bob, carol) = (s.token("alice"), s.token("bob"), s.token("carol"));
+        assert_eq!(open_reviews_gauge(&s), "airlock_breakglass_open_reviews 0");
+        let r = s.json(
+            &alice,
+            &[
+                "breakglass",
+                "payments-breakglass",
+                "--for",
+                "5m",
+                "--reason",
+                "INC-9 db on fire",
+                "--wait",
+            ],
+        );
+        let id = id_of(&r);
+        assert!(to_review(&s, &bob).contains(&id), "bob reviews it");
+        assert!(!to_review(&s, &alice).contains(&id), "never the requester");
+        assert!(!to_review(&s, &carol).contains(&id), "carol is no reviewer");
+        assert_eq!(open_reviews_gauge(&s), "airlock_breakglass_open_reviews 1");
+        // The grant ending does not close the review.
+        s.json(&alice, &["revoke", &id]);
+        assert!(to_review(&s, &bob).contains(&id), "still open once revoked");
+        s.json(
+            &bob,
+            &["review", &id, "--approve", "--comment", "justified"],
+        );
+        assert!(!to_review(&s, &bob).contains(&id), "closed: gone");
+        assert_eq!(open_reviews_gauge(&s), "airlock_breakglass_open_reviews 0");
+    }
+);

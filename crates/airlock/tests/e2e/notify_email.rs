@@ -175,11 +175,13 @@ approvals = {{ count = 0 }}
 [[tool]]
 name = "echo"
 path = "/bin/echo"
+run_as = "server"
 
 [[operation]]
 name = "restart-payments"
 description = "Rolling restart of the payments API"
 tool = "echo"
+run_as = "server"
 args = ["restart", "{{deployment}}"]
 service = "payments"
 approvals = {{ count = 1 }}

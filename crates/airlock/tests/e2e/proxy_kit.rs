@@ -115,6 +115,7 @@ impl Tools {
 [[tool]]
 name = "argv"
 path = "{d}/argv.sh"
+run_as = "server"
 env = {{ RECORD = "{d}/calls", TOOL_CREDENTIAL = "s3cret-for-the-tool" }}
 timeout = "20s"
 [[tool.rule]]
@@ -151,6 +152,7 @@ approval_timeout = "2s"
 [[tool]]
 name = "seq"
 path = "/usr/bin/seq"
+run_as = "server"
 transcript_cap = 1024
 [[tool.rule]]
 args = ["1", "*"]
@@ -159,6 +161,7 @@ action = "allow"
 [[tool]]
 name = "spawner"
 path = "{d}/spawner.sh"
+run_as = "server"
 env = {{ RECORD = "{d}/calls" }}
 timeout = "2s"
 [[tool.rule]]
@@ -168,6 +171,7 @@ action = "allow"
 [[tool]]
 name = "envdump"
 path = "{d}/envdump.sh"
+run_as = "server"
 env = {{ TOOL_CREDENTIAL = "s3cret-for-the-tool" }}
 [[tool.rule]]
 args = []
@@ -185,6 +189,7 @@ action = "allow"
 [[tool]]
 name = "psql"
 path = "{psql}"
+run_as = "server"
 env = {{ PGHOST = "{host}", PGPORT = "{port}", PGUSER = "{user}", PGDATABASE = "{db}" }}
 [[tool.rule]]
 args = ["-X", "-A", "-t", "-c", "*"]
@@ -194,6 +199,7 @@ action = "allow"
 name = "restart-deployment"
 description = "Rolling restart of one deployment"
 tool = "argv"
+run_as = "server"
 args = ["rollout", "restart", "deployment/{{deployment}}", "-n", "{{namespace}}"]
 dry_run_args = ["rollout", "restart", "deployment/{{deployment}}", "-n", "{{namespace}}", "--dry-run=server"]
 approvals = {{ count = 1, reviewers = ["payments-eng"] }}
@@ -207,6 +213,7 @@ pattern = "^[a-z0-9-]{{1,63}}$"
 name = "echo-anything"
 description = "Passes one free parameter in three positions"
 tool = "argv"
+run_as = "server"
 args = ["op", "--value={{v}}", "{{v}}", "x/{{v}}"]
 approvals = {{ count = 0 }}
 [operation.params.v]

@@ -53,6 +53,11 @@ both_stores!(
             ]],
             "only the dry run ran"
         );
+        assert_eq!(
+            s.audit_kinds("operation:restart-deployment"),
+            ["operation.dry_run", "operation.dry_run.finished"],
+            "a dry run is audited before it executes, its outcome after"
+        );
 
         let mut args = vec!["operation", "run", "restart-deployment"];
         args.extend(params);

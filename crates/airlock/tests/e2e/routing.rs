@@ -50,6 +50,8 @@ provider = "pg-main"
 role = "{WRITER_ROLE}"
 max_duration = "30m"
 breakglass = true
+requesters = ["payments-eng"]
+approvals = {{ count = 0, reviewers = ["payments-eng"] }}
 "#,
         url = pg_url()
     )
@@ -289,4 +291,34 @@ fn metrics_show_time_to_review_and_access_by_surface() {
     ] {
         assert!(m.contains(want), "missing {want} in:\n{m}");
     }
+}
+
+#[test]
+fn metrics_token_is_required_when_set_and_metrics_listen_moves_the_endpoint() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let mut setup = Setup::new(Db::Sqlite);
+    setup.server_extra = format!(
+        "metrics_token = \"metrics-secret-0123456789\"\nmetrics_listen = \"127.0.0.1:{port}\"\n"
+    );
+    let s = Server::start(setup);
+    let (status, _, _) = s.http("GET", "/metrics", None, None);
+    assert_eq!(status, 404, "the main listener does not serve /metrics");
+    let get = |token: Option<&str>| {
+        let mut req = ureq::get(&format!("http://127.0.0.1:{port}/metrics"));
+        if let Some(t) = token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        match req.call() {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+            Err(e) => panic!("transport error: {e}"),
+        }
+    };
+    assert_eq!(get(None).0, 401);
+    assert_eq!(get(Some("metrics-secret-wrong")).0, 401);
+    let (status, body) = get(Some("metrics-secret-0123456789"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("airlock_breakglass_open_reviews 0"), "{body}");
 }

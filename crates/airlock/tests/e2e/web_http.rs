@@ -369,3 +369,46 @@ fn request_form_errors_are_shown_on_the_form_with_the_input_kept() {
     assert_eq!(ok.status, 303, "{}", ok.body);
     assert!(ok.location.unwrap().starts_with("/ui/requests/"));
 }
+
+#[test]
+fn reviews_page_lists_open_post_incident_reviews_for_reviewers_until_closed() {
+    let s = Server::start(Setup::new(Db::Sqlite));
+    let (alice, bob) = (s.token("alice"), s.token("bob"));
+    let id = id_of(&s.json(
+        &alice,
+        &[
+            "breakglass",
+            "payments-breakglass",
+            "--for",
+            "5m",
+            "--reason",
+            "INC-9 outage",
+        ],
+    ));
+    let mut mine = WebClient::new(&s);
+    mine.sign_in(&alice);
+    assert!(
+        !mine.get("/ui/reviews").body.contains(&id),
+        "the requester never reviews their own break-glass"
+    );
+    let mut web = WebClient::new(&s);
+    web.sign_in(&bob);
+    let page = web.get("/ui/reviews");
+    assert!(
+        page.body.contains("Post-incident reviews")
+            && page.body.contains(&format!("data-post-review=\"{id}\"")),
+        "{}",
+        page.body
+    );
+    let closed = web.post(
+        &format!("/ui/requests/{id}/review"),
+        &[
+            ("csrf", &page.csrf()),
+            ("decision", "approve"),
+            ("comment", "justified"),
+        ],
+    );
+    assert_eq!(closed.status, 303, "{}", closed.body);
+    assert_eq!(s.json(&bob, &["show", &id])["post_review_closed"], true);
+    assert!(!web.get("/ui/reviews").body.contains(&id), "closed: gone");
+}

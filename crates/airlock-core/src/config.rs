@@ -81,6 +81,9 @@ pub struct ServerConfig {
     /// Users and groups (`user:`/`group:` or bare) who may read the whole audit log, requests and runs.
     #[serde(default)]
     pub auditors: Vec<String>,
+    /// Tool-proxy runs one replica executes at once; more are refused with 429.
+    #[serde(default = "default_max_concurrent_runs")]
+    pub max_concurrent_runs: u32,
     /// If set, `/metrics` needs `Authorization: Bearer <metrics_token>`.
     pub metrics_token: Option<String>,
     /// If set, `/metrics` is served only on this `host:port` (the main listener answers 404).
@@ -89,6 +92,9 @@ pub struct ServerConfig {
 
 fn default_listen() -> String {
     "127.0.0.1:8080".into()
+}
+fn default_max_concurrent_runs() -> u32 {
+    16
 }
 fn default_checkpoint_every() -> u64 {
     1000
@@ -113,6 +119,7 @@ impl Default for ServerConfig {
             catalog_url: None,
             catalog_refresh: default_catalog_refresh(),
             auditors: Vec::new(),
+            max_concurrent_runs: default_max_concurrent_runs(),
             metrics_token: None,
             metrics_listen: None,
         }
@@ -566,6 +573,12 @@ impl Config {
         raw.notify.validate()?;
         if let Some(o) = &raw.auth.oidc {
             o.validate()?;
+        }
+        if !(1..=4096).contains(&raw.server.max_concurrent_runs) {
+            return Err(invalid(format!(
+                "[server] max_concurrent_runs = {} must be between 1 and 4096",
+                raw.server.max_concurrent_runs
+            )));
         }
         for a in &raw.server.auditors {
             crate::principal::check_entry(a)

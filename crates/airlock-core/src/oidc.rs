@@ -40,6 +40,14 @@ pub struct OidcConfig {
     /// `acr` values that count as a multi-factor login (besides `amr` naming a second factor).
     #[serde(default = "default_mfa_acr_values")]
     pub mfa_acr_values: Vec<String>,
+    /// The provider's signing keys are fetched again after this long, so a
+    /// key the provider withdrew stops being accepted.
+    #[serde(default = "default_jwks_ttl")]
+    pub jwks_ttl: crate::Span,
+}
+
+fn default_jwks_ttl() -> crate::Span {
+    crate::Span::from_secs(3600).expect("3600 is a valid span")
 }
 
 fn default_mfa_acr_values() -> Vec<String> {

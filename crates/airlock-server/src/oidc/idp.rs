@@ -20,6 +20,16 @@ const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 /// A JWKS refetch for an unknown `kid` happens at most this often.
 const JWKS_REFETCH_MIN: Duration = Duration::from_secs(10);
 
+/// Whether cached keys of this `age` may be used: within `ttl`, and when a
+/// token names an unknown `kid` (`refresh`), only if fetched very recently.
+pub fn jwks_fresh(age: Duration, refresh: bool, ttl: Duration) -> bool {
+    if refresh {
+        age < JWKS_REFETCH_MIN
+    } else {
+        age < ttl
+    }
+}
+
 /// The parts of `/.well-known/openid-configuration` airlock uses.
 #[derive(Deserialize, Debug, Clone)]
 pub struct Discovery {
@@ -57,6 +67,8 @@ pub struct Idp {
     client_secret: Option<String>,
     http: reqwest::Client,
     cache: Mutex<Cache>,
+    /// Keys are fetched again after this long (`[auth.oidc] jwks_ttl`).
+    jwks_ttl: Duration,
 }
 
 impl Idp {
@@ -65,6 +77,7 @@ impl Idp {
         issuer: &str,
         client_id: &str,
         client_secret: Option<String>,
+        jwks_ttl: Duration,
     ) -> Result<Idp, String> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -75,6 +88,7 @@ impl Idp {
             issuer: issuer.trim_end_matches('/').to_string(),
             client_id: client_id.to_string(),
             client_secret,
+            jwks_ttl,
             http,
             cache: Mutex::new(Cache {
                 discovery: None,
@@ -137,14 +151,26 @@ impl Idp {
         let d = self.discovery().await?;
         let mut cache = self.cache.lock().await;
         if let Some((k, at)) = &cache.jwks {
-            if !refresh || at.elapsed() < JWKS_REFETCH_MIN {
+            if jwks_fresh(at.elapsed(), refresh, self.jwks_ttl) {
                 return Ok(k.clone());
             }
         }
-        let keys: Jwks = self.get_json(&d.jwks_uri).await?;
-        let keys = Arc::new(keys);
-        cache.jwks = Some((keys.clone(), Instant::now()));
-        Ok(keys)
+        match self.get_json::<Jwks>(&d.jwks_uri).await {
+            Ok(keys) => {
+                let keys = Arc::new(keys);
+                cache.jwks = Some((keys.clone(), Instant::now()));
+                Ok(keys)
+            }
+            // A timed refresh that fails keeps the last good keys (the
+            // provider is down, logins keep working); an unknown kid does not.
+            Err(e) => match &cache.jwks {
+                Some((k, _)) if !refresh => {
+                    tracing::warn!(error = %e, "OIDC key refresh failed; using the cached keys");
+                    Ok(k.clone())
+                }
+                _ => Err(e),
+            },
+        }
     }
 
     /// Verifies an ID token; an unknown `kid` refetches the JWKS once (rate-limited).

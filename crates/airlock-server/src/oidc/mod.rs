@@ -83,7 +83,12 @@ impl Oidc {
             .transpose()
             .map_err(|e| format!("[auth.oidc] client_secret: {e}"))?;
         Ok(Some(Arc::new(Oidc {
-            idp: Idp::new(&c.issuer, &c.client_id, secret)?,
+            idp: Idp::new(
+                &c.issuer,
+                &c.client_id,
+                secret,
+                std::time::Duration::from_secs(c.jwks_ttl.as_secs()),
+            )?,
             config: c.clone(),
             device_limit: device::Limiter::default(),
         })))

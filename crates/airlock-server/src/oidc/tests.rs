@@ -222,3 +222,20 @@ fn garbage_is_malformed_not_a_panic() {
         );
     }
 }
+
+#[test]
+fn signing_keys_are_refetched_after_their_ttl_and_for_an_unknown_kid_at_most_every_few_seconds() {
+    use super::idp::jwks_fresh;
+    use std::time::Duration;
+    let ttl = Duration::from_secs(3600);
+    assert!(jwks_fresh(Duration::from_secs(3599), false, ttl));
+    assert!(
+        !jwks_fresh(Duration::from_secs(3600), false, ttl),
+        "keys expire after the TTL"
+    );
+    assert!(
+        jwks_fresh(Duration::from_secs(1), true, ttl),
+        "an unknown kid cannot force a refetch storm"
+    );
+    assert!(!jwks_fresh(Duration::from_secs(11), true, ttl));
+}

@@ -363,6 +363,7 @@ pub async fn exec(
     )];
     let run_now = rule.action == RuleAction::Allow;
     if run_now {
+        super::execution::check_capacity(app)?;
         run.state = RunState::Approved
             .apply(RunTransition::Start)
             .map_err(Error::from)?;

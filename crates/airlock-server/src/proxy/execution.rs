@@ -55,12 +55,31 @@ pub(super) fn started_event(actor: &str, sub: &str, replica: &str) -> AuditDraft
 
 /// Claims an approved run for this replica (approved → running, exactly
 /// once) and executes it. With `who`, only the run's requester may start it.
+/// Refuses to start another run when this replica already executes
+/// `[server] max_concurrent_runs` (each holds a process and its output).
+pub fn check_capacity(app: &App) -> Result<(), ApiError> {
+    let max = app.config.server.max_concurrent_runs as usize;
+    if app.proxy.running() >= max {
+        return Err(ApiError {
+            retry_after: Some(5),
+            ..ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "this server already executes {max} runs ([server] max_concurrent_runs); retry in a few seconds"
+                ),
+            )
+        });
+    }
+    Ok(())
+}
+
 pub async fn start(
     app: &Arc<App>,
     who: Option<&Principal>,
     id: RunId,
     attach: bool,
 ) -> Result<Created, ProxyError> {
+    check_capacity(app)?;
     let now = app.now();
     let replica = app.replica_id.clone();
     let requester = who.map(|p| p.name.clone());

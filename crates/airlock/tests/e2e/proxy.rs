@@ -568,3 +568,47 @@ fn pending_run_lapses_after_its_approval_window() {
         ["run.created", "run.lapsed"]
     );
 }
+
+#[test]
+fn runs_beyond_max_concurrent_runs_are_refused_with_429_until_one_ends() {
+    let tools = Tools::new();
+    let mut setup = Setup::new(Db::Sqlite);
+    setup.extra = tools.catalog();
+    setup.server_extra = "max_concurrent_runs = 1\n".into();
+    let s = Server::start(setup);
+    let alice = s.token("alice");
+    let first = spawn_cli(&s, &alice, &["exec", "--", "argv", "sleep", "2"]);
+    // Wait until the first run executes here.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let runs = s.json(&alice, &["run", "list"]);
+        if runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["state"] == "running")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first run never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let body = json!({"tool": "argv", "args": ["echo", "x"]});
+    let (status, retry_after, problem) = post_raw(&s, "/api/v1/runs", &alice, &body);
+    assert_eq!(status, 429, "{problem}");
+    assert_eq!(retry_after.as_deref(), Some("5"));
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_concurrent_runs"),
+        "{problem}"
+    );
+    let (code, _, err) = finish_cli(first, 20);
+    assert_eq!(code, 0, "{err}");
+    let again = s.cli(&alice, &["exec", "--", "argv", "echo", "x"]);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+}

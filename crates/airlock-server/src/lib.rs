@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod app;
+mod audit_api;
 pub mod auth;
 pub mod catalog;
 pub mod drift;
@@ -16,6 +17,7 @@ pub mod proxy;
 pub mod reconciler;
 pub mod session;
 pub mod surface;
+pub mod tlog;
 pub mod web;
 
 pub use app::{App, ServeOptions};

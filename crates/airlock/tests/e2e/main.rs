@@ -22,6 +22,7 @@ mod routing;
 mod setup;
 mod slack;
 mod ssh;
+mod transparency;
 mod web;
 mod web_http;
 mod web_oidc;

@@ -1,6 +1,7 @@
 //! Audit-chain maths: canonical event bytes, `hash = SHA-256(prev || bytes)`,
-//! Ed25519-signed checkpoints, and an incremental verifier that names the first
-//! bad sequence number. Storage of events is the store's job, not this module's.
+//! Ed25519-signed checkpoints (C2SP tree heads over the RFC 9162 Merkle tree of
+//! the same events), and an incremental verifier that names the first bad
+//! sequence number. Storage of events is the store's job, not this module's.
 
 use std::collections::BTreeMap;
 
@@ -10,10 +11,16 @@ use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::merkle::{Frontier, Hash};
+use crate::note::{Note, TreeHead, VerifierKey};
+
 /// Hash that precedes the first event.
 pub const GENESIS: [u8; 32] = [0u8; 32];
 
-/// Domain separation for checkpoint signatures.
+/// Origin used when none is configured.
+pub const DEFAULT_ORIGIN: &str = "localhost/audit";
+
+/// Domain separation for (pre-note) checkpoint signatures.
 const CHECKPOINT_TAG: &[u8] = b"airlock-audit-checkpoint-v1";
 
 /// An audit event before it has a place in the chain.
@@ -164,12 +171,17 @@ pub fn seal(prev: &[u8; 32], seq: u64, at: OffsetDateTime, draft: &AuditDraft) -
     SealedEvent { seq, body, hash }
 }
 
-/// A signed statement "event `seq` has hash `hash`".
+/// A signed statement "event `seq` has chain hash `hash`". Rows written since
+/// the transparency log carry `note`, a signed C2SP checkpoint that also names
+/// the Merkle root and the interval; `signature` is then the note's signature.
+/// Older rows have no note and sign `(seq, hash)` directly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
     pub seq: u64,
     pub hash: [u8; 32],
     pub signature: [u8; 64],
+    /// The signed tree head (C2SP `tlog-checkpoint` signed note).
+    pub note: Option<String>,
 }
 
 fn checkpoint_message(seq: u64, hash: &[u8; 32]) -> Vec<u8> {
@@ -180,11 +192,13 @@ fn checkpoint_message(seq: u64, hash: &[u8; 32]) -> Vec<u8> {
     m
 }
 
-/// Signs checkpoints every `every` events.
+/// Signs tree heads: every `every` events in the append transaction, and
+/// whenever the server's background task finds the head moved.
 #[derive(Clone)]
 pub struct CheckpointSigner {
     key: SigningKey,
     every: u64,
+    origin: String,
 }
 
 impl CheckpointSigner {
@@ -193,27 +207,75 @@ impl CheckpointSigner {
         CheckpointSigner {
             key,
             every: every.max(1),
+            origin: DEFAULT_ORIGIN.into(),
         }
     }
-    /// A checkpoint for `event` if its sequence number is due one.
-    pub fn maybe_sign(&self, event: &SealedEvent) -> Option<Checkpoint> {
-        event
-            .seq
-            .is_multiple_of(self.every)
-            .then(|| self.sign(event.seq, &event.hash))
+    /// Uses `origin` (`[server] audit_origin`) as the checkpoints' origin and key name.
+    pub fn with_origin(mut self, origin: &str) -> Self {
+        if crate::note::valid_name(origin) {
+            self.origin = origin.into();
+        }
+        self
     }
-    /// Signs `(seq, hash)` unconditionally.
-    pub fn sign(&self, seq: u64, hash: &[u8; 32]) -> Checkpoint {
+    /// The log origin.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+    /// `[server] checkpoint_every`.
+    pub fn every(&self) -> u64 {
+        self.every
+    }
+    /// Whether a checkpoint is due at `seq` (inside the append transaction).
+    pub fn due(&self, seq: u64) -> bool {
+        seq.is_multiple_of(self.every)
+    }
+    /// Signs the tree head of `size` events.
+    pub fn sign_head(
+        &self,
+        size: u64,
+        chain: &Hash,
+        root: &Hash,
+        now: OffsetDateTime,
+    ) -> Checkpoint {
+        let head = TreeHead {
+            origin: self.origin.clone(),
+            size,
+            root: *root,
+            chain: *chain,
+            checkpoint_every: self.every,
+            time: now,
+        };
+        let text = head.to_text();
+        let signature = self.key.sign(text.as_bytes()).to_bytes();
+        // The origin is a valid key name (checked in `with_origin`), so signing cannot fail.
+        let note = head.sign(&self.key).ok();
+        Checkpoint {
+            seq: size,
+            hash: *chain,
+            signature,
+            note,
+        }
+    }
+    /// Signs `(seq, hash)` in the pre-note format (kept for tests of old rows).
+    pub fn sign_legacy(&self, seq: u64, hash: &[u8; 32]) -> Checkpoint {
         let sig = self.key.sign(&checkpoint_message(seq, hash));
         Checkpoint {
             seq,
             hash: *hash,
             signature: sig.to_bytes(),
+            note: None,
         }
     }
     /// The public half, for verifiers.
     pub fn verifying_key(&self) -> VerifyingKey {
         self.key.verifying_key()
+    }
+    /// The note verifier key (`origin+hash+base64`).
+    pub fn verifier_key(&self) -> VerifierKey {
+        VerifierKey {
+            name: self.origin.clone(),
+            key: self.key.verifying_key(),
+        }
     }
 }
 
@@ -227,39 +289,84 @@ pub struct VerifyReport {
     pub first_bad_seq: Option<u64>,
     /// What is wrong at `first_bad_seq`.
     pub problem: Option<String>,
-    /// Checkpoints whose signature and hash matched.
+    /// Due checkpoints (every `checkpoint_every` events) whose signature and hashes matched.
     pub checkpoints_verified: u64,
     /// Highest verified checkpoint.
     pub last_checkpoint_seq: Option<u64>,
     /// Hash of the last event read (hex).
     pub head_hash: Option<String>,
+    /// All signed checkpoints verified, due or not (the once-a-second tree heads too).
+    pub signed_heads_verified: u64,
+    /// Merkle tree root over the events read (base64, as in checkpoints).
+    pub root_hash: Option<String>,
 }
 
-/// Streams events in stored order and checks chain, numbering and checkpoints.
+/// Streams events in stored order and checks chain, numbering, the Merkle
+/// root signed in each checkpoint, and that every due checkpoint exists.
 pub struct ChainVerifier {
     key: Option<VerifyingKey>,
     checkpoints: BTreeMap<u64, Checkpoint>,
+    /// Sizes of parseable notes with their signed interval, ascending.
+    intervals: Vec<(u64, u64)>,
+    cover: usize,
+    every: Option<u64>,
     expected_seq: u64,
     prev: [u8; 32],
+    tree: Frontier,
+    leaves: Option<Vec<Hash>>,
     events: u64,
     bad: Option<(u64, String)>,
     verified: u64,
+    heads: u64,
     last_cp: Option<u64>,
 }
 
 impl ChainVerifier {
     /// `key` verifies checkpoint signatures; without it checkpoints are only hash-checked.
     pub fn new(key: Option<VerifyingKey>, checkpoints: Vec<Checkpoint>) -> Self {
+        let intervals = checkpoints
+            .iter()
+            .filter_map(|c| {
+                let note = Note::parse(c.note.as_deref()?).ok()?;
+                Some((
+                    c.seq,
+                    TreeHead::parse_text(&note.text).ok()?.checkpoint_every,
+                ))
+            })
+            .collect::<BTreeMap<_, _>>()
+            .into_iter()
+            .collect();
         ChainVerifier {
             key,
             checkpoints: checkpoints.into_iter().map(|c| (c.seq, c)).collect(),
+            intervals,
+            cover: 0,
+            every: None,
             expected_seq: 1,
             prev: GENESIS,
+            tree: Frontier::new(),
+            leaves: None,
             events: 0,
             bad: None,
             verified: 0,
+            heads: 0,
             last_cp: None,
         }
+    }
+
+    /// Requires a checkpoint every `every` events after the last signed one
+    /// (the configured `[server] checkpoint_every`); up to a signed checkpoint,
+    /// the interval signed in it applies, so a config edit cannot excuse a gap.
+    pub fn require_every(mut self, every: u64) -> Self {
+        self.every = Some(every.max(1));
+        self
+    }
+
+    /// Keeps every leaf hash, so [`finish_with_leaves`](Self::finish_with_leaves)
+    /// can hand them to proof generation (32 bytes per event).
+    pub fn keep_leaves(mut self) -> Self {
+        self.leaves = Some(Vec::new());
+        self
     }
 
     /// Whether a problem was already found (callers may stop reading).
@@ -271,6 +378,21 @@ impl ChainVerifier {
         if self.bad.is_none() {
             self.bad = Some((seq, why));
         }
+    }
+
+    /// The interval that applies at `seq`: the one signed in the first note at or after it.
+    fn interval_at(&mut self, seq: u64) -> Option<u64> {
+        while self
+            .intervals
+            .get(self.cover)
+            .is_some_and(|(s, _)| *s < seq)
+        {
+            self.cover += 1;
+        }
+        self.intervals
+            .get(self.cover)
+            .map(|(_, e)| *e)
+            .or(self.every)
     }
 
     /// Feeds the next stored event.
@@ -300,13 +422,41 @@ impl ChainVerifier {
                 format!("event {seq} does not match its hash (edited, inserted or reordered)"),
             );
         }
+        let leaf = crate::merkle::leaf_hash(body);
+        self.tree.push(leaf);
+        if let Some(l) = &mut self.leaves {
+            l.push(leaf);
+        }
+        let due = self.interval_at(seq).filter(|e| seq.is_multiple_of(*e));
         if let Some(cp) = self.checkpoints.get(&seq).cloned() {
-            if cp.hash != h {
-                return self.fail(
-                    seq,
-                    format!("checkpoint {seq} names a different hash (chain rewritten)"),
-                );
+            if let Err(why) = self.check_checkpoint(&cp, &h) {
+                return self.fail(seq, why);
             }
+            self.heads += 1;
+            if due.is_some() || cp.note.is_none() {
+                self.verified += 1;
+            }
+            self.last_cp = Some(seq);
+        } else if let Some(every) = due {
+            return self.fail(
+                seq,
+                format!(
+                    "signed checkpoint {seq} is missing (one is due every {every} events): checkpoints were deleted"
+                ),
+            );
+        }
+        self.prev = h;
+        self.expected_seq += 1;
+    }
+
+    fn check_checkpoint(&self, cp: &Checkpoint, h: &Hash) -> Result<(), String> {
+        let seq = cp.seq;
+        if &cp.hash != h {
+            return Err(format!(
+                "checkpoint {seq} names a different hash (chain rewritten)"
+            ));
+        }
+        let Some(text) = &cp.note else {
             if let Some(k) = &self.key {
                 if k.verify(
                     &checkpoint_message(seq, &cp.hash),
@@ -314,18 +464,47 @@ impl ChainVerifier {
                 )
                 .is_err()
                 {
-                    return self.fail(seq, format!("checkpoint {seq} signature is invalid"));
+                    return Err(format!("checkpoint {seq} signature is invalid"));
                 }
             }
-            self.verified += 1;
-            self.last_cp = Some(seq);
+            return Ok(());
+        };
+        let note = Note::parse(text).map_err(|e| format!("checkpoint {seq}: {e}"))?;
+        let head =
+            TreeHead::parse_text(&note.text).map_err(|e| format!("checkpoint {seq}: {e}"))?;
+        if let Some(k) = &self.key {
+            let vk = VerifierKey {
+                name: head.origin.clone(),
+                key: *k,
+            };
+            note.verify(&vk)
+                .map_err(|e| format!("checkpoint {seq} signature is invalid: {e}"))?;
+            if note.signature_by(&vk) != Some(cp.signature) {
+                return Err(format!(
+                    "checkpoint {seq} signature is invalid (the stored signature is not the note's)"
+                ));
+            }
         }
-        self.prev = h;
-        self.expected_seq += 1;
+        if head.size != seq || &head.chain != h {
+            return Err(format!(
+                "checkpoint {seq} note names another tree size or chain hash (chain rewritten)"
+            ));
+        }
+        if head.root != self.tree.root() {
+            return Err(format!(
+                "checkpoint {seq} names a different Merkle root (events rewritten)"
+            ));
+        }
+        Ok(())
     }
 
     /// Finishes; `head` is the store's own record of the last sequence number.
-    pub fn finish(mut self, head: Option<u64>) -> VerifyReport {
+    pub fn finish(self, head: Option<u64>) -> VerifyReport {
+        self.finish_with_leaves(head).0
+    }
+
+    /// [`finish`](Self::finish), also returning the leaf hashes kept by [`keep_leaves`](Self::keep_leaves).
+    pub fn finish_with_leaves(mut self, head: Option<u64>) -> (VerifyReport, Vec<Hash>) {
         if self.bad.is_none() {
             let last = self.expected_seq - 1;
             let beyond = self.checkpoints.range(last + 1..).next().map(|(s, _)| *s);
@@ -348,7 +527,8 @@ impl ChainVerifier {
             Some((s, w)) => (Some(s), Some(w)),
             None => (None, None),
         };
-        VerifyReport {
+        use base64::Engine as _;
+        let report = VerifyReport {
             ok: first_bad_seq.is_none(),
             events: self.events,
             first_bad_seq,
@@ -356,7 +536,11 @@ impl ChainVerifier {
             checkpoints_verified: self.verified,
             last_checkpoint_seq: self.last_cp,
             head_hash: (self.expected_seq > 1).then(|| hex::encode(self.prev)),
-        }
+            signed_heads_verified: self.heads,
+            root_hash: (self.expected_seq > 1)
+                .then(|| base64::engine::general_purpose::STANDARD.encode(self.tree.root())),
+        };
+        (report, self.leaves.unwrap_or_default())
     }
 }
 
@@ -372,6 +556,7 @@ mod tests {
     fn chain(n: u64, every: u64) -> (Vec<SealedEvent>, Vec<Checkpoint>) {
         let signer = CheckpointSigner::new(key(), every);
         let mut prev = GENESIS;
+        let mut tree = Frontier::new();
         let mut evs = vec![];
         let mut cps = vec![];
         for seq in 1..=n {
@@ -383,7 +568,10 @@ mod tests {
             );
             let e = seal(&prev, seq, OffsetDateTime::UNIX_EPOCH, &d);
             prev = e.hash;
-            cps.extend(signer.maybe_sign(&e));
+            tree.push_body(&e.body);
+            if signer.due(seq) {
+                cps.push(signer.sign_head(seq, &e.hash, &tree.root(), OffsetDateTime::UNIX_EPOCH));
+            }
             evs.push(e);
         }
         (evs, cps)
@@ -435,6 +623,81 @@ mod tests {
         let (evs, mut cps) = chain(10, 10);
         cps[0].signature[0] ^= 1;
         assert_eq!(verify(&evs, cps, None).first_bad_seq, Some(10));
+    }
+
+    /// Rewrites the chain from `from` on, as someone holding the database would.
+    fn rechain(evs: &mut [SealedEvent]) {
+        let mut prev = GENESIS;
+        for e in evs.iter_mut() {
+            e.hash = chain_hash(&prev, &e.body);
+            prev = e.hash;
+        }
+    }
+
+    #[test]
+    fn a_rewritten_chain_without_its_checkpoints_names_the_first_missing_one() {
+        let (mut evs, cps) = chain(25, 5);
+        evs[2].body[10] ^= 0x20;
+        rechain(&mut evs);
+        let kept: Vec<Checkpoint> = cps.into_iter().filter(|c| c.seq < 3).collect();
+        let mut v = ChainVerifier::new(Some(key().verifying_key()), kept).require_every(5);
+        for e in &evs {
+            v.feed(e.seq, &e.body, &e.hash);
+        }
+        let r = v.finish(Some(25));
+        assert_eq!(r.first_bad_seq, Some(5), "{r:?}");
+        assert!(r.problem.unwrap().contains("checkpoint 5 is missing"));
+    }
+
+    #[test]
+    fn the_signed_interval_outranks_the_configured_one() {
+        let (evs, mut cps) = chain(25, 5);
+        // Checkpoint 10 deleted; 15 (signed with interval 5) still covers it.
+        cps.retain(|c| c.seq != 10);
+        let mut v = ChainVerifier::new(Some(key().verifying_key()), cps).require_every(1000);
+        for e in &evs {
+            v.feed(e.seq, &e.body, &e.hash);
+        }
+        assert_eq!(v.finish(Some(25)).first_bad_seq, Some(10));
+    }
+
+    #[test]
+    fn a_checkpoint_over_another_tree_is_detected() {
+        let (evs, mut cps) = chain(10, 5);
+        let signer = CheckpointSigner::new(key(), 5);
+        cps[1] = signer.sign_head(10, &evs[9].hash, &[7u8; 32], OffsetDateTime::UNIX_EPOCH);
+        let r = verify(&evs, cps, None);
+        assert_eq!(r.first_bad_seq, Some(10));
+        assert!(r.problem.unwrap().contains("Merkle root"));
+    }
+
+    #[test]
+    fn pre_note_checkpoints_still_verify() {
+        let (evs, _) = chain(10, 5);
+        let signer = CheckpointSigner::new(key(), 5);
+        let cps = vec![
+            signer.sign_legacy(5, &evs[4].hash),
+            signer.sign_legacy(10, &evs[9].hash),
+        ];
+        let r = verify(&evs, cps.clone(), Some(10));
+        assert!(r.ok, "{r:?}");
+        assert_eq!(r.checkpoints_verified, 2);
+        let mut bad = cps;
+        bad[0].signature[1] ^= 1;
+        assert_eq!(verify(&evs, bad, None).first_bad_seq, Some(5));
+    }
+
+    #[test]
+    fn root_hash_matches_the_checkpoint() {
+        let (evs, cps) = chain(10, 5);
+        let r = verify(&evs, cps.clone(), Some(10));
+        let note = Note::parse(cps[1].note.as_deref().unwrap()).unwrap();
+        let head = TreeHead::parse_text(&note.text).unwrap();
+        use base64::Engine as _;
+        assert_eq!(
+            r.root_hash.unwrap(),
+            base64::engine::general_purpose::STANDARD.encode(head.root)
+        );
     }
 
     #[derive(Debug, Clone)]

@@ -70,6 +70,8 @@ pub struct ServerConfig {
     /// Sign an audit checkpoint every this many events.
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: u64,
+    /// Origin line (and key name) of signed audit tree heads; default: `public_url`'s host + `/audit`.
+    pub audit_origin: Option<String>,
     /// How often the reconciler compares providers with the store for drift.
     #[serde(default = "default_drift_interval")]
     pub drift_interval: Span,
@@ -88,6 +90,28 @@ pub struct ServerConfig {
     pub metrics_token: Option<String>,
     /// If set, `/metrics` is served only on this `host:port` (the main listener answers 404).
     pub metrics_listen: Option<String>,
+}
+
+impl ServerConfig {
+    /// The audit log's origin: `audit_origin`, else `public_url`'s host + `/audit`,
+    /// else `localhost/audit`.
+    pub fn audit_origin(&self) -> String {
+        if let Some(o) = &self.audit_origin {
+            return o.clone();
+        }
+        let host = self.public_url.as_deref().and_then(|u| {
+            let rest = u.split_once("://").map_or(u, |(_, r)| r);
+            let authority = rest.split(['/', '?', '#']).next()?;
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            // Drop a port, but keep a bracketed IPv6 address whole.
+            let host = match host.rsplit_once(':') {
+                Some((h, p)) if !h.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
+                _ => host,
+            };
+            (!host.is_empty()).then(|| host.to_ascii_lowercase())
+        });
+        format!("{}/audit", host.unwrap_or_else(|| "localhost".into()))
+    }
 }
 
 fn default_listen() -> String {
@@ -115,6 +139,7 @@ impl Default for ServerConfig {
             data_dir: None,
             public_url: None,
             checkpoint_every: default_checkpoint_every(),
+            audit_origin: None,
             drift_interval: default_drift_interval(),
             catalog_url: None,
             catalog_refresh: default_catalog_refresh(),

@@ -62,6 +62,11 @@ fn json_response(status: StatusCode, v: impl serde::Serialize) -> Response {
     (status, axum::Json(v)).into_response()
 }
 
+/// A JSON response (for sibling route modules).
+pub(crate) fn json(status: StatusCode, v: impl serde::Serialize) -> Response {
+    json_response(status, v)
+}
+
 fn parse_id(s: &str) -> Result<RequestId, ApiError> {
     Ok(RequestId::parse(s)?)
 }
@@ -95,6 +100,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/audit/events", get(audit_events))
         .route("/api/v1/audit/verify", get(audit_verify))
         .route("/api/v1/audit/pubkey", get(audit_pubkey))
+        .route(
+            "/api/v1/audit/checkpoint",
+            get(crate::audit_api::checkpoint),
+        )
+        .route(
+            "/api/v1/audit/consistency",
+            get(crate::audit_api::consistency),
+        )
+        .route("/api/v1/audit/proof/{seq}", get(crate::audit_api::proof))
         .route(
             "/api/v1/tokens",
             post(create_token).get(crate::access_api::list_tokens),
@@ -623,8 +637,9 @@ pub async fn verify_audit_chain(
     app: &Arc<App>,
 ) -> Result<airlock_core::audit_chain::VerifyReport, ApiError> {
     let key = app.keys.signing.verifying_key();
+    let every = app.config.server.checkpoint_every;
     app.db(move |s| {
-        let mut v = ChainVerifier::new(Some(key), s.audit_checkpoints()?);
+        let mut v = ChainVerifier::new(Some(key), s.audit_checkpoints()?).require_every(every);
         s.audit_scan(&mut |seq, body, hash| {
             v.feed(seq, body, hash);
             !v.failed()
@@ -637,7 +652,8 @@ pub async fn verify_audit_chain(
 async fn audit_pubkey(State(app): AppState) -> Response {
     json_response(
         StatusCode::OK,
-        json!({"algorithm": "ed25519", "public_key": hex::encode(app.keys.signing.verifying_key().to_bytes())}),
+        json!({"algorithm": "ed25519", "public_key": hex::encode(app.keys.signing.verifying_key().to_bytes()),
+            "verifier_key": app.tlog.signer.verifier_key().encode(), "origin": app.tlog.signer.origin()}),
     )
 }
 

@@ -76,14 +76,24 @@ pub struct App {
     pub locks: crate::locks::LockCache,
     /// When tokens were last recorded as used.
     pub touched: crate::tokens::TouchLog,
+    /// Tree-head signer and Merkle proof cache of the audit log.
+    pub tlog: crate::tlog::Tlog,
 }
 
 impl App {
     /// Opens the store (migrating it), loads keys and builds providers.
     pub fn new(opts: ServeOptions) -> Result<Arc<App>, String> {
         let keys = ServerKeys::load_or_create(&opts.data_dir).map_err(|e| e.to_string())?;
+        let origin = opts.config.server.audit_origin();
+        if !airlock_core::note::valid_name(&origin) {
+            return Err(format!(
+                "[server] audit_origin `{origin}` must be non-empty, without spaces or `+` (e.g. airlock.example.com/audit)"
+            ));
+        }
         let signer =
-            CheckpointSigner::new(keys.signing.clone(), opts.config.server.checkpoint_every);
+            CheckpointSigner::new(keys.signing.clone(), opts.config.server.checkpoint_every)
+                .with_origin(&origin);
+        let tlog = crate::tlog::Tlog::new(signer.clone());
         let store =
             airlock_store::open(&opts.database_url, Some(signer)).map_err(|e| e.to_string())?;
         let policy = PolicyEngine::new(&opts.config, opts.policy_text.as_deref())
@@ -131,6 +141,7 @@ impl App {
             oidc,
             locks: Default::default(),
             touched: Default::default(),
+            tlog,
         }))
     }
 
@@ -224,6 +235,8 @@ pub async fn run(
         tokio::spawn(crate::reconciler::run_drift(app.clone()));
         crate::notify::spawn_all(&app);
     }
+    // Every replica signs; the store makes a second signature of one size a no-op.
+    tokio::spawn(crate::tlog::run(app.clone()));
     // Routing needs the catalog before the first request is served.
     crate::catalog::start(app.clone()).await;
     if let Some(addr) = app.config.server.metrics_listen.clone() {

@@ -4,6 +4,7 @@
 pub mod access_api;
 pub mod api;
 pub mod app;
+mod audit_api;
 pub mod auth;
 pub mod catalog;
 pub mod drift;
@@ -20,6 +21,7 @@ pub mod queue;
 pub mod reconciler;
 pub mod session;
 pub mod surface;
+pub mod tlog;
 pub mod tokens;
 pub mod visibility;
 pub mod web;

@@ -8,6 +8,7 @@
 use airlock_core::audit_chain::{
     seal, AuditDraft, Checkpoint, CheckpointSigner, SealedEvent, GENESIS,
 };
+use airlock_core::merkle::Frontier;
 use airlock_core::request::{
     GrantPhase, GrantStatus, Request, RequestId, RequestState, Review, ReviewDecision,
 };
@@ -295,23 +296,69 @@ pub(crate) struct Sealed {
     pub checkpoints: Vec<Checkpoint>,
     pub head_seq: u64,
     pub head_hash: [u8; 32],
+    /// The Merkle frontier after the new events (stored with the head).
+    pub frontier: Frontier,
 }
 
-/// Seals `drafts` after head `(seq, hash)` (none means an empty chain).
+/// The chain head as stored: sequence number, chain hash and Merkle frontier.
+pub(crate) struct Head {
+    pub seq: u64,
+    pub hash: [u8; 32],
+    pub frontier: Frontier,
+}
+
+impl Head {
+    /// Decodes a head row; a NULL frontier (a head written before the
+    /// transparency log) is rebuilt by `rebuild` from the stored events, once.
+    pub fn decode(
+        seq: i64,
+        hash: &[u8],
+        frontier: Option<&[u8]>,
+        rebuild: &mut dyn FnMut() -> StoreResult<Frontier>,
+    ) -> StoreResult<Head> {
+        let seq = seq_u64(seq, "audit head")?;
+        let frontier = match frontier {
+            Some(b) => Frontier::decode(seq, b)
+                .map_err(|e| StoreError::Corrupt(format!("audit head frontier: {e}")))?,
+            None if seq == 0 => Frontier::new(),
+            None => rebuild()?,
+        };
+        if frontier.size() != seq {
+            return Err(StoreError::Corrupt(format!(
+                "audit head is at {seq} but the stored events make a tree of {}",
+                frontier.size()
+            )));
+        }
+        Ok(Head {
+            seq,
+            hash: hash32(hash, "audit head hash")?,
+            frontier,
+        })
+    }
+}
+
+/// Seals `drafts` after `head` (none means an empty chain), extending the
+/// Merkle frontier and signing a tree head at every due sequence number.
 pub(crate) fn seal_drafts(
-    head: Option<(u64, [u8; 32])>,
+    head: Option<Head>,
     now: OffsetDateTime,
     drafts: &[AuditDraft],
     signer: Option<&CheckpointSigner>,
 ) -> Sealed {
-    let (mut seq, mut prev) = head.unwrap_or((0, GENESIS));
+    let (mut seq, mut prev, mut frontier) = match head {
+        Some(h) => (h.seq, h.hash, h.frontier),
+        None => (0, GENESIS, Frontier::new()),
+    };
     let mut events = Vec::with_capacity(drafts.len());
     let mut checkpoints = Vec::new();
     for draft in drafts {
         seq += 1;
         let event = seal(&prev, seq, now, draft);
         prev = event.hash;
-        checkpoints.extend(signer.and_then(|s| s.maybe_sign(&event)));
+        frontier.push_body(&event.body);
+        if let Some(s) = signer.filter(|s| s.due(seq)) {
+            checkpoints.push(s.sign_head(seq, &prev, &frontier.root(), now));
+        }
         events.push(event);
     }
     Sealed {
@@ -319,6 +366,7 @@ pub(crate) fn seal_drafts(
         checkpoints,
         head_seq: seq,
         head_hash: prev,
+        frontier,
     }
 }
 

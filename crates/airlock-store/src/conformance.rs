@@ -42,6 +42,7 @@ macro_rules! store_conformance_tests {
             claim_work_selects_exactly_the_due_rows,
             next_due_is_the_earliest_deadline_and_waits_for_leases,
             audit_chain_verifies_with_signed_checkpoints_after_many_writes,
+            signing_the_head_is_idempotent_and_matches_the_tree,
             audit_events_pages_by_sequence_number,
             audit_scan_stops_when_the_visitor_says_so,
             tokens_round_trip_and_duplicates_are_refused,
@@ -894,6 +895,53 @@ pub fn audit_chain_verifies_with_signed_checkpoints_after_many_writes(make: &Mak
     let report = verifier.finish(store.audit_head().expect("head"));
     assert!(report.ok, "{report:?}");
     assert_eq!((report.events, report.checkpoints_verified), (100, 10));
+}
+
+/// The background tree-head signer signs a moved head once (a second call, as
+/// from another replica, does nothing) and its root is the tree of the events.
+pub fn signing_the_head_is_idempotent_and_matches_the_tree(make: &MakeStore) {
+    let signer = CheckpointSigner::new(ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]), 10);
+    let key = signer.verifying_key();
+    let store = make(Some(signer));
+    assert!(
+        store.audit_sign_head(t0()).expect("sign").is_none(),
+        "empty chain"
+    );
+    let drafts: Vec<AuditDraft> = (0..13)
+        .map(|i| draft("token.created", &format!("token:{i}")))
+        .collect();
+    store.append_audit(&drafts, t0()).expect("append");
+    let cp = store
+        .audit_sign_head(t0())
+        .expect("sign")
+        .expect("head moved");
+    assert_eq!(cp.seq, 13);
+    assert!(store.audit_sign_head(t0()).expect("sign again").is_none());
+    let latest = store
+        .audit_latest_checkpoint()
+        .expect("latest")
+        .expect("one");
+    assert_eq!(latest, cp);
+    assert_eq!(
+        store
+            .audit_checkpoints_after(0, 10)
+            .expect("after")
+            .iter()
+            .map(|c| c.seq)
+            .collect::<Vec<_>>(),
+        [10, 13]
+    );
+    let mut verifier =
+        ChainVerifier::new(Some(key), store.audit_checkpoints().expect("cps")).require_every(10);
+    store
+        .audit_scan(&mut |seq, body, hash| {
+            verifier.feed(seq, body, hash);
+            true
+        })
+        .expect("scan");
+    let report = verifier.finish(store.audit_head().expect("head"));
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.signed_heads_verified, 2);
 }
 
 /// `audit_events` pages through the chain by sequence number, oldest first.

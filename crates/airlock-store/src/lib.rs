@@ -206,6 +206,18 @@ pub trait Store: RunStore + NotifyStore + AccessStore + Send + Sync {
     /// The chain head's sequence number as the store records it.
     fn audit_head(&self) -> StoreResult<Option<u64>>;
 
+    /// The newest signed tree head (a checkpoint with a note).
+    fn audit_latest_checkpoint(&self) -> StoreResult<Option<Checkpoint>>;
+
+    /// Signed tree heads of size `> after`, oldest first, at most `limit`.
+    fn audit_checkpoints_after(&self, after: u64, limit: u32) -> StoreResult<Vec<Checkpoint>>;
+
+    /// Signs a tree head for the current chain head if no checkpoint covers it
+    /// yet (the server's once-a-second task). Serialised with appenders by the
+    /// head lock and idempotent: a replica that finds the head signed does
+    /// nothing; `None` also without a signer or with an empty chain.
+    fn audit_sign_head(&self, now: OffsetDateTime) -> StoreResult<Option<Checkpoint>>;
+
     /// Stores a token and its audit event atomically.
     fn insert_token(
         &self,

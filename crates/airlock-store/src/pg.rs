@@ -190,6 +190,12 @@ CREATE TABLE locks (
     PRIMARY KEY (kind, name)
 );
 "#,
+    // Transparency log: signed tree heads next to checkpoints, and the Merkle
+    // frontier next to the chain head (NULL until the next append rebuilds it).
+    r#"
+ALTER TABLE audit_checkpoints ADD COLUMN note TEXT;
+ALTER TABLE audit_head ADD COLUMN frontier BYTEA;
+"#,
 ];
 
 fn db(e: postgres::Error) -> StoreError {
@@ -406,6 +412,49 @@ fn insert_review(tx: &mut Transaction<'_>, id: &RequestId, review: &Review) -> S
     Ok(())
 }
 
+/// Reads the chain head under its row lock (serialises appenders across replicas).
+fn read_head(tx: &mut Transaction<'_>) -> StoreResult<Option<codec::Head>> {
+    let Some(r) = tx
+        .query_opt(
+            "SELECT seq, hash, frontier FROM audit_head WHERE id = 1 FOR UPDATE",
+            &[],
+        )
+        .map_err(db)?
+    else {
+        return Ok(None);
+    };
+    let seq: i64 = r.try_get(0).map_err(col)?;
+    let hash: &[u8] = r.try_get(1).map_err(col)?;
+    let frontier: Option<&[u8]> = r.try_get(2).map_err(col)?;
+    let mut rebuild = || {
+        let mut f = airlock_core::merkle::Frontier::new();
+        for row in tx
+            .query("SELECT body FROM audit_events ORDER BY seq", &[])
+            .map_err(db)?
+        {
+            f.push_body(row.try_get::<_, &[u8]>(0).map_err(col)?);
+        }
+        Ok(f)
+    };
+    codec::Head::decode(seq, hash, frontier, &mut rebuild).map(Some)
+}
+
+fn insert_checkpoint(tx: &mut Transaction<'_>, cp: &Checkpoint) -> StoreResult<()> {
+    // Two replicas (or a due checkpoint and the background task) signing one size are both right.
+    tx.execute(
+        "INSERT INTO audit_checkpoints (seq, hash, signature, note) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (seq) DO NOTHING",
+        &[
+            &(cp.seq as i64),
+            &&cp.hash[..],
+            &&cp.signature[..],
+            &cp.note,
+        ],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
 /// Extends the chain inside `tx`. The head row lock serialises appenders across
 /// replicas; it is taken after any request row lock, so lock order is fixed.
 fn append_audit_tx(
@@ -417,19 +466,7 @@ fn append_audit_tx(
     if drafts.is_empty() {
         return Ok(());
     }
-    let head = match tx
-        .query_opt(
-            "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
-            &[],
-        )
-        .map_err(db)?
-    {
-        Some(r) => Some((
-            codec::seq_u64(r.try_get(0).map_err(col)?, "audit head")?,
-            codec::hash32(r.try_get(1).map_err(col)?, "audit head hash")?,
-        )),
-        None => None,
-    };
+    let head = read_head(tx)?;
     let sealed = codec::seal_drafts(head, now, drafts, signer);
     let insert = tx
         .prepare("INSERT INTO audit_events (seq, body, hash) VALUES ($1, $2, $3)")
@@ -439,19 +476,29 @@ fn append_audit_tx(
             .map_err(db)?;
     }
     for cp in &sealed.checkpoints {
-        tx.execute(
-            "INSERT INTO audit_checkpoints (seq, hash, signature) VALUES ($1, $2, $3)",
-            &[&(cp.seq as i64), &&cp.hash[..], &&cp.signature[..]],
-        )
-        .map_err(db)?;
+        insert_checkpoint(tx, cp)?;
     }
     tx.execute(
-        "INSERT INTO audit_head (id, seq, hash) VALUES (1, $1, $2) \
-         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-        &[&(sealed.head_seq as i64), &&sealed.head_hash[..]],
+        "INSERT INTO audit_head (id, seq, hash, frontier) VALUES (1, $1, $2, $3) \
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, frontier = excluded.frontier",
+        &[&(sealed.head_seq as i64), &&sealed.head_hash[..], &sealed.frontier.encode()],
     )
     .map_err(db)?;
     Ok(())
+}
+
+fn checkpoint_rows(rows: &[Row]) -> StoreResult<Vec<Checkpoint>> {
+    rows.iter()
+        .map(|r| {
+            let seq = codec::seq_u64(r.try_get(0).map_err(col)?, "checkpoint")?;
+            Ok(Checkpoint {
+                seq,
+                hash: codec::hash32(r.try_get(1).map_err(col)?, "checkpoint hash")?,
+                signature: codec::sig64(r.try_get(2).map_err(col)?, seq)?,
+                note: r.try_get(3).map_err(col)?,
+            })
+        })
+        .collect()
 }
 
 fn migrate(client: &mut Client) -> StoreResult<()> {
@@ -783,20 +830,58 @@ impl Store for PgStore {
             .pool
             .get()?
             .query(
-                "SELECT seq, hash, signature FROM audit_checkpoints ORDER BY seq",
+                "SELECT seq, hash, signature, note FROM audit_checkpoints ORDER BY seq",
                 &[],
             )
             .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                let seq = codec::seq_u64(r.try_get(0).map_err(col)?, "checkpoint")?;
-                Ok(Checkpoint {
-                    seq,
-                    hash: codec::hash32(r.try_get(1).map_err(col)?, "checkpoint hash")?,
-                    signature: codec::sig64(r.try_get(2).map_err(col)?, seq)?,
-                })
-            })
-            .collect()
+        checkpoint_rows(&rows)
+    }
+
+    fn audit_latest_checkpoint(&self) -> StoreResult<Option<Checkpoint>> {
+        let rows = self
+            .pool
+            .get()?
+            .query(
+                "SELECT seq, hash, signature, note FROM audit_checkpoints WHERE note IS NOT NULL ORDER BY seq DESC LIMIT 1",
+                &[],
+            )
+            .map_err(db)?;
+        Ok(checkpoint_rows(&rows)?.pop())
+    }
+
+    fn audit_checkpoints_after(&self, after: u64, limit: u32) -> StoreResult<Vec<Checkpoint>> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = codec::effective_limit(limit, codec::MAX_AUDIT_PAGE);
+        let rows = self
+            .pool
+            .get()?
+            .query(
+                "SELECT seq, hash, signature, note FROM audit_checkpoints WHERE note IS NOT NULL AND seq > $1 ORDER BY seq LIMIT $2",
+                &[&after, &limit],
+            )
+            .map_err(db)?;
+        checkpoint_rows(&rows)
+    }
+
+    fn audit_sign_head(&self, now: OffsetDateTime) -> StoreResult<Option<Checkpoint>> {
+        let Some(signer) = self.signer.as_ref() else {
+            return Ok(None);
+        };
+        self.write(|tx| {
+            let Some(head) = read_head(tx)?.filter(|h| h.seq > 0) else {
+                return Ok(None);
+            };
+            let latest: Option<i64> = tx
+                .query_one("SELECT MAX(seq) FROM audit_checkpoints", &[])
+                .and_then(|r| r.try_get(0))
+                .map_err(db)?;
+            if latest.is_some_and(|l| l >= head.seq as i64) {
+                return Ok(None);
+            }
+            let cp = signer.sign_head(head.seq, &head.hash, &head.frontier.root(), now);
+            insert_checkpoint(tx, &cp)?;
+            Ok(Some(cp))
+        })
     }
 
     fn audit_head(&self) -> StoreResult<Option<u64>> {

@@ -178,6 +178,12 @@ CREATE TABLE locks (
     PRIMARY KEY (kind, name)
 );
 "#,
+    // Transparency log: signed tree heads next to checkpoints, and the Merkle
+    // frontier next to the chain head (NULL until the next append rebuilds it).
+    r#"
+ALTER TABLE audit_checkpoints ADD COLUMN note TEXT;
+ALTER TABLE audit_head ADD COLUMN frontier BLOB;
+"#,
 ];
 
 /// SQLite-backed [`Store`].
@@ -353,6 +359,56 @@ fn insert_review(tx: &Transaction<'_>, id: &RequestId, review: &Review) -> Store
     Ok(())
 }
 
+/// Reads and locks (the write transaction is IMMEDIATE) the chain head.
+fn read_head(tx: &Transaction<'_>) -> StoreResult<Option<codec::Head>> {
+    type Row = (i64, Vec<u8>, Option<Vec<u8>>);
+    let row: Option<Row> = tx
+        .query_row(
+            "SELECT seq, hash, frontier FROM audit_head WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .map_err(db)?;
+    let Some((seq, hash, frontier)) = row else {
+        return Ok(None);
+    };
+    let mut rebuild = || {
+        let mut f = airlock_core::merkle::Frontier::new();
+        let mut stmt = tx
+            .prepare("SELECT body FROM audit_events ORDER BY seq")
+            .map_err(db)?;
+        let mut rows = stmt.query([]).map_err(db)?;
+        while let Some(r) = rows.next().map_err(db)? {
+            f.push_body(
+                r.get_ref(0)
+                    .map_err(db)?
+                    .as_blob()
+                    .map_err(|e| db(e.into()))?,
+            );
+        }
+        Ok(f)
+    };
+    codec::Head::decode(seq, &hash, frontier.as_deref(), &mut rebuild).map(Some)
+}
+
+fn insert_checkpoint(tx: &Transaction<'_>, cp: &Checkpoint) -> StoreResult<()> {
+    // Two signers of the same size (a due checkpoint and the background task) are both right.
+    tx.prepare_cached(
+        "INSERT INTO audit_checkpoints (seq, hash, signature, note) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (seq) DO NOTHING",
+    )
+    .map_err(db)?
+    .execute(params![
+        cp.seq as i64,
+        &cp.hash[..],
+        &cp.signature[..],
+        cp.note
+    ])
+    .map_err(db)?;
+    Ok(())
+}
+
 /// Extends the chain inside `tx`; the caller's commit makes events and effect durable together.
 fn append_audit_tx(
     tx: &Transaction<'_>,
@@ -363,19 +419,7 @@ fn append_audit_tx(
     if drafts.is_empty() {
         return Ok(());
     }
-    let head: Option<(i64, Vec<u8>)> = tx
-        .query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .optional()
-        .map_err(db)?;
-    let head = match head {
-        Some((seq, hash)) => Some((
-            codec::seq_u64(seq, "audit head")?,
-            codec::hash32(&hash, "audit head hash")?,
-        )),
-        None => None,
-    };
+    let head = read_head(tx)?;
     let sealed = codec::seal_drafts(head, now, drafts, signer);
     let mut insert = tx
         .prepare_cached("INSERT INTO audit_events (seq, body, hash) VALUES (?1, ?2, ?3)")
@@ -386,21 +430,40 @@ fn append_audit_tx(
             .map_err(db)?;
     }
     for cp in &sealed.checkpoints {
-        tx.prepare_cached(
-            "INSERT INTO audit_checkpoints (seq, hash, signature) VALUES (?1, ?2, ?3)",
-        )
-        .map_err(db)?
-        .execute(params![cp.seq as i64, &cp.hash[..], &cp.signature[..]])
-        .map_err(db)?;
+        insert_checkpoint(tx, cp)?;
     }
     tx.prepare_cached(
-        "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?1, ?2) \
-         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+        "INSERT INTO audit_head (id, seq, hash, frontier) VALUES (1, ?1, ?2, ?3) \
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, frontier = excluded.frontier",
     )
     .map_err(db)?
-    .execute(params![sealed.head_seq as i64, &sealed.head_hash[..]])
+    .execute(params![
+        sealed.head_seq as i64,
+        &sealed.head_hash[..],
+        sealed.frontier.encode()
+    ])
     .map_err(db)?;
     Ok(())
+}
+
+fn read_checkpoints(conn: &Connection, sql: &str, args: &[i64]) -> StoreResult<Vec<Checkpoint>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db)?;
+    let mut rows = stmt
+        .query(rusqlite::params_from_iter(args.iter()))
+        .map_err(db)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(db)? {
+        let seq = codec::seq_u64(r.get(0).map_err(db)?, "checkpoint")?;
+        let hash: Vec<u8> = r.get(1).map_err(db)?;
+        let sig: Vec<u8> = r.get(2).map_err(db)?;
+        out.push(Checkpoint {
+            seq,
+            hash: codec::hash32(&hash, "checkpoint hash")?,
+            signature: codec::sig64(&sig, seq)?,
+            note: r.get(3).map_err(db)?,
+        });
+    }
+    Ok(out)
 }
 
 impl SqliteStore {
@@ -704,23 +767,51 @@ impl Store for SqliteStore {
     }
 
     fn audit_checkpoints(&self) -> StoreResult<Vec<Checkpoint>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached("SELECT seq, hash, signature FROM audit_checkpoints ORDER BY seq")
-            .map_err(db)?;
-        let mut rows = stmt.query([]).map_err(db)?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next().map_err(db)? {
-            let seq = codec::seq_u64(r.get(0).map_err(db)?, "checkpoint")?;
-            let hash: Vec<u8> = r.get(1).map_err(db)?;
-            let sig: Vec<u8> = r.get(2).map_err(db)?;
-            out.push(Checkpoint {
-                seq,
-                hash: codec::hash32(&hash, "checkpoint hash")?,
-                signature: codec::sig64(&sig, seq)?,
-            });
-        }
-        Ok(out)
+        read_checkpoints(
+            &self.conn(),
+            "SELECT seq, hash, signature, note FROM audit_checkpoints ORDER BY seq",
+            &[],
+        )
+    }
+
+    fn audit_latest_checkpoint(&self) -> StoreResult<Option<Checkpoint>> {
+        Ok(read_checkpoints(
+            &self.reader.lock().unwrap_or_else(|p| p.into_inner()),
+            "SELECT seq, hash, signature, note FROM audit_checkpoints WHERE note IS NOT NULL ORDER BY seq DESC LIMIT 1",
+            &[],
+        )?
+        .pop())
+    }
+
+    fn audit_checkpoints_after(&self, after: u64, limit: u32) -> StoreResult<Vec<Checkpoint>> {
+        read_checkpoints(
+            &self.reader.lock().unwrap_or_else(|p| p.into_inner()),
+            "SELECT seq, hash, signature, note FROM audit_checkpoints WHERE note IS NOT NULL AND seq > ?1 ORDER BY seq LIMIT ?2",
+            &[
+                i64::try_from(after).unwrap_or(i64::MAX),
+                codec::effective_limit(limit, codec::MAX_AUDIT_PAGE),
+            ],
+        )
+    }
+
+    fn audit_sign_head(&self, now: OffsetDateTime) -> StoreResult<Option<Checkpoint>> {
+        let Some(signer) = self.signer.as_ref() else {
+            return Ok(None);
+        };
+        self.write(|tx| {
+            let Some(head) = read_head(tx)?.filter(|h| h.seq > 0) else {
+                return Ok(None);
+            };
+            let latest: Option<i64> = tx
+                .query_row("SELECT MAX(seq) FROM audit_checkpoints", [], |r| r.get(0))
+                .map_err(db)?;
+            if latest.is_some_and(|l| l >= head.seq as i64) {
+                return Ok(None);
+            }
+            let cp = signer.sign_head(head.seq, &head.hash, &head.frontier.root(), now);
+            insert_checkpoint(tx, &cp)?;
+            Ok(Some(cp))
+        })
     }
 
     fn audit_head(&self) -> StoreResult<Option<u64>> {

@@ -22,6 +22,7 @@ mod offline;
 mod output;
 mod proxy;
 mod serve;
+mod tlog;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -218,13 +219,31 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Verify the hash chain and signed checkpoints.
+    /// Verify the hash chain, the Merkle tree and every due signed checkpoint.
     Verify {
         /// Read the database named in --config directly; no server needed.
         #[arg(long, requires = "config")]
         offline: bool,
         #[arg(long, env = "AIRLOCK_CONFIG")]
         config: Option<PathBuf>,
+        /// Also prove the log only grew since this saved checkpoint (`audit checkpoint > FILE`).
+        #[arg(long, value_name = "FILE")]
+        since: Option<PathBuf>,
+        /// Check checkpoints with this verifier key (as printed by `audit pubkey`) instead of the server's.
+        #[arg(long, value_name = "VERIFIER_KEY")]
+        key: Option<String>,
+    },
+    /// Print the latest signed checkpoint (a C2SP tlog-checkpoint note); save it to check later.
+    Checkpoint,
+    /// Prove that event SEQ is in the log's latest signed checkpoint.
+    Prove {
+        seq: u64,
+        /// Check this saved proof (`audit prove SEQ -o json > FILE`) instead of fetching one.
+        #[arg(long, value_name = "FILE")]
+        proof: Option<PathBuf>,
+        /// Check the checkpoint with this verifier key instead of the server's.
+        #[arg(long, value_name = "VERIFIER_KEY")]
+        key: Option<String>,
     },
     /// Print events as JSON Lines.
     Export {
@@ -664,20 +683,90 @@ fn audit(out: Output, client: &dyn Fn() -> Client, command: AuditCommand) -> Res
         AuditCommand::Verify {
             offline: true,
             config: Some(config),
+            since,
+            key,
         } => {
-            let report = offline::verify(&config)?;
-            let v = serde_json::to_value(&report)?;
+            let since = match since {
+                Some(f) => Some(offline::Since {
+                    saved: tlog::read_note_file(&f)?,
+                    key,
+                }),
+                None => None,
+            };
+            let (report, since) = offline::verify(&config, since)?;
+            let mut v = serde_json::to_value(&report)?;
+            let ok = report.ok && since.as_ref().is_none_or(|s| s.ok);
+            if let Some(s) = since {
+                v["since"] = serde_json::to_value(s)?;
+            }
             emit(out, &v, human_verify);
-            Ok(if report.ok { 0 } else { 1 })
+            Ok(if ok { 0 } else { 1 })
         }
-        AuditCommand::Verify { .. } => {
-            let v = client().get("/api/v1/audit/verify")?;
+        AuditCommand::Verify { since, key, .. } => {
+            let c = client();
+            let mut v = c.get("/api/v1/audit/verify")?;
+            let mut ok = v["ok"].as_bool() == Some(true);
+            if let Some(f) = since {
+                let saved = tlog::read_note_file(&f)?;
+                let s = verify_since_online(&c, &saved, key.as_deref())?;
+                ok &= s.ok;
+                v["since"] = serde_json::to_value(s)?;
+            }
             emit(out, &v, human_verify);
-            Ok(if v["ok"].as_bool() == Some(true) {
-                0
-            } else {
-                1
-            })
+            Ok(if ok { 0 } else { 1 })
+        }
+        AuditCommand::Checkpoint => {
+            let note = latest_checkpoint(&client())?;
+            match out {
+                Output::Text => say!("{}", note.trim_end_matches('\n')),
+                Output::Json => {
+                    let text = airlock_core::note::Note::parse(&note)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                        .text;
+                    let head = airlock_core::note::TreeHead::parse_text(&text)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    use base64::Engine as _;
+                    emit(
+                        out,
+                        &json!({
+                            "checkpoint": note,
+                            "origin": head.origin,
+                            "size": head.size,
+                            "root": base64::engine::general_purpose::STANDARD.encode(head.root),
+                        }),
+                        |_| String::new(),
+                    );
+                }
+            }
+            Ok(0)
+        }
+        AuditCommand::Prove { seq, proof, key } => {
+            let c = client();
+            let mut v = match proof {
+                Some(f) => {
+                    let text = std::fs::read_to_string(&f)
+                        .with_context(|| format!("cannot read proof {}", f.display()))?;
+                    serde_json::from_str::<Value>(&text).with_context(|| {
+                        format!(
+                            "{} is not a proof (JSON from `audit prove SEQ -o json`)",
+                            f.display()
+                        )
+                    })?
+                }
+                None => c.get(&format!("/api/v1/audit/proof/{seq}"))?,
+            };
+            let (vk, _) = tlog::choose_key(key.as_deref(), || server_verifier_key(&c))?;
+            let result = tlog::check_inclusion(&v, seq, &vk);
+            v["ok"] = json!(result.is_ok());
+            v["problem"] = json!(result.as_ref().err());
+            emit(out, &v, |v| match v["problem"].as_str() {
+                None => format!(
+                    "event {seq} is in the signed tree of {} events",
+                    v["tree_size"]
+                ),
+                Some(p) => format!("proof FAILED: {p}"),
+            });
+            Ok(if result.is_ok() { 0 } else { 1 })
         }
         AuditCommand::Export {
             since,
@@ -707,24 +796,72 @@ fn audit(out: Output, client: &dyn Fn() -> Client, command: AuditCommand) -> Res
             offline: true,
             config: Some(config),
         } => {
-            let key = offline::pubkey(&config)?;
+            let (key, vk) = offline::pubkey(&config)?;
             emit(
                 out,
-                &json!({"algorithm": "ed25519", "public_key": key}),
-                |v| v["public_key"].as_str().unwrap_or("").into(),
+                &json!({"algorithm": "ed25519", "public_key": key, "verifier_key": vk}),
+                human_pubkey,
             );
             Ok(0)
         }
         AuditCommand::Pubkey { .. } => {
             let v = client().get("/api/v1/audit/pubkey")?;
-            emit(out, &v, |v| v["public_key"].as_str().unwrap_or("").into());
+            emit(out, &v, human_pubkey);
             Ok(0)
         }
     }
 }
 
+fn human_pubkey(v: &Value) -> String {
+    format!(
+        "{}\n{}",
+        v["public_key"].as_str().unwrap_or(""),
+        v["verifier_key"].as_str().unwrap_or("")
+    )
+}
+
+/// The latest signed checkpoint note from the server.
+fn latest_checkpoint(c: &Client) -> Result<String> {
+    let bytes = c.get_bytes(
+        "/api/v1/audit/checkpoint",
+        airlock_core::note::MAX_NOTE_BYTES as u64,
+    )?;
+    String::from_utf8(bytes).context("the server's checkpoint is not UTF-8")
+}
+
+/// The server's note verifier key (`/api/v1/audit/pubkey`).
+fn server_verifier_key(c: &Client) -> Result<airlock_core::note::VerifierKey> {
+    let v = c.get("/api/v1/audit/pubkey")?;
+    let k = v["verifier_key"]
+        .as_str()
+        .context("the server did not send a verifier key (is it older than this CLI?)")?;
+    airlock_core::note::VerifierKey::parse(k)
+        .map_err(|e| anyhow::anyhow!("server verifier key: {e}"))
+}
+
+/// `verify --since` against a server: fetch its latest checkpoint and a
+/// consistency proof, check both here.
+fn verify_since_online(c: &Client, saved: &str, key: Option<&str>) -> Result<tlog::SinceReport> {
+    let (vk, pinned) = tlog::choose_key(key, || server_verifier_key(c))?;
+    let current = match latest_checkpoint(c) {
+        Ok(n) => Some(n),
+        Err(e) if e.to_string().contains("[HTTP 404]") => None,
+        Err(e) => return Err(e),
+    };
+    Ok(tlog::check_since(
+        saved,
+        current.as_deref(),
+        &vk,
+        pinned,
+        |m, n| {
+            let v = c.get(&format!("/api/v1/audit/consistency?from={m}&to={n}"))?;
+            tlog::consistency_answer(&v, m, n)
+        },
+    ))
+}
+
 fn human_verify(v: &Value) -> String {
-    if v["ok"].as_bool() == Some(true) {
+    let chain = if v["ok"].as_bool() == Some(true) {
         format!(
             "audit chain OK: {} events, {} signed checkpoints verified",
             v["events"], v["checkpoints_verified"]
@@ -734,6 +871,21 @@ fn human_verify(v: &Value) -> String {
             "audit chain BROKEN at seq {}: {}",
             v["first_bad_seq"],
             v["problem"].as_str().unwrap_or("unknown problem")
+        )
+    };
+    let s = &v["since"];
+    if s.is_null() {
+        return chain;
+    }
+    if s["ok"].as_bool() == Some(true) {
+        format!(
+            "{chain}\nappend-only since the saved checkpoint: size {} -> {} (consistency proof verified)",
+            s["from"], s["to"]
+        )
+    } else {
+        format!(
+            "{chain}\nNOT an extension of the saved checkpoint: {}",
+            s["problem"].as_str().unwrap_or("unknown problem")
         )
     }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::mpsc;
 
 use airlock_core::audit_chain::{ChainVerifier, VerifyReport};
+use airlock_core::note::VerifierKey;
 use airlock_core::policy::{Action, DecisionContext, PolicyEngine};
 use airlock_core::{GroupName, Span, UserName};
 use anyhow::{anyhow, bail, Context, Result};
@@ -33,10 +34,22 @@ fn open_existing(
     Ok((r, store))
 }
 
+/// A saved checkpoint to check the log against (`--since`), and an optional pinned key.
+pub struct Since {
+    pub saved: String,
+    pub key: Option<String>,
+}
+
 /// Verifies the chain straight from the database. Reading and hashing run on
 /// two threads so the check costs about as much as the slower of the two.
-pub fn verify(config: &Path) -> Result<VerifyReport> {
+/// With `since`, also proves the log extends the saved checkpoint.
+pub fn verify(
+    config: &Path,
+    since: Option<Since>,
+) -> Result<(VerifyReport, Option<crate::tlog::SinceReport>)> {
     let (r, store) = open_existing(config)?;
+    let every = r.config.server.checkpoint_every;
+    let origin = r.config.server.audit_origin();
     let key =
         airlock_server::keys::ServerKeys::load_public(&r.data_dir).map_err(|e| anyhow!("{e}"))?;
     if key.is_none() {
@@ -58,8 +71,13 @@ pub fn verify(config: &Path) -> Result<VerifyReport> {
     }
     const BATCH: usize = 8192;
     let (tx, rx) = mpsc::sync_channel::<Batch>(4);
+    let latest = checkpoints.iter().rev().find_map(|c| c.note.clone());
+    let keep = since.is_some();
     let hasher = std::thread::spawn(move || {
-        let mut v = ChainVerifier::new(key, checkpoints);
+        let mut v = ChainVerifier::new(key, checkpoints).require_every(every);
+        if keep {
+            v = v.keep_leaves();
+        }
         for b in rx {
             let mut start = 0;
             for i in 0..b.seqs.len() {
@@ -98,7 +116,28 @@ pub fn verify(config: &Path) -> Result<VerifyReport> {
     let v = hasher
         .join()
         .map_err(|_| anyhow!("verifier thread panicked"))?;
-    Ok(v.finish(head))
+    let (report, leaves) = v.finish_with_leaves(head);
+    let Some(since) = since else {
+        return Ok((report, None));
+    };
+    let (vk, pinned) = crate::tlog::choose_key(since.key.as_deref(), || {
+        let k = key.ok_or_else(|| {
+            anyhow!(
+                "no signing key in {}: pass the key you saved with --key",
+                r.data_dir.display()
+            )
+        })?;
+        VerifierKey::new(&origin, k).map_err(|e| anyhow!("{e}"))
+    })?;
+    // The verifier kept every leaf: the proof is computed here, from the events themselves.
+    let check = crate::tlog::check_since(&since.saved, latest.as_deref(), &vk, pinned, |m, n| {
+        if (leaves.len() as u64) < n {
+            bail!("the chain is broken before event {n} (see the verify report)");
+        }
+        let mut tree: &[airlock_core::merkle::Hash] = &leaves;
+        airlock_core::merkle::consistency_proof(m, n, &mut tree).map_err(|e| anyhow!("{e}"))
+    });
+    Ok((report, Some(check)))
 }
 
 /// Prints events after `since` as JSON Lines.
@@ -122,8 +161,8 @@ pub fn export(config: &Path, since: u64) -> Result<()> {
     }
 }
 
-/// The public key from the data dir, hex.
-pub fn pubkey(config: &Path) -> Result<String> {
+/// The public key from the data dir: hex, and as a note verifier key.
+pub fn pubkey(config: &Path) -> Result<(String, String)> {
     let r = resolve(config, None)?;
     let key = airlock_server::keys::ServerKeys::load_public(&r.data_dir)
         .map_err(|e| anyhow!("{e}"))?
@@ -133,7 +172,9 @@ pub fn pubkey(config: &Path) -> Result<String> {
                 r.data_dir.display()
             )
         })?;
-    Ok(hex_encode(&key.to_bytes()))
+    let vk = VerifierKey::new(&r.config.server.audit_origin(), key)
+        .map_err(|e| anyhow!("[server] audit_origin: {e}"))?;
+    Ok((hex_encode(&key.to_bytes()), vk.encode()))
 }
 
 fn hex_encode(b: &[u8]) -> String {

@@ -100,8 +100,9 @@ fn online_verify_and_export_agree_with_the_store() {
     }
     let online = s.json(&s.admin, &["audit", "pubkey"]);
     let offline = s.offline(&["audit", "pubkey"]);
-    assert_eq!(
-        String::from_utf8_lossy(&offline.stdout).trim(),
-        online["public_key"].as_str().unwrap()
-    );
+    // First line: the hex key as before; second line: the note verifier key.
+    let text = String::from_utf8_lossy(&offline.stdout).to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0].trim(), online["public_key"].as_str().unwrap());
+    assert_eq!(lines[1].trim(), online["verifier_key"].as_str().unwrap());
 }

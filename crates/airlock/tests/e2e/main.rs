@@ -24,6 +24,7 @@ mod scoping;
 mod setup;
 mod slack;
 mod ssh;
+mod transparency;
 mod web;
 mod web_http;
 mod web_oidc;

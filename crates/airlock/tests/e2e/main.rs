@@ -4,6 +4,7 @@
 mod kit;
 
 mod audit;
+mod authz;
 mod crash;
 mod gcp;
 mod input;

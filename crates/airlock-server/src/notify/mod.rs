@@ -60,6 +60,19 @@ pub trait Notifier: Send + Sync {
     fn wants(&self, event: &AuditEvent) -> bool;
     /// Delivers one event. Called again with the same event after `Retry`.
     async fn deliver(&self, app: &Arc<App>, event: &AuditEvent) -> Result<(), DeliveryError>;
+    /// Whether this sink witnesses signed tree heads (`audit.checkpoint`).
+    fn wants_checkpoints(&self) -> bool {
+        false
+    }
+    /// Sends a signed tree head covering `size` events.
+    async fn deliver_checkpoint(
+        &self,
+        _app: &Arc<App>,
+        _size: u64,
+        _note: &str,
+    ) -> Result<(), DeliveryError> {
+        Ok(())
+    }
 }
 
 /// Reads a secret given inline or as a file relative to `config_dir`.
@@ -113,6 +126,50 @@ pub fn build(
 pub fn spawn_all(app: &Arc<App>) {
     for n in app.notifiers.iter().cloned() {
         tokio::spawn(run_sink(app.clone(), n));
+    }
+    let witnesses: Vec<_> = app
+        .notifiers
+        .iter()
+        .filter(|n| n.wants_checkpoints())
+        .cloned()
+        .collect();
+    if !witnesses.is_empty() {
+        tokio::spawn(run_witnesses(app.clone(), witnesses));
+    }
+}
+
+/// Sends each new signed tree head to the sinks that witness them. Signing
+/// a head appends nothing to the chain (else every head would move the head
+/// again), so this runs beside the event cursor: only the newest head
+/// matters, since it commits to every earlier one. At-least-once; replicas
+/// may each send the same head (`X-Airlock-Delivery: checkpoint-SIZE`).
+async fn run_witnesses(app: Arc<App>, sinks: Vec<Arc<dyn Notifier>>) {
+    let mut sent = vec![0u64; sinks.len()];
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let latest = match app.db_untracked(|s| s.audit_latest_checkpoint()).await {
+            Ok(Some(cp)) => cp,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e.detail, "cannot read the latest signed tree head");
+                continue;
+            }
+        };
+        let Some(note) = latest.note.as_deref() else {
+            continue;
+        };
+        for (i, sink) in sinks.iter().enumerate() {
+            if sent[i] >= latest.seq {
+                continue;
+            }
+            match sink.deliver_checkpoint(&app, latest.seq, note).await {
+                Ok(()) => sent[i] = latest.seq,
+                Err(e) => {
+                    tracing::warn!(sink = sink.label(), size = latest.seq, error = ?e, "signed tree head not delivered; retrying");
+                }
+            }
+        }
     }
 }
 

@@ -14,6 +14,9 @@ use reqwest::StatusCode;
 use super::{DeliveryError, Notifier};
 use crate::app::App;
 
+/// Kind of the deliveries that carry signed tree heads (not chain events).
+pub const CHECKPOINT_KIND: &str = "audit.checkpoint";
+
 /// Longest wait for the TCP (and TLS) connection to a receiver.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for a whole delivery (connect, send, answer).
@@ -81,10 +84,40 @@ impl Notifier for Webhook {
         event_matches(&self.events, &event.kind)
     }
 
+    fn wants_checkpoints(&self) -> bool {
+        event_matches(&self.events, CHECKPOINT_KIND)
+    }
+
+    async fn deliver_checkpoint(
+        &self,
+        app: &Arc<App>,
+        size: u64,
+        note: &str,
+    ) -> Result<(), DeliveryError> {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "kind": CHECKPOINT_KIND, "at": crate::lifecycle::fmt_time(app.now()),
+            "size": size, "checkpoint": note,
+        }))
+        .map_err(|e| DeliveryError::Drop(format!("cannot encode checkpoint: {e}")))?;
+        self.post(app, &format!("checkpoint-{size}"), body).await
+    }
+
     async fn deliver(&self, app: &Arc<App>, event: &AuditEvent) -> Result<(), DeliveryError> {
         // Field order is the contract: seq, kind, at, actor, subject, data, hash.
         let body = serde_json::to_vec(event)
             .map_err(|e| DeliveryError::Drop(format!("cannot encode event: {e}")))?;
+        self.post(app, &event.seq.to_string(), body).await
+    }
+}
+
+impl Webhook {
+    /// One signed POST; the answer says whether to retry.
+    async fn post(
+        &self,
+        app: &Arc<App>,
+        delivery: &str,
+        body: Vec<u8>,
+    ) -> Result<(), DeliveryError> {
         // Signed at each attempt, so receivers can refuse old timestamps (replays).
         let signature = webhook_signature(&self.secret, app.now().unix_timestamp(), &body);
         let answer = self
@@ -92,7 +125,7 @@ impl Notifier for Webhook {
             .post(&self.url)
             .header("Content-Type", "application/json")
             .header("X-Airlock-Signature", signature)
-            .header("X-Airlock-Delivery", event.seq.to_string())
+            .header("X-Airlock-Delivery", delivery)
             .body(body)
             .send()
             .await;

@@ -190,7 +190,62 @@ both_stores!(event_filter_sends_only_the_selected_kinds, |db| {
         all.iter().any(|e| e["kind"] == "token.created"),
         "tokens were audited too"
     );
+    assert!(
+        rx.checkpoints().is_empty(),
+        "request.* does not select audit.checkpoint"
+    );
 });
+
+both_stores!(
+    signed_tree_heads_reach_webhooks_as_audit_checkpoint_and_verify,
+    |db| {
+        let rx = Receiver::start();
+        let s = server_with_webhook(db, &rx.url("/witness"), None);
+        some_events(&s, "w");
+        let head = audit(&s).last().unwrap()["seq"].as_u64().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let hit = loop {
+            let found = rx
+                .checkpoints()
+                .into_iter()
+                .find(|h| h.json()["size"].as_u64() >= Some(head));
+            if let Some(h) = found {
+                break h;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no checkpoint covering {head}: {:?}",
+                rx.checkpoints()
+                    .iter()
+                    .map(|h| h.delivery.clone())
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(hit.signature_valid(SECRET), "signed like every delivery");
+        let v = hit.json();
+        assert_eq!(v["kind"], "audit.checkpoint");
+        assert_eq!(hit.delivery, format!("checkpoint-{}", v["size"]));
+        // What the witness received is a checkpoint the log can be held to.
+        let note = v["checkpoint"].as_str().unwrap();
+        std::fs::write(s.path("witnessed.txt"), note).unwrap();
+        let out = s.cli(
+            &s.admin,
+            &[
+                "audit",
+                "verify",
+                "--since",
+                s.path("witnessed.txt").to_str().unwrap(),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            stderr(&out),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+);
 
 fn refused(webhook: &str, files: &[(&str, &str)]) -> String {
     let dir = std::env::temp_dir().join(unique("airlock-badhook-"));

@@ -116,8 +116,20 @@ impl Receiver {
         }
     }
 
+    /// Deliveries of audit events (signed tree heads are in [`checkpoints`](Self::checkpoints)).
     pub fn hits(&self) -> Vec<Hit> {
-        self.hits.lock().unwrap().clone()
+        let all = self.hits.lock().unwrap().clone();
+        all.into_iter()
+            .filter(|h| !h.delivery.starts_with("checkpoint-"))
+            .collect()
+    }
+
+    /// Deliveries of signed tree heads (`audit.checkpoint`).
+    pub fn checkpoints(&self) -> Vec<Hit> {
+        let all = self.hits.lock().unwrap().clone();
+        all.into_iter()
+            .filter(|h| h.delivery.starts_with("checkpoint-"))
+            .collect()
     }
 
     /// Waits until a hit satisfies `pred` (panics after `secs`).

@@ -303,6 +303,9 @@ pub struct VerifyReport {
 
 /// Streams events in stored order and checks chain, numbering, the Merkle
 /// root signed in each checkpoint, and that every due checkpoint exists.
+/// Cloneable, so a verified prefix can be kept and later events fed on top
+/// ([`resume_with`](Self::resume_with)).
+#[derive(Clone)]
 pub struct ChainVerifier {
     key: Option<VerifyingKey>,
     checkpoints: BTreeMap<u64, Checkpoint>,
@@ -367,6 +370,43 @@ impl ChainVerifier {
     pub fn keep_leaves(mut self) -> Self {
         self.leaves = Some(Vec::new());
         self
+    }
+
+    /// Hash of the last event fed (the genesis hash before any).
+    pub fn last_hash(&self) -> [u8; 32] {
+        self.prev
+    }
+
+    /// The sequence number of the next event this verifier expects.
+    pub fn next_seq(&self) -> u64 {
+        self.expected_seq
+    }
+
+    /// Continues a verified prefix: adds checkpoints signed since (those at
+    /// or below the prefix were checked already, or came too late to be).
+    pub fn resume_with(&mut self, checkpoints: Vec<Checkpoint>) {
+        let last = self.expected_seq - 1;
+        for c in checkpoints.into_iter().filter(|c| c.seq > last) {
+            let interval = c
+                .note
+                .as_deref()
+                .and_then(|n| Note::parse(n).ok())
+                .and_then(|n| TreeHead::parse_text(&n.text).ok())
+                .map(|h| h.checkpoint_every);
+            if let Some(every) = interval {
+                if self.intervals.last().is_none_or(|(s, _)| *s < c.seq) {
+                    self.intervals.push((c.seq, every));
+                }
+            }
+            self.checkpoints.insert(c.seq, c);
+        }
+    }
+
+    /// The report as if the stream ended here, keeping this verifier usable.
+    pub fn report(&self, head: Option<u64>) -> VerifyReport {
+        let mut v = self.clone();
+        v.leaves = None;
+        v.finish(head)
     }
 
     /// Whether a problem was already found (callers may stop reading).
@@ -583,6 +623,41 @@ mod tests {
             v.feed(e.seq, &e.body, &e.hash);
         }
         v.finish(head)
+    }
+
+    #[test]
+    fn verifying_in_increments_reports_what_one_full_pass_does() {
+        let (evs, cps) = chain(40, 7);
+        let full = verify(&evs, cps.clone(), Some(40));
+        assert!(full.ok, "{full:?}");
+        let mut v = ChainVerifier::new(
+            Some(key().verifying_key()),
+            cps.iter().filter(|c| c.seq <= 15).cloned().collect(),
+        )
+        .require_every(7);
+        for e in &evs[..15] {
+            v.feed(e.seq, &e.body, &e.hash);
+        }
+        assert!(v.report(Some(15)).ok);
+        v.resume_with(cps.clone());
+        for e in &evs[15..] {
+            v.feed(e.seq, &e.body, &e.hash);
+        }
+        assert_eq!(v.report(Some(40)), full);
+        // A later event that was tampered with is still caught on the next increment.
+        let (mut evs2, cps2) = chain(40, 7);
+        evs2[30].body[10] ^= 0x20;
+        let mut v = ChainVerifier::new(Some(key().verifying_key()), vec![]).require_every(7);
+        v.resume_with(cps2.iter().filter(|c| c.seq <= 20).cloned().collect());
+        for e in &evs2[..20] {
+            v.feed(e.seq, &e.body, &e.hash);
+        }
+        assert!(v.report(Some(20)).ok);
+        v.resume_with(cps2);
+        for e in &evs2[20..] {
+            v.feed(e.seq, &e.body, &e.hash);
+        }
+        assert_eq!(v.report(Some(40)).first_bad_seq, Some(31));
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub struct App {
     pub locks: crate::locks::LockCache,
     /// When tokens were last recorded as used.
     pub touched: crate::tokens::TouchLog,
+    /// The audit chain verified so far by this replica (online verify resumes here).
+    pub audit_verified: tokio::sync::Mutex<Option<airlock_core::audit_chain::ChainVerifier>>,
     /// Tree-head signer and Merkle proof cache of the audit log.
     pub tlog: crate::tlog::Tlog,
 }
@@ -141,6 +143,7 @@ impl App {
             oidc,
             locks: Default::default(),
             touched: Default::default(),
+            audit_verified: Default::default(),
             tlog,
         }))
     }

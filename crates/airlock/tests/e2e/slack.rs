@@ -183,6 +183,7 @@ impl World {
                 .into_iter()
                 .find(|p| p.path == path)
         });
+        assert_eq!(post.body["response_type"], "ephemeral");
         post.body["text"].as_str().unwrap().to_string()
     }
 
@@ -209,20 +210,7 @@ impl World {
     /// Clicks and returns what the clicker was told (ephemerally).
     fn click_and_hear(&self, user: &str, action: &str, id: &str, at: &Message) -> String {
         let (i, url) = self.click(user, action, id, at, now(), SECRET);
-        let (status, _, body) = self.post(&i);
-        assert_eq!(status, 200, "{body}");
-        let path = url
-            .split_once("/actions/")
-            .map(|(_, p)| format!("/actions/{p}"))
-            .unwrap();
-        let post = eventually(10, "the response_url post", || {
-            self.emu
-                .response_posts()
-                .into_iter()
-                .find(|p| p.path == path)
-        });
-        assert_eq!(post.body["response_type"], "ephemeral");
-        post.body["text"].as_str().unwrap().to_string()
+        self.hear(&i, &url)
     }
 
     fn show(&self, id: &str) -> Value {

@@ -280,7 +280,8 @@ fn web_login(s: &Server, user: &str, mfa: bool) -> Browser {
     b
 }
 
-/// The CSRF token pages embed: HMAC of the session token's hash with the server key.
+/// The CSRF token pages embed: HMAC of the session token's hash with the
+/// server's MAC key, itself HMAC(grant-secret key, "airlock-mac-key-v1").
 fn csrf(s: &Server, session: &str) -> String {
     let key = hex::decode(
         std::fs::read_to_string(s.path("grant-secret.key"))
@@ -288,7 +289,10 @@ fn csrf(s: &Server, session: &str) -> String {
             .trim(),
     )
     .unwrap();
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap();
+    let mut derive = <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap();
+    derive.update(b"airlock-mac-key-v1");
+    let mac_key = derive.finalize().into_bytes();
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&mac_key).unwrap();
     mac.update(b"csrf:");
     mac.update(&Sha256::digest(session.as_bytes()));
     hex::encode(mac.finalize().into_bytes())

@@ -44,6 +44,26 @@ pub struct OidcConfig {
     /// key the provider withdrew stops being accepted.
     #[serde(default = "default_jwks_ttl")]
     pub jwks_ttl: crate::Span,
+    /// Whether the CLI may log in with the device authorization grant
+    /// (`airlock login`); `false` leaves only the web login.
+    #[serde(default = "default_device_flow")]
+    pub device_flow: bool,
+    /// The least time between two device-login polls the server accepts and
+    /// tells the CLI (the provider's `interval` wins when longer).
+    #[serde(default = "default_device_poll_interval")]
+    pub device_poll_interval: crate::Span,
+}
+
+/// Longest device-login poll interval (the CLI waits at most this long between polls).
+pub const MAX_DEVICE_POLL_INTERVAL_SECS: u64 = 60;
+
+fn default_device_flow() -> bool {
+    true
+}
+
+fn default_device_poll_interval() -> crate::Span {
+    // RFC 8628 §3.2: clients wait 5 s when the provider names no interval.
+    crate::Span::from_secs(5).expect("5 is a valid span")
 }
 
 fn default_jwks_ttl() -> crate::Span {
@@ -96,6 +116,11 @@ impl OidcConfig {
         if self.client_secret.is_some() && self.client_secret_file.is_some() {
             return Err(bad(format!(
                 "{ctx}: set `client_secret` or `client_secret_file`, not both"
+            )));
+        }
+        if self.device_poll_interval.as_secs() > MAX_DEVICE_POLL_INTERVAL_SECS {
+            return Err(bad(format!(
+                "{ctx}: device_poll_interval must be at most {MAX_DEVICE_POLL_INTERVAL_SECS}s"
             )));
         }
         if !self.scopes.iter().any(|s| s == "openid") {

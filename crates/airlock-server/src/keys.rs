@@ -1,6 +1,8 @@
 //! Server key material in the data dir: the Ed25519 key that signs audit
 //! checkpoints and the secret from which per-grant passwords are derived
-//! (derived, never stored). Generated on first start with mode 0600.
+//! (derived, never stored). Generated on first start with mode 0600. The MAC
+//! key (CSRF tokens, OIDC state) is derived from that secret under its own
+//! label, so no MAC ever uses the grant-derivation key itself.
 
 use std::fs;
 use std::io::Write;
@@ -17,6 +19,8 @@ pub const SIGNING_KEY_FILE: &str = "audit-signing.key";
 pub const PUBLIC_KEY_FILE: &str = "audit-signing.pub";
 /// File holding the grant-secret derivation key (hex of 32 bytes).
 pub const GRANT_SECRET_FILE: &str = "grant-secret.key";
+/// Label under which the MAC key is derived from the grant-secret file's key.
+pub const MAC_KEY_LABEL: &[u8] = b"airlock-mac-key-v1";
 
 /// The server's long-lived keys.
 #[derive(Clone)]
@@ -24,6 +28,16 @@ pub struct ServerKeys {
     /// Signs audit checkpoints.
     pub signing: SigningKey,
     grant_secret: [u8; 32],
+    /// HMAC-SHA256(grant key, [`MAC_KEY_LABEL`]): used only by [`ServerKeys::mac`].
+    mac_key: [u8; 32],
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
 }
 
 /// Failure to read or create key files.
@@ -105,10 +119,15 @@ impl ServerKeys {
                 format!("{}\n", hex::encode(signing.verifying_key().to_bytes())),
             );
         }
-        Ok(ServerKeys {
+        Ok(ServerKeys::from_parts(signing, grant_secret))
+    }
+
+    fn from_parts(signing: SigningKey, grant_secret: [u8; 32]) -> ServerKeys {
+        ServerKeys {
             signing,
+            mac_key: hmac(&grant_secret, &[MAC_KEY_LABEL]),
             grant_secret,
-        })
+        }
     }
 
     /// Reads only the public key (for offline verification): from the public
@@ -131,24 +150,16 @@ impl ServerKeys {
     }
 
     /// The per-grant secret: HMAC-SHA256(grant key, "grant:" || request id).
+    /// Unchanged since the first release: live grants' passwords depend on it.
     pub fn grant_secret(&self, request_id: &str) -> [u8; 32] {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.grant_secret).expect("any key length");
-        mac.update(b"grant:");
-        mac.update(request_id.as_bytes());
-        mac.finalize().into_bytes().into()
+        hmac(&self.grant_secret, &[b"grant:", request_id.as_bytes()])
     }
 
     /// A keyed MAC for other purposes (`label` keeps them apart: `csrf`,
-    /// `oidc-state`, …): HMAC-SHA256(grant key, label || ":" || data).
+    /// `oidc-state`, …): HMAC-SHA256(MAC key, label || ":" || data), where the
+    /// MAC key is derived from the grant key and never equals it.
     pub fn mac(&self, label: &str, data: &[u8]) -> [u8; 32] {
-        debug_assert!(label != "grant", "`grant` is reserved for grant secrets");
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.grant_secret).expect("any key length");
-        mac.update(label.as_bytes());
-        mac.update(b":");
-        mac.update(data);
-        mac.finalize().into_bytes().into()
+        hmac(&self.mac_key, &[label.as_bytes(), b":", data])
     }
 }
 
@@ -170,5 +181,29 @@ mod tests {
             a.signing.verifying_key()
         );
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    fn fixed() -> ServerKeys {
+        ServerKeys::from_parts(SigningKey::from_bytes(&[7u8; 32]), [42u8; 32])
+    }
+
+    #[test]
+    fn grant_secrets_derive_exactly_as_before_the_key_split() {
+        // HMAC-SHA256(key, "grant:" || id), computed independently of `ServerKeys`.
+        let mut want = <Hmac<Sha256> as Mac>::new_from_slice(&[42u8; 32]).unwrap();
+        want.update(b"grant:req-1");
+        let want: [u8; 32] = want.finalize().into_bytes().into();
+        assert_eq!(fixed().grant_secret("req-1"), want);
+    }
+
+    #[test]
+    fn macs_use_a_derived_key_not_the_grant_key() {
+        let k = fixed();
+        let old = hmac(&[42u8; 32], &[b"csrf:", b"data"]);
+        assert_ne!(k.mac("csrf", b"data"), old, "the grant key must not MAC");
+        let mac_key = hmac(&[42u8; 32], &[b"airlock-mac-key-v1"]);
+        assert_eq!(k.mac("csrf", b"data"), hmac(&mac_key, &[b"csrf:", b"data"]));
+        // A MAC can never be mistaken for a grant secret, even for the label `grant`.
+        assert_ne!(k.mac("grant", b"req-1"), k.grant_secret("req-1"));
     }
 }

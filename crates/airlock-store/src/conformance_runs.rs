@@ -15,7 +15,9 @@ use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
 use crate::conformance::MakeStore;
-use crate::{LeaseChange, NewRun, RateCheck, RunChange, RunFilter, Store, StoreError, Transcript};
+use crate::{
+    LeaseChange, NewRun, RateCheck, RateEvent, RunChange, RunFilter, Store, StoreError, Transcript,
+};
 
 /// Expands one `#[test]` per run conformance case (same factory as
 /// [`store_conformance_tests!`](crate::store_conformance_tests)).
@@ -26,6 +28,7 @@ macro_rules! run_store_conformance_tests {
             create_run_then_get_returns_every_field_with_its_audit,
             rate_limit_counts_per_principal_and_key_and_frees_after_the_window,
             concurrent_creates_never_exceed_the_rate_limit,
+            rate_events_without_a_run_share_the_limit_with_runs,
             approved_run_is_claimed_exactly_once_under_concurrency,
             finishing_stores_the_transcript_and_its_hash_atomically,
             rejected_run_change_writes_nothing,
@@ -236,6 +239,68 @@ pub fn rate_limit_counts_per_principal_and_key_and_frees_after_the_window(make: 
         .expect("list");
     assert_eq!(limited.len(), 3);
     assert!(limited.iter().all(|r| r.next_allowed_at.is_some()));
+}
+
+/// Counts a run-less event (a dry run) under `rc` the way the server does.
+fn attempt_event(store: &dyn Store, rc: &RateCheck, marker: &str, now: OffsetDateTime) -> bool {
+    let rate: Rate = rc.rate;
+    store
+        .record_rate_event(rc, marker, now, &mut |recent| {
+            let count = rate.decide(recent, now) == RateDecision::Allow;
+            RateEvent {
+                count,
+                audit: vec![AuditDraft::new(
+                    if count {
+                        "operation.dry_run"
+                    } else {
+                        "operation.dry_run.rate_limited"
+                    },
+                    "alice",
+                    "operation:restart",
+                    serde_json::json!({}),
+                )],
+            }
+        })
+        .expect("record rate event")
+}
+
+/// Dry runs (events without a run) and runs count in one window per
+/// (principal, key); refused events are audited but not counted.
+pub fn rate_events_without_a_run_share_the_limit_with_runs(make: &MakeStore) {
+    let store = make(None);
+    let rc = rate_check("alice", "operation:restart", "2/10m");
+    let before = head(&*store);
+    assert!(attempt_event(&*store, &rc, "dry_1", t0()));
+    assert_eq!(
+        head(&*store),
+        before + 1,
+        "the event's audit is written with it"
+    );
+    assert_eq!(
+        attempt(&*store, &rc, 1, t0() + Duration::minutes(1)),
+        RunState::Approved
+    );
+    assert!(
+        !attempt_event(&*store, &rc, "dry_2", t0() + Duration::minutes(2)),
+        "a third event in the window is refused"
+    );
+    assert_eq!(head(&*store), before + 3, "refusals are audited");
+    assert_eq!(
+        attempt(&*store, &rc, 2, t0() + Duration::minutes(3)),
+        RunState::RateLimited,
+        "the dry run counted against the run"
+    );
+    let other = rate_check("bob", "operation:restart", "2/10m");
+    assert!(attempt_event(
+        &*store,
+        &other,
+        "dry_3",
+        t0() + Duration::minutes(3)
+    ));
+    assert!(
+        attempt_event(&*store, &rc, "dry_4", t0() + Duration::minutes(10)),
+        "the first event left the window"
+    );
 }
 
 /// Many replicas creating at once never get more than N runs through.

@@ -24,7 +24,7 @@ pub use access::{AccessStore, BindOutcome, Lock, LockKind};
 pub use notify::NotifyStore;
 pub use pg::PgStore;
 pub use runs::{
-    LeaseChange, NewRun, RateCheck, RunChange, RunFilter, RunLease, RunStore, Transcript,
+    LeaseChange, NewRun, RateCheck, RateEvent, RunChange, RunFilter, RunLease, RunStore, Transcript,
 };
 pub use sqlite::SqliteStore;
 

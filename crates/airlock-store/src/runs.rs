@@ -41,6 +41,15 @@ pub struct NewRun {
     pub audit: Vec<AuditDraft>,
 }
 
+/// What [`RunStore::record_rate_event`] writes, decided while the pair is locked.
+#[derive(Debug, Clone)]
+pub struct RateEvent {
+    /// Count one event of the limit (false: refused, only the audit is written).
+    pub count: bool,
+    /// Audit events recorded in the same transaction, in order.
+    pub audit: Vec<AuditDraft>,
+}
+
 /// A finished run's output as kept: capped, with a marker if cut.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transcript {
@@ -172,6 +181,19 @@ pub trait RunStore {
         now: OffsetDateTime,
         decide: &mut dyn FnMut(&[OffsetDateTime]) -> NewRun,
     ) -> StoreResult<Run>;
+
+    /// Counts an event that creates no run (an operation's dry run) in the
+    /// same accounting as [`create_run`](Self::create_run): locks the
+    /// (principal, key) pair, hands the times of its events inside the window
+    /// to `decide`, and writes what it returns (the event under `marker`, and
+    /// the audit events) in one transaction. Returns whether it counted.
+    fn record_rate_event(
+        &self,
+        rate: &RateCheck,
+        marker: &str,
+        now: OffsetDateTime,
+        decide: &mut dyn FnMut(&[OffsetDateTime]) -> RateEvent,
+    ) -> StoreResult<bool>;
 
     /// One run with its reviews.
     fn get_run(&self, id: &RunId) -> StoreResult<Option<Run>>;

@@ -111,10 +111,6 @@ pub fn login(client: &Client, quiet: bool) -> Result<Value> {
     // The instructions go to stderr so `--output json` keeps stdout clean.
     eprintln!("To log in, open {uri}\nand check that it shows the code {user_code}");
     let deadline = Instant::now() + Duration::from_secs(expires);
-    // Tests poll faster than the provider's interval (which the server relays).
-    let poll_ms: Option<u64> = std::env::var("AIRLOCK_LOGIN_POLL_MS")
-        .ok()
-        .and_then(|v| v.parse().ok());
     loop {
         if Instant::now() > deadline {
             bail!("the login code expired before it was used: run `airlock login` again");
@@ -141,15 +137,24 @@ pub fn login(client: &Client, quiet: bool) -> Result<Value> {
                 }
                 return Ok(out);
             }
-            Some("slow_down") => interval = (interval + 5).min(60),
-            Some("pending") => {}
+            // RFC 8628 §3.5: slow_down adds 5 s for this and every later poll;
+            // the server names the new interval, and the CLI never shortens it.
+            Some(status @ ("slow_down" | "pending")) => {
+                let told = v.get("interval").and_then(Value::as_u64);
+                interval = match (status, told) {
+                    ("slow_down", None) => interval + 5,
+                    (_, Some(t)) => t.max(interval),
+                    (_, None) => interval,
+                }
+                .clamp(1, 60);
+            }
             _ => bail!("unexpected answer from the server: {v}"),
         }
         if !quiet {
             eprint!(".");
             let _ = std::io::stderr().flush();
         }
-        std::thread::sleep(Duration::from_millis(poll_ms.unwrap_or(interval * 1000)));
+        std::thread::sleep(Duration::from_secs(interval));
     }
 }
 

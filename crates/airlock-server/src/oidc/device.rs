@@ -2,18 +2,24 @@
 //! its own client credentials. `POST /api/v1/auth/device` starts it and
 //! returns the code to show; the CLI polls `POST /api/v1/auth/device/token`
 //! until the person approved at the provider, then gets an airlock session
-//! token. `POST /api/v1/auth/logout` revokes the caller's own token.
+//! token. `POST /api/v1/auth/logout` revokes the caller's own token. Starts
+//! are limited per client address and polls paced per device code
+//! (`device_pace`); `[auth.oidc] device_flow = false` turns both off (404).
 
-use std::sync::{Arc, Mutex};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::http::{header, HeaderMap, StatusCode};
+use airlock_core::oidc::MAX_DEVICE_POLL_INTERVAL_SECS;
+use axum::extract::ConnectInfo;
+use axum::http::{header, Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{extract::State, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::device_pace::{PollCheck, STARTS_PER_ADDRESS, STARTS_PER_MINUTE};
 use super::idp::{clip, TokenOutcome};
 use super::{configured, OidcError};
 use crate::api::ApiJson;
@@ -23,28 +29,24 @@ use crate::problem::ApiError;
 use crate::session;
 
 const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
-/// Device logins started per minute (the endpoint is unauthenticated and calls the provider).
-const STARTS_PER_MINUTE: u32 = 60;
 
-/// A fixed-window limit on unauthenticated device-login starts.
-#[derive(Default)]
-pub(super) struct Limiter(Mutex<Option<(Instant, u32)>>);
-
-impl Limiter {
-    fn allow(&self) -> bool {
-        let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        match w.as_mut() {
-            Some((start, n)) if now.duration_since(*start) < Duration::from_secs(60) => {
-                *n += 1;
-                *n <= STARTS_PER_MINUTE
-            }
-            _ => {
-                *w = Some((now, 1));
-                true
-            }
-        }
+/// 404 when `[auth.oidc] device_flow = false`.
+fn enabled(app: &App) -> Result<&Arc<super::Oidc>, ApiError> {
+    let oidc = configured(app)?;
+    if !oidc.config.device_flow {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "device login (`airlock login`) is disabled on this server ([auth.oidc] device_flow = false): log in with the web UI at /ui/login and use a token from it",
+        ));
     }
+    Ok(oidc)
+}
+
+/// The TCP peer's address (absent when the router is driven without a listener).
+fn peer(ext: &Extensions) -> IpAddr {
+    ext.get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
 }
 
 pub(super) fn routes() -> Router<Arc<App>> {
@@ -54,14 +56,14 @@ pub(super) fn routes() -> Router<Arc<App>> {
         .route("/api/v1/auth/logout", post(logout))
 }
 
-async fn start(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
-    let oidc = configured(&app)?;
-    if !oidc.device_limit.allow() {
+async fn start(State(app): State<Arc<App>>, ext: Extensions) -> Result<Response, ApiError> {
+    let oidc = enabled(&app)?;
+    if !oidc.device_starts.allow(peer(&ext), Instant::now()) {
         return Err(ApiError {
             retry_after: Some(60),
             ..ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "too many logins started in the last minute; retry shortly",
+                format!("too many device logins started in the last minute (at most {STARTS_PER_ADDRESS} per client address, {STARTS_PER_MINUTE} per server): retry in a minute"),
             )
         });
     }
@@ -98,13 +100,27 @@ async fn start(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
         )
         .into());
     };
+    let expires_in = v.get("expires_in").and_then(Value::as_u64).unwrap_or(600);
+    // The provider's interval when longer than ours; RFC 8628's 5 s when it names none.
+    let interval = v
+        .get("interval")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+        .max(oidc.config.device_poll_interval.as_secs())
+        .min(MAX_DEVICE_POLL_INTERVAL_SECS);
+    oidc.device_polls.started(
+        &device_code,
+        interval,
+        Duration::from_secs(expires_in),
+        Instant::now(),
+    );
     Ok(Json(json!({
         "device_code": device_code,
         "user_code": user_code,
         "verification_uri": uri,
         "verification_uri_complete": s("verification_uri_complete"),
-        "expires_in": v.get("expires_in").and_then(Value::as_u64).unwrap_or(600),
-        "interval": v.get("interval").and_then(Value::as_u64).unwrap_or(5),
+        "expires_in": expires_in,
+        "interval": interval,
     }))
     .into_response())
 }
@@ -120,7 +136,7 @@ async fn poll(
     State(app): State<Arc<App>>,
     ApiJson(body): ApiJson<PollBody>,
 ) -> Result<Response, ApiError> {
-    let oidc = configured(&app)?;
+    let oidc = enabled(&app)?;
     if body.device_code.is_empty() || body.device_code.len() > 512 {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -134,19 +150,34 @@ async fn poll(
         )
             .into_response()
     };
-    let tokens = match oidc
+    let code = body.device_code.as_str();
+    // RFC 8628 §3.5: too soon answers slow_down, and the provider is not asked.
+    let told = match oidc.device_polls.check(code, Instant::now()) {
+        PollCheck::SlowDown(interval) => return Ok(pending("slow_down", interval)),
+        PollCheck::Proceed(interval) => interval,
+        PollCheck::Unknown => oidc.config.device_poll_interval.as_secs(),
+    };
+    let outcome = oidc
         .idp
-        .token(&[
-            ("grant_type", DEVICE_GRANT),
-            ("device_code", &body.device_code),
-        ])
-        .await?
-    {
-        TokenOutcome::Tokens(t) => t,
+        .token(&[("grant_type", DEVICE_GRANT), ("device_code", code)])
+        .await?;
+    let answered = |slow: bool| {
+        oidc.device_polls
+            .answered(code, slow, Instant::now())
+            .unwrap_or(if slow { told + 5 } else { told })
+    };
+    let tokens = match outcome {
+        TokenOutcome::Tokens(t) => {
+            oidc.device_polls.finished(code);
+            t
+        }
         TokenOutcome::Refused(e, d) => {
+            if !matches!(e.as_str(), "authorization_pending" | "slow_down") {
+                oidc.device_polls.finished(code);
+            }
             return match e.as_str() {
-                "authorization_pending" => Ok(pending("pending", 5)),
-                "slow_down" => Ok(pending("slow_down", 10)),
+                "authorization_pending" => Ok(pending("pending", answered(false))),
+                "slow_down" => Ok(pending("slow_down", answered(true))),
                 "access_denied" => Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     "the login was denied at the identity provider",

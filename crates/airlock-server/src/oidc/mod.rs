@@ -5,6 +5,7 @@
 
 mod claims;
 mod device;
+mod device_pace;
 mod idp;
 pub mod verify;
 mod web;
@@ -64,7 +65,8 @@ impl From<OidcError> for ApiError {
 pub struct Oidc {
     pub config: OidcConfig,
     pub idp: Idp,
-    device_limit: device::Limiter,
+    device_starts: device_pace::StartLimiter,
+    device_polls: device_pace::PollLog,
 }
 
 impl Oidc {
@@ -90,7 +92,8 @@ impl Oidc {
                 std::time::Duration::from_secs(c.jwks_ttl.as_secs()),
             )?,
             config: c.clone(),
-            device_limit: device::Limiter::default(),
+            device_starts: Default::default(),
+            device_polls: Default::default(),
         })))
     }
 }

@@ -72,7 +72,7 @@ fn rate_limited(r: &RateLimited) -> Response {
         "window": r.rate.window.as_secs(),
         "next_allowed_at": fmt_time(r.next_allowed_at),
         "retry_after": r.retry_after,
-        "run": r.run.id,
+        "run": r.run.as_ref().map(|run| &run.id),
     });
     let mut resp = (StatusCode::TOO_MANY_REQUESTS, body.to_string()).into_response();
     let h = resp.headers_mut();

@@ -33,8 +33,9 @@ pub struct RateLimited {
     pub rate: Rate,
     pub next_allowed_at: OffsetDateTime,
     pub retry_after: u64,
-    /// The `rate_limited` run that records the refusal.
-    pub run: Run,
+    /// The `rate_limited` run that records the refusal (none for a dry run,
+    /// whose refusal is an audit event).
+    pub run: Option<Run>,
 }
 
 impl RateLimited {
@@ -208,7 +209,7 @@ pub(super) async fn store_new(app: &Arc<App>, d: Draft) -> Result<Run, ProxyErro
             rate,
             next_allowed_at: next,
             retry_after: retry_after_secs(now, next),
-            run: stored,
+            run: Some(stored),
         })));
     }
     Ok(stored)

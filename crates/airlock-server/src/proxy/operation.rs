@@ -8,17 +8,22 @@ use std::sync::Arc;
 use airlock_core::audit_chain::AuditDraft;
 use airlock_core::operation::Operation;
 use airlock_core::policy::{PolicyEngine, ProxyAction, ProxyContext, ProxyResource};
+use airlock_core::rate::{retry_after_secs, Rate, RateDecision};
 use airlock_core::run::{DryRun, RunApprovals, RunState, RunTransition};
 use airlock_core::tool::Tool;
 use airlock_core::{Error, OperationName, Principal};
-use airlock_store::RunChange;
+use airlock_store::{RateCheck, RateEvent, RunChange};
 use serde_json::json;
+use time::OffsetDateTime;
 
-use super::create::{audit_refusal, base_run, check_reason, store_new, Created, Draft, ProxyError};
+use super::create::{
+    audit_refusal, base_run, check_reason, store_new, Created, Draft, ProxyError, RateLimited,
+};
 use super::execution::{job_for, start};
 use super::executor::{self, Sinks};
 use super::*;
 use crate::app::App;
+use crate::lifecycle::fmt_time;
 use crate::problem::ApiError;
 
 /// Dry-run output kept on the run for reviewers.
@@ -69,6 +74,72 @@ async fn dry_run(app: &App, op: &Operation, tool: &Tool, argv: &[String]) -> Dry
         truncated: o.transcript.truncated,
         error: o.error(job.timeout),
     }
+}
+
+/// Counts a dry run against the operation's rate limit, with its intent
+/// audit in the same transaction; beyond the limit it is refused (429, the
+/// refusal audited) and nothing runs.
+async fn count_dry_run(
+    app: &Arc<App>,
+    who: &Principal,
+    op: &Operation,
+    rate: Rate,
+    intent: AuditDraft,
+    now: OffsetDateTime,
+) -> Result<(), ProxyError> {
+    let check = RateCheck {
+        principal: who.name.clone(),
+        key: op.rate_key(),
+        rate,
+    };
+    // Marks the event in `rate_events.run_id`; never a real run's id.
+    let marker = format!("dry-run:{}", new_run_id());
+    let rule = format!("operation {}", op.name);
+    let refused = Arc::new(std::sync::Mutex::new(None));
+    let seen = refused.clone();
+    let (actor, sub) = (who.name.to_string(), format!("operation:{}", op.name));
+    let counted = app
+        .db(move |s| {
+            s.record_rate_event(
+                &check,
+                &marker,
+                now,
+                &mut |recent| match rate.decide(recent, now) {
+                    RateDecision::Allow => RateEvent {
+                        count: true,
+                        audit: vec![intent.clone()],
+                    },
+                    RateDecision::Refuse { next_allowed_at } => {
+                        *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(next_allowed_at);
+                        RateEvent {
+                            count: false,
+                            audit: vec![AuditDraft::new(
+                                "operation.dry_run.rate_limited",
+                                &actor,
+                                sub.clone(),
+                                json!({"marker": marker, "limit": rate.to_string(),
+                                       "next_allowed_at": fmt_time(next_allowed_at)}),
+                            )],
+                        }
+                    }
+                },
+            )
+        })
+        .await?;
+    if counted {
+        return Ok(());
+    }
+    let next = refused
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .unwrap_or(now);
+    Err(ProxyError::RateLimited(Box::new(RateLimited {
+        rule,
+        rate,
+        next_allowed_at: next,
+        retry_after: retry_after_secs(now, next),
+        run: None,
+    })))
 }
 
 /// `airlock operation run`: validate parameters, check policy and the rate
@@ -142,7 +213,11 @@ pub async fn run_operation(
             json!({"argv": argv, "params": prepared.params, "would_run": prepared.argv}),
         );
         let at = app.now();
-        app.db(move |s| s.append_audit(&[intent], at)).await?;
+        match op.rate {
+            // Counted like a run (same pair, same window): a dry run executes too.
+            Some(rate) => count_dry_run(app, who, op, rate, intent, at).await?,
+            None => app.db(move |s| s.append_audit(&[intent], at)).await?,
+        }
         let dr = dry_run(app, op, tool, argv).await;
         let outcome = AuditDraft::new(
             "operation.dry_run.finished",

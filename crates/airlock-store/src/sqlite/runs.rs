@@ -9,8 +9,8 @@ use time::OffsetDateTime;
 use super::{append_audit_tx, db, is_unique_violation, SqliteStore};
 use crate::codec::{self, ReviewRow};
 use crate::runs::{
-    due_runs_condition, encode_doc, run_not_found, LeaseChange, NewRun, RateCheck, RunChange,
-    RunFilter, RunLease, RunRow, RunStore, RUN_COLUMNS,
+    due_runs_condition, encode_doc, run_not_found, LeaseChange, NewRun, RateCheck, RateEvent,
+    RunChange, RunFilter, RunLease, RunRow, RunStore, RUN_COLUMNS,
 };
 use crate::{StoreError, StoreResult};
 
@@ -205,6 +205,34 @@ impl RunStore for SqliteStore {
             }
             append_audit_tx(tx, self.signer.as_ref(), &new.audit, now)?;
             Ok(new.run)
+        })
+    }
+
+    fn record_rate_event(
+        &self,
+        rate: &RateCheck,
+        marker: &str,
+        now: OffsetDateTime,
+        decide: &mut dyn FnMut(&[OffsetDateTime]) -> RateEvent,
+    ) -> StoreResult<bool> {
+        self.write(|tx| {
+            let recent = recent_events(tx, rate, now)?;
+            let ev = decide(&recent);
+            if ev.count {
+                tx.prepare_cached(
+                    "INSERT INTO rate_events (principal, rate_key, at, run_id) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(db)?
+                .execute(params![
+                    rate.principal.as_str(),
+                    rate.key,
+                    codec::micros(now),
+                    marker
+                ])
+                .map_err(db)?;
+            }
+            append_audit_tx(tx, self.signer.as_ref(), &ev.audit, now)?;
+            Ok(ev.count)
         })
     }
 

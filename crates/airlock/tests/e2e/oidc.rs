@@ -23,6 +23,12 @@ fn issuer() -> String {
 /// A server whose `[auth.oidc]` points at the test provider, with an entitlement
 /// reviewed by the IdP-only group `sre` and one that demands MFA.
 fn server(db: Db) -> Server {
+    server_with(db, "")
+}
+
+/// [`server`] with more `[auth.oidc]` keys. Polls are paced at 1 s (the CLI
+/// honours it), so device logins in tests stay fast.
+fn server_with(db: Db, oidc_extra: &str) -> Server {
     let mut setup = Setup::new(db);
     setup.extra = format!(
         r#"
@@ -46,6 +52,8 @@ issuer = "{iss}"
 client_id = "airlock"
 client_secret = "airlock-test-secret"
 admin_groups = ["airlock-admins"]
+device_poll_interval = "1s"
+{oidc_extra}
 "#,
         role = crate::kit::WRITER_ROLE,
         iss = issuer()
@@ -280,7 +288,8 @@ fn web_login(s: &Server, user: &str, mfa: bool) -> Browser {
     b
 }
 
-/// The CSRF token pages embed: HMAC of the session token's hash with the server key.
+/// The CSRF token pages embed: HMAC of the session token's hash with the
+/// server's MAC key, itself HMAC(grant-secret key, "airlock-mac-key-v1").
 fn csrf(s: &Server, session: &str) -> String {
     let key = hex::decode(
         std::fs::read_to_string(s.path("grant-secret.key"))
@@ -288,7 +297,10 @@ fn csrf(s: &Server, session: &str) -> String {
             .trim(),
     )
     .unwrap();
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap();
+    let mut derive = <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap();
+    derive.update(b"airlock-mac-key-v1");
+    let mac_key = derive.finalize().into_bytes();
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&mac_key).unwrap();
     mac.update(b"csrf:");
     mac.update(&Sha256::digest(session.as_bytes()));
     hex::encode(mac.finalize().into_bytes())
@@ -497,7 +509,6 @@ fn cli_login(s: &Server, home: &std::path::Path, user: &str, mfa: bool) -> Value
         .env("AIRLOCK_ADDR", &s.addr)
         .env_remove("AIRLOCK_TOKEN")
         .env("XDG_CONFIG_HOME", home)
-        .env("AIRLOCK_LOGIN_POLL_MS", "200")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -601,6 +612,51 @@ fn cli_login_by_device_code_saves_a_private_token_that_later_commands_use() {
     let (status, _, _) = s.http("GET", "/api/v1/whoami", Some(&token), None);
     assert_eq!(status, 401, "revoked on the server");
     let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn polling_a_device_login_sooner_than_the_interval_gets_slow_down_with_5s_more() {
+    let s = server(Db::Sqlite);
+    let (status, _, start) = s.http("POST", "/api/v1/auth/device", None, Some("{}"));
+    assert_eq!(status, 200, "{start}");
+    assert_eq!(start["interval"], 1, "{start}");
+    let body = json!({"device_code": start["device_code"]}).to_string();
+    let poll = || s.http("POST", "/api/v1/auth/device/token", None, Some(&body));
+    let (status, _, v) = poll();
+    assert_eq!((status, &v["status"]), (202, &json!("pending")), "{v}");
+    assert_eq!(v["interval"], 1, "{v}");
+    // At once again: too soon. The interval grows by 5 s each time (RFC 8628 §3.5).
+    let (status, _, v) = poll();
+    assert_eq!((status, &v["status"]), (202, &json!("slow_down")), "{v}");
+    assert_eq!(v["interval"], 6, "{v}");
+    let (_, _, v) = poll();
+    assert_eq!(
+        (&v["status"], &v["interval"]),
+        (&json!("slow_down"), &json!(11)),
+        "{v}"
+    );
+}
+
+#[test]
+fn device_flow_false_answers_404_and_points_to_the_web_login() {
+    let s = server_with(Db::Sqlite, "device_flow = false");
+    let (status, _, v) = s.http("POST", "/api/v1/auth/device", None, Some("{}"));
+    assert_eq!(status, 404, "{v}");
+    let detail = v["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("device login") && detail.contains("web UI"),
+        "{v}"
+    );
+    let (status, _, v) = s.http(
+        "POST",
+        "/api/v1/auth/device/token",
+        None,
+        Some(r#"{"device_code":"x"}"#),
+    );
+    assert_eq!(status, 404, "{v}");
+    // The web login still works.
+    let b = web_login(&s, "alice", false);
+    assert!(b.session().is_some());
 }
 
 #[test]

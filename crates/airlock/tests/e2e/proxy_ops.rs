@@ -340,3 +340,54 @@ both_stores!(
         audit_verifies(&s);
     }
 );
+
+both_stores!(
+    dry_runs_count_against_the_operation_rate_limit_and_are_refused_with_429_beyond_it,
+    |db| {
+        let tools = Tools::new();
+        let s = tools.server(db);
+        let alice = s.token("alice");
+        let path = "/api/v1/operations/restart-deployment/runs";
+        let body =
+            json!({"params": {"namespace": "payments", "deployment": "web-1"}, "dry_run": true});
+        // restart-deployment allows 3 per hour.
+        for i in 0..3 {
+            let (status, _, v) = post_raw(&s, path, &alice, &body);
+            assert_eq!(status, 200, "dry run {i}: {v}");
+        }
+        let (status, retry_after, problem) = post_raw(&s, path, &alice, &body);
+        assert_eq!(status, 429, "{problem}");
+        let retry: u64 = retry_after.expect("Retry-After").parse().unwrap();
+        assert!((3000..=3600).contains(&retry), "{retry}");
+        assert_eq!(problem["limit"], 3);
+        assert_eq!(problem["window"], 3600);
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("rate limit: 3 per 1h"),
+            "{problem}"
+        );
+        assert_eq!(
+            tools.take_calls().len(),
+            3,
+            "the refused dry run did not run"
+        );
+        let kinds = s.audit_kinds("operation:restart-deployment");
+        assert_eq!(
+            kinds.last().map(String::as_str),
+            Some("operation.dry_run.rate_limited"),
+            "{kinds:?}"
+        );
+        // The same accounting as real runs: alice's real run is refused too.
+        let run =
+            json!({"params": {"namespace": "payments", "deployment": "web-1"}, "reason": "CHG-1"});
+        let (status, _, problem) = post_raw(&s, path, &alice, &run);
+        assert_eq!(status, 429, "{problem}");
+        // Per principal: bob still may.
+        let bob = s.token("bob");
+        let (status, _, v) = post_raw(&s, path, &bob, &body);
+        assert_eq!(status, 200, "{v}");
+        audit_verifies(&s);
+    }
+);

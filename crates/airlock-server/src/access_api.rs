@@ -44,8 +44,8 @@ pub(crate) async fn list_tokens(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RevokeTokens {
-    prefix: Option<String>,
-    user: Option<String>,
+    pub(crate) prefix: Option<String>,
+    pub(crate) user: Option<String>,
 }
 
 /// `POST /api/v1/tokens/revoke`.
@@ -94,12 +94,12 @@ pub(crate) async fn list_locks(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewLock {
-    kind: String,
-    name: String,
-    reason: String,
+    pub(crate) kind: String,
+    pub(crate) name: String,
+    pub(crate) reason: String,
     /// How long it holds (`1h`); absent = until unlocked.
     #[serde(rename = "for")]
-    duration: Option<String>,
+    pub(crate) duration: Option<String>,
 }
 
 /// `POST /api/v1/locks`: places a lock and ends what it covers.

@@ -267,11 +267,11 @@ async fn entitlements(State(app): AppState, Caller(_): Caller) -> Response {
 /// Body of `POST /api/v1/requests` and `POST /api/v1/breakglass`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NewRequest {
-    entitlement: String,
-    duration: String,
+pub(crate) struct NewRequest {
+    pub(crate) entitlement: String,
+    pub(crate) duration: String,
     #[serde(default)]
-    reason: String,
+    pub(crate) reason: String,
 }
 
 async fn create_request(
@@ -412,9 +412,9 @@ async fn show_request(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ReviewBody {
-    decision: String,
-    comment: Option<String>,
+pub(crate) struct ReviewBody {
+    pub(crate) decision: String,
+    pub(crate) comment: Option<String>,
 }
 
 async fn review_request(
@@ -431,11 +431,11 @@ async fn review_request(
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct CommentBody {
-    comment: Option<String>,
+pub(crate) struct CommentBody {
+    pub(crate) comment: Option<String>,
 }
 
-fn optional_body<T: DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, ApiError> {
+pub(crate) fn optional_body<T: DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, ApiError> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(T::default());
     }
@@ -476,8 +476,8 @@ async fn credentials(
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct CredentialsBody {
-    public_key: Option<String>,
+pub(crate) struct CredentialsBody {
+    pub(crate) public_key: Option<String>,
 }
 
 /// POST form: carries the public key to certify (ssh).
@@ -695,13 +695,13 @@ async fn audit_pubkey(State(app): AppState) -> Response {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TokenBody {
-    user: String,
+pub(crate) struct TokenBody {
+    pub(crate) user: String,
     #[serde(default)]
-    groups: Vec<String>,
-    ttl: Option<String>,
+    pub(crate) groups: Vec<String>,
+    pub(crate) ttl: Option<String>,
     #[serde(default)]
-    admin: bool,
+    pub(crate) admin: bool,
 }
 
 /// Longest token lifetime.

@@ -6,6 +6,7 @@ pub mod api;
 pub mod app;
 mod audit_api;
 pub mod auth;
+pub mod bodies;
 pub mod catalog;
 pub mod drift;
 pub mod identity;

@@ -128,8 +128,8 @@ async fn start(State(app): State<Arc<App>>, ext: Extensions) -> Result<Response,
 /// Body of `POST /api/v1/auth/device/token`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PollBody {
-    device_code: String,
+pub(crate) struct PollBody {
+    pub(crate) device_code: String,
 }
 
 async fn poll(

@@ -4,7 +4,7 @@
 //! leaves the server. Both end in an ordinary airlock session token.
 
 mod claims;
-mod device;
+pub(crate) mod device;
 mod device_pace;
 mod idp;
 pub mod verify;

@@ -190,6 +190,23 @@ fn expired_token_is_refused_beyond_the_leeway() {
 }
 
 #[test]
+fn far_future_or_huge_exp_is_accepted_without_overflow() {
+    // Found by the id_token fuzz target: `exp + leeway` overflowed (a panic with
+    // overflow checks, a wrap to "expired" without them).
+    let k = ec("k");
+    let set = jwks(vec![k.jwk.clone()]);
+    for exp in [json!(i64::MAX), json!(1.8e19), json!(u64::MAX)] {
+        let mut c = claims();
+        c["exp"] = exp.clone();
+        verify(&es256(&k, &c), &set, &expect()).unwrap_or_else(|e| panic!("{exp}: {e}"));
+    }
+    let mut c = claims();
+    c["iat"] = json!(i64::MIN);
+    c["nbf"] = json!(-1.0e30);
+    verify(&es256(&k, &c), &set, &expect()).expect("issued long ago");
+}
+
+#[test]
 fn token_from_the_future_is_refused() {
     let k = ec("k");
     let set = jwks(vec![k.jwk.clone()]);

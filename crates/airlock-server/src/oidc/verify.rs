@@ -228,16 +228,18 @@ fn check_claims(c: &Map<String, Value>, x: &Expect) -> Result<(), VerifyError> {
             format!("must be our client id `{}`", x.client_id),
         ));
     }
+    // Saturating: the claims are the provider's numbers, and `i64::MAX` must
+    // neither wrap (and be read as long expired) nor panic with overflow checks.
     let exp = num(c, "exp")?.ok_or_else(|| claim("exp", "missing"))?;
-    if x.now >= exp + LEEWAY_SECS {
+    if x.now >= exp.saturating_add(LEEWAY_SECS) {
         return Err(claim("exp", "the token has expired"));
     }
     let iat = num(c, "iat")?.ok_or_else(|| claim("iat", "missing"))?;
-    if iat > x.now + LEEWAY_SECS {
+    if iat > x.now.saturating_add(LEEWAY_SECS) {
         return Err(claim("iat", "issued in the future (check the clocks)"));
     }
     if let Some(nbf) = num(c, "nbf")? {
-        if nbf > x.now + LEEWAY_SECS {
+        if nbf > x.now.saturating_add(LEEWAY_SECS) {
             return Err(claim("nbf", "not valid yet"));
         }
     }

@@ -174,7 +174,7 @@ async fn list_operations(State(app): AppState, Caller(_): Caller) -> Response {
 /// Body of `POST /api/v1/runs`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ExecBody {
+pub(crate) struct ExecBody {
     tool: String,
     #[serde(default)]
     args: Vec<String>,
@@ -207,7 +207,7 @@ async fn create_run(
 /// Body of `POST /api/v1/operations/{name}/runs`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct OperationBody {
+pub(crate) struct OperationBody {
     #[serde(default)]
     params: std::collections::BTreeMap<String, String>,
     #[serde(default)]
@@ -284,9 +284,9 @@ async fn show_run(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ReviewBody {
-    decision: String,
-    comment: Option<String>,
+pub(crate) struct ReviewBody {
+    pub(crate) decision: String,
+    pub(crate) comment: Option<String>,
 }
 
 async fn review_run(
@@ -303,11 +303,13 @@ async fn review_run(
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct CommentBody {
-    comment: Option<String>,
+pub(crate) struct CommentBody {
+    pub(crate) comment: Option<String>,
 }
 
-fn optional_body<T: serde::de::DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, ApiError> {
+pub(crate) fn optional_body<T: serde::de::DeserializeOwned + Default>(
+    bytes: &Bytes,
+) -> Result<T, ApiError> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(T::default());
     }

@@ -68,8 +68,9 @@ pub fn verify(
     Ok(())
 }
 
+/// A Slack interaction payload as the handler reads it (fields stay private).
 #[derive(Deserialize)]
-struct Payload {
+pub struct Payload {
     #[serde(rename = "type")]
     kind: String,
     user: Option<SlackUser>,
@@ -168,8 +169,8 @@ pub async fn handle(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
     StatusCode::OK.into_response()
 }
 
-/// The `payload` form field, as JSON.
-fn parse(body: &[u8]) -> Result<Payload, String> {
+/// The `payload` form field, as JSON (public for the fuzzer; `Err` is the 400's reason).
+pub fn parse(body: &[u8]) -> Result<Payload, String> {
     let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_string())?;
     let raw = form_value(text, "payload")
         .ok_or_else(|| "body must be a form with a `payload` field, as Slack sends".to_string())?;

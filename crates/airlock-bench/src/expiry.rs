@@ -120,6 +120,7 @@ fn insert_active(store: &dyn Store, id: &RequestId, not_after: OffsetDateTime) -
         },
         created_at: now,
         updated_at: now,
+        secret_salt: vec![],
     };
     let audit = AuditDraft::new(
         "grant.applied",

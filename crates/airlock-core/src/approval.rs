@@ -175,6 +175,7 @@ mod tests {
             },
             created_at: t,
             updated_at: t,
+            secret_salt: vec![],
         }
     }
 

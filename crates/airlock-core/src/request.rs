@@ -346,6 +346,11 @@ pub struct Request {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// Random bytes mixed into this grant's secret derivation, so the key
+    /// file alone does not give a grant's password; stored, never shown.
+    /// Empty for requests made before salts existed (they derive as before).
+    #[serde(skip)]
+    pub secret_salt: Vec<u8>,
 }
 
 #[cfg(test)]

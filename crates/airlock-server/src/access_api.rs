@@ -22,11 +22,14 @@ fn bad_query(e: axum::extract::rejection::QueryRejection) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, e.body_text())
 }
 
-/// `?user=` of `GET /api/v1/tokens`.
+/// `?user=&limit=&cursor=` of `GET /api/v1/tokens`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TokenQuery {
     user: Option<String>,
+    limit: Option<u32>,
+    /// From the previous page's `Link: <…>; rel="next"` header.
+    cursor: Option<String>,
 }
 
 /// `GET /api/v1/tokens`: admins list live tokens (never their secrets).
@@ -36,8 +39,26 @@ pub(crate) async fn list_tokens(
     q: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(bad_query)?;
-    let list = crate::tokens::list(&app, &p, q.user.as_deref()).await?;
-    Ok(axum::Json(list).into_response())
+    let after = q
+        .cursor
+        .as_deref()
+        .map(crate::tokens::parse_cursor)
+        .transpose()?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let (list, next) = crate::tokens::list(&app, &p, q.user.as_deref(), after, limit).await?;
+    let mut resp = axum::Json(list).into_response();
+    if let Some(c) = next {
+        let mut link = format!("</api/v1/tokens?cursor={c}&limit={limit}");
+        if let Some(u) = &q.user {
+            // A user name is `[a-z0-9._@-]` once parsed (list refused it otherwise).
+            link.push_str(&format!("&user={u}"));
+        }
+        link.push_str(">; rel=\"next\"");
+        if let Ok(v) = axum::http::HeaderValue::from_str(&link) {
+            resp.headers_mut().insert(axum::http::header::LINK, v);
+        }
+    }
+    Ok(resp)
 }
 
 /// Body of `POST /api/v1/tokens/revoke`: exactly one of `prefix` and `user`.

@@ -335,10 +335,17 @@ async fn list_requests(
         return Ok(json_response(StatusCode::OK, list));
     }
     filter.visible_to = crate::visibility::request_scope(&app, &p);
-    filter.after = q.cursor.as_deref().map(parse_cursor).transpose()?;
+    filter.after = match q.cursor.as_deref().map(parse_cursor).transpose()? {
+        Some((at, id)) => Some((at, RequestId::parse(id).map_err(|_| bad_cursor())?)),
+        None => None,
+    };
     let limit = filter.limit;
     let list = app.db_untracked(move |s| s.list_requests(&filter)).await?;
-    let next = next_cursor(&list, limit);
+    let next = next_cursor(
+        list.len(),
+        limit,
+        list.last().map(|r| (r.created_at, r.id.as_str())),
+    );
     Ok(with_next(
         json_response(StatusCode::OK, list),
         "/api/v1/requests",
@@ -348,31 +355,41 @@ async fn list_requests(
 }
 
 /// Page cursors are `MICROS-ID` of the last item of a page: opaque to callers.
-fn parse_cursor(s: &str) -> Result<(time::OffsetDateTime, RequestId), ApiError> {
-    let bad = || {
-        Error::invalid(
-            "cursor",
-            "not a cursor from a previous page's `Link` header",
-        )
-    };
-    let (micros, id) = s.split_once('-').ok_or_else(bad)?;
-    let micros: i128 = micros.parse().map_err(|_| bad())?;
-    let at = time::OffsetDateTime::from_unix_timestamp_nanos(micros * 1000).map_err(|_| bad())?;
-    Ok((at, RequestId::parse(id).map_err(|_| bad())?))
+/// Returns the time and the id text (the caller parses the id's own type).
+pub(crate) fn parse_cursor(s: &str) -> Result<(time::OffsetDateTime, &str), ApiError> {
+    let (micros, id) = s.split_once('-').ok_or_else(bad_cursor)?;
+    let micros: i128 = micros.parse().map_err(|_| bad_cursor())?;
+    let at =
+        time::OffsetDateTime::from_unix_timestamp_nanos(micros * 1000).map_err(|_| bad_cursor())?;
+    Ok((at, id))
 }
 
-/// The cursor after a full page of requests, if there may be more.
-fn next_cursor(list: &[airlock_core::Request], limit: u32) -> Option<String> {
-    let last = list.last().filter(|_| list.len() as u32 >= limit)?;
-    Some(format!(
-        "{}-{}",
-        last.created_at.unix_timestamp_nanos() / 1000,
-        last.id
-    ))
+/// The problem for a cursor that did not come from a `Link` header.
+pub(crate) fn bad_cursor() -> ApiError {
+    Error::invalid(
+        "cursor",
+        "not a cursor from a previous page's `Link` header",
+    )
+    .into()
+}
+
+/// The cursor after a full page (`len` items, the last at `last`), if there may be more.
+pub(crate) fn next_cursor(
+    len: usize,
+    limit: u32,
+    last: Option<(time::OffsetDateTime, &str)>,
+) -> Option<String> {
+    let (at, id) = last.filter(|_| len as u32 >= limit)?;
+    Some(format!("{}-{id}", at.unix_timestamp_nanos() / 1000))
 }
 
 /// Adds `Link: <PATH?…&cursor=C>; rel="next"` (RFC 8288) when there is a next page.
-fn with_next(mut resp: Response, path: &str, q: &ListQuery, next: Option<String>) -> Response {
+pub(crate) fn with_next(
+    mut resp: Response,
+    path: &str,
+    q: &ListQuery,
+    next: Option<String>,
+) -> Response {
     if let Some(c) = next {
         let mut query = vec![
             format!("cursor={c}"),

@@ -149,10 +149,21 @@ impl ServerKeys {
             })
     }
 
-    /// The per-grant secret: HMAC-SHA256(grant key, "grant:" || request id).
-    /// Unchanged since the first release: live grants' passwords depend on it.
-    pub fn grant_secret(&self, request_id: &str) -> [u8; 32] {
-        hmac(&self.grant_secret, &[b"grant:", request_id.as_bytes()])
+    /// The per-grant secret: HMAC-SHA256(grant key, "grant:" || request id
+    /// || ":" || salt), where the salt is the request's stored random salt, so
+    /// a copy of the key file alone derives no password. Requests made before
+    /// salts existed have none and derive as in the first release
+    /// (HMAC-SHA256(grant key, "grant:" || request id)): their live grants'
+    /// passwords depend on it.
+    pub fn grant_secret(&self, request_id: &str, salt: &[u8]) -> [u8; 32] {
+        if salt.is_empty() {
+            hmac(&self.grant_secret, &[b"grant:", request_id.as_bytes()])
+        } else {
+            hmac(
+                &self.grant_secret,
+                &[b"grant:", request_id.as_bytes(), b":", salt],
+            )
+        }
     }
 
     /// A keyed MAC for other purposes (`label` keeps them apart: `csrf`,
@@ -174,8 +185,14 @@ mod tests {
         let a = ServerKeys::load_or_create(&dir).unwrap();
         let b = ServerKeys::load_or_create(&dir).unwrap();
         assert_eq!(a.signing.to_bytes(), b.signing.to_bytes());
-        assert_eq!(a.grant_secret("r1"), b.grant_secret("r1"));
-        assert_ne!(a.grant_secret("r1"), a.grant_secret("r2"));
+        assert_eq!(a.grant_secret("r1", b"s"), b.grant_secret("r1", b"s"));
+        assert_ne!(a.grant_secret("r1", b"s"), a.grant_secret("r2", b"s"));
+        assert_ne!(
+            a.grant_secret("r1", b"s"),
+            a.grant_secret("r1", b"t"),
+            "the salt changes the secret"
+        );
+        assert_ne!(a.grant_secret("r1", b"s"), a.grant_secret("r1", b""));
         assert_eq!(
             ServerKeys::load_public(&dir).unwrap().unwrap(),
             a.signing.verifying_key()
@@ -193,7 +210,15 @@ mod tests {
         let mut want = <Hmac<Sha256> as Mac>::new_from_slice(&[42u8; 32]).unwrap();
         want.update(b"grant:req-1");
         let want: [u8; 32] = want.finalize().into_bytes().into();
-        assert_eq!(fixed().grant_secret("req-1"), want);
+        assert_eq!(fixed().grant_secret("req-1", b""), want);
+    }
+
+    #[test]
+    fn salted_grant_secrets_mix_the_salt_after_the_id() {
+        let mut want = <Hmac<Sha256> as Mac>::new_from_slice(&[42u8; 32]).unwrap();
+        want.update(b"grant:req-1:\x01\x02");
+        let want: [u8; 32] = want.finalize().into_bytes().into();
+        assert_eq!(fixed().grant_secret("req-1", &[1, 2]), want);
     }
 
     #[test]
@@ -204,6 +229,6 @@ mod tests {
         let mac_key = hmac(&[42u8; 32], &[b"airlock-mac-key-v1"]);
         assert_eq!(k.mac("csrf", b"data"), hmac(&mac_key, &[b"csrf:", b"data"]));
         // A MAC can never be mistaken for a grant secret, even for the label `grant`.
-        assert_ne!(k.mac("grant", b"req-1"), k.grant_secret("req-1"));
+        assert_ne!(k.mac("grant", b"req-1"), k.grant_secret("req-1", b""));
     }
 }

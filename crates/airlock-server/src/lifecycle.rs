@@ -35,6 +35,11 @@ pub fn new_request_id() -> RequestId {
     RequestId::parse(&s).expect("generated ids are valid")
 }
 
+/// 16 random bytes for a new request's grant-secret derivation.
+pub fn new_secret_salt() -> Vec<u8> {
+    rand::thread_rng().gen::<[u8; 16]>().to_vec()
+}
+
 /// The audit subject for a request.
 pub fn subject(id: &RequestId) -> String {
     format!("request:{id}")
@@ -80,7 +85,7 @@ pub fn grant_spec(app: &App, r: &Request) -> Result<GrantSpec, Error> {
         role: ent.role.clone(),
         target: ent.target.clone(),
         not_after,
-        secret: app.keys.grant_secret(r.id.as_str()),
+        secret: app.keys.grant_secret(r.id.as_str(), &r.secret_salt),
     })
 }
 
@@ -183,7 +188,7 @@ pub async fn create(
             ..ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "`{}` is reviewed by the owners of service `{}`, which the service catalog does not list                      (is catalog_url reachable?); ask an operator to fix the catalog",
+                    "`{}` is reviewed by the owners of service `{}`, which the service catalog does not list (is catalog_url reachable?); ask an operator to fix the catalog",
                     ent.name,
                     ent.service.as_ref().map(|s| s.as_str()).unwrap_or("?")
                 ),
@@ -216,6 +221,7 @@ pub async fn create(
         }),
         created_at: now,
         updated_at: now,
+        secret_salt: new_secret_salt(),
     };
     let sub = subject(&id);
     let mut audit = vec![AuditDraft::new(

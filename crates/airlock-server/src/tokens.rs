@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use airlock_core::audit_chain::AuditDraft;
 use airlock_core::{Error, Principal, UserName};
-use airlock_store::TokenRecord;
+use airlock_store::{TokenFilter, TokenRecord};
 use serde_json::json;
+use time::OffsetDateTime;
 
 use crate::app::App;
 use crate::lifecycle::fmt_time;
@@ -86,19 +87,42 @@ fn admin_only(who: &Principal, what: &str) -> Result<(), Error> {
     }
 }
 
-/// `airlock token list [--user U]`.
+/// `airlock token list [--user U]`: one page of at most `limit` tokens after
+/// `after`, and the cursor of the next page if there may be one.
 pub async fn list(
     app: &Arc<App>,
     who: &Principal,
     user: Option<&str>,
-) -> Result<Vec<TokenView>, ApiError> {
+    after: Option<(OffsetDateTime, [u8; 32])>,
+    limit: u32,
+) -> Result<(Vec<TokenView>, Option<String>), ApiError> {
     admin_only(who, "list tokens")?;
-    let user = user.map(UserName::parse).transpose()?;
+    let filter = TokenFilter {
+        user: user.map(UserName::parse).transpose()?,
+        after,
+        limit,
+    };
     let now = app.now();
     let tokens = app
-        .db_untracked(move |s| s.list_tokens(user.as_ref(), now))
+        .db_untracked(move |s| s.list_tokens(&filter, now))
         .await?;
-    Ok(tokens.iter().map(TokenView::from).collect())
+    let hex_last = tokens.last().map(|t| (t.created_at, hex::encode(t.hash)));
+    let next = crate::api::next_cursor(
+        tokens.len(),
+        limit,
+        hex_last.as_ref().map(|(at, h)| (*at, h.as_str())),
+    );
+    Ok((tokens.iter().map(TokenView::from).collect(), next))
+}
+
+/// The `(created_at, hash)` a token-list cursor names.
+pub fn parse_cursor(s: &str) -> Result<(OffsetDateTime, [u8; 32]), ApiError> {
+    let (at, id) = crate::api::parse_cursor(s)?;
+    let hash = hex::decode(id)
+        .ok()
+        .and_then(|h| <[u8; 32]>::try_from(h).ok())
+        .ok_or_else(crate::api::bad_cursor)?;
+    Ok((at, hash))
 }
 
 /// What `token revoke` names: one token by prefix, or every token of a user.
@@ -130,9 +154,13 @@ pub async fn revoke(
             (None, Some(p))
         }
     };
-    let u = user.clone();
+    let filter = TokenFilter {
+        user: user.clone(),
+        after: None,
+        limit: 10_000,
+    };
     let mut tokens = app
-        .db_untracked(move |s| s.list_tokens(u.as_ref(), now))
+        .db_untracked(move |s| s.list_tokens(&filter, now))
         .await?;
     if let Some(p) = &prefix {
         tokens.retain(|t| hex::encode(t.hash).starts_with(p.as_str()));

@@ -71,6 +71,17 @@ pub struct Lock {
     pub expires_at: Option<OffsetDateTime>,
 }
 
+/// Which live tokens [`AccessStore::list_tokens`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct TokenFilter {
+    /// Only this user's tokens.
+    pub user: Option<UserName>,
+    /// Only tokens listed after this one (a page cursor: its `created_at` and hash).
+    pub after: Option<(OffsetDateTime, [u8; 32])>,
+    /// At most this many (0 = 100, capped at 10,000).
+    pub limit: u32,
+}
+
 /// Identities, locks and tokens; part of [`Store`](crate::Store).
 pub trait AccessStore {
     /// Binds `name` to `(issuer, subject)` unless either is bound already, with
@@ -107,10 +118,11 @@ pub trait AccessStore {
     /// Locks in force at `now`.
     fn locks(&self, now: OffsetDateTime) -> StoreResult<Vec<Lock>>;
 
-    /// Tokens neither revoked nor expired at `now`, of `user` if given, newest first.
+    /// Tokens neither revoked nor expired at `now` that `filter` selects,
+    /// newest first (ties by hash).
     fn list_tokens(
         &self,
-        user: Option<&UserName>,
+        filter: &TokenFilter,
         now: OffsetDateTime,
     ) -> StoreResult<Vec<TokenRecord>>;
 

@@ -20,7 +20,7 @@ use crate::{StoreError, StoreResult, TokenRecord};
 /// Columns of `requests` in the order `RequestRow` expects them.
 pub(crate) const REQUEST_COLUMNS: &str = "id, entitlement, requester, reason, state, requested_duration, \
      not_before, not_after, breakglass, post_review_closed, grant_phase, grant_attempts, grant_last_error, \
-     grant_next_attempt_at, created_at, updated_at";
+     grant_next_attempt_at, created_at, updated_at, secret_salt";
 
 /// Columns of `tokens` in the order `TokenRow` expects them.
 pub(crate) const TOKEN_COLUMNS: &str =
@@ -30,6 +30,8 @@ pub(crate) const TOKEN_COLUMNS: &str =
 pub(crate) const DEFAULT_LIMIT: u32 = 100;
 pub(crate) const MAX_LIST_LIMIT: u32 = 1000;
 pub(crate) const MAX_AUDIT_PAGE: u32 = 10_000;
+/// Tokens are small and `token revoke --user` takes them all in one page.
+pub(crate) const MAX_TOKEN_PAGE: u32 = 10_000;
 
 /// `limit` with 0 meaning the default and anything above `cap` clamped.
 pub(crate) fn effective_limit(limit: u32, cap: u32) -> i64 {
@@ -93,6 +95,7 @@ pub(crate) struct RequestRow {
     pub grant_next_attempt_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    pub secret_salt: Vec<u8>,
 }
 
 impl RequestRow {
@@ -143,6 +146,7 @@ impl RequestRow {
             },
             created_at: from_micros(self.created_at, &what("created_at"))?,
             updated_at: from_micros(self.updated_at, &what("updated_at"))?,
+            secret_salt: self.secret_salt,
             id,
         })
     }

@@ -14,7 +14,7 @@ use airlock_core::{EntitlementName, GroupName, Span, UserName};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
-use crate::{Change, RequestFilter, Store, StoreError, TokenRecord};
+use crate::{Change, RequestFilter, Store, StoreError, TokenFilter, TokenRecord};
 
 /// Builds a fresh, empty store, optionally signing checkpoints.
 pub type MakeStore = dyn Fn(Option<CheckpointSigner>) -> Arc<dyn Store>;
@@ -102,6 +102,7 @@ fn sample(n: u32, created_at: OffsetDateTime) -> Request {
         },
         created_at,
         updated_at: created_at,
+        secret_salt: vec![7; 16],
     }
 }
 
@@ -1133,13 +1134,48 @@ pub fn token_list_shows_live_tokens_and_last_use(make: &MakeStore) {
         .revoke_token(&[3u8; 32], &draft("token.revoked", "user"), t0())
         .expect("revoke");
     let now = t0() + Duration::minutes(1);
-    let all = store.list_tokens(None, now).expect("list");
+    let all = store
+        .list_tokens(&TokenFilter::default(), now)
+        .expect("list");
     assert_eq!(
         all.iter().map(|t| t.hash[0]).collect::<Vec<_>>(),
         vec![2, 1]
     );
-    let alice = store.list_tokens(Some(&user("alice")), now).expect("list");
+    let alice = store
+        .list_tokens(
+            &TokenFilter {
+                user: Some(user("alice")),
+                ..Default::default()
+            },
+            now,
+        )
+        .expect("list");
     assert_eq!(alice.iter().map(|t| t.hash[0]).collect::<Vec<_>>(), vec![1]);
+    let first = store
+        .list_tokens(
+            &TokenFilter {
+                limit: 1,
+                ..Default::default()
+            },
+            now,
+        )
+        .expect("page 1");
+    assert_eq!(first.iter().map(|t| t.hash[0]).collect::<Vec<_>>(), vec![2]);
+    let rest = store
+        .list_tokens(
+            &TokenFilter {
+                after: Some((first[0].created_at, first[0].hash)),
+                limit: 1,
+                ..Default::default()
+            },
+            now,
+        )
+        .expect("page 2");
+    assert_eq!(
+        rest.iter().map(|t| t.hash[0]).collect::<Vec<_>>(),
+        vec![1],
+        "the cursor continues after the last token of the previous page"
+    );
     store.touch_token(&[1u8; 32], now).expect("touch");
     assert_eq!(
         store

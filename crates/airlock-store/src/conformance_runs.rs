@@ -35,6 +35,7 @@ macro_rules! run_store_conformance_tests {
             run_reviews_are_unique_per_reviewer,
             due_runs_selects_lapsed_startable_and_abandoned_runs,
             list_runs_is_newest_first_and_filters,
+            list_runs_pages_with_a_cursor_across_equal_times,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -570,10 +571,51 @@ pub fn list_runs_is_newest_first_and_filters(make: &MakeStore) {
             requester: Some(user("bob")),
             state: Some(RunState::Approved),
             limit: 1,
+            ..Default::default()
         })
         .expect("list");
     assert_eq!(
         bobs.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
         vec![run_id(3)]
     );
+}
+
+/// A cursor (`created_at`, id of the last item) continues exactly after it,
+/// also when several runs share one `created_at`: every run once, in order.
+pub fn list_runs_pages_with_a_cursor_across_equal_times(make: &MakeStore) {
+    let store = make(None);
+    for i in 0..7u32 {
+        // Pairs share a timestamp: 0,1 | 2,3 | 4,5 | 6.
+        create(
+            &*store,
+            sample(
+                i,
+                RunState::Pending,
+                t0() + Duration::seconds((i / 2) as i64),
+            ),
+        );
+    }
+    let all: Vec<RunId> = store
+        .list_runs(&RunFilter::default())
+        .expect("list")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(all.len(), 7);
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_runs(&RunFilter {
+                after: after.clone(),
+                limit: 3,
+                ..Default::default()
+            })
+            .expect("page");
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        after = Some((last.created_at, last.id.clone()));
+        paged.extend(page.iter().map(|r| r.id.clone()));
+    }
+    assert_eq!(paged, all, "pages concatenate to the unpaged list");
 }

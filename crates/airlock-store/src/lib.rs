@@ -20,7 +20,7 @@ mod pg;
 mod runs;
 mod sqlite;
 
-pub use access::{AccessStore, BindOutcome, Lock, LockKind};
+pub use access::{AccessStore, BindOutcome, Lock, LockKind, TokenFilter};
 pub use notify::NotifyStore;
 pub use pg::PgStore;
 pub use runs::{

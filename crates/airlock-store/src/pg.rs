@@ -196,6 +196,10 @@ CREATE TABLE locks (
 ALTER TABLE audit_checkpoints ADD COLUMN note TEXT;
 ALTER TABLE audit_head ADD COLUMN frontier BYTEA;
 "#,
+    // A random salt per request for its grant secret (empty: made before salts).
+    r#"
+ALTER TABLE requests ADD COLUMN secret_salt BYTEA NOT NULL DEFAULT '';
+"#,
 ];
 
 fn db(e: postgres::Error) -> StoreError {
@@ -345,6 +349,7 @@ fn read_request_row(r: &Row) -> Result<RequestRow, postgres::Error> {
         grant_next_attempt_at: r.try_get(13)?,
         created_at: r.try_get(14)?,
         updated_at: r.try_get(15)?,
+        secret_salt: r.try_get(16)?,
     })
 }
 
@@ -580,7 +585,7 @@ impl Store for PgStore {
             tx.execute(
                 &format!(
                     "INSERT INTO requests ({REQUEST_COLUMNS}, lapses_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
                 ),
                 &[
                     &r.id.as_str(),
@@ -599,6 +604,7 @@ impl Store for PgStore {
                     &r.grant.next_attempt_at.map(codec::micros),
                     &codec::micros(r.created_at),
                     &codec::micros(r.updated_at),
+                    &r.secret_salt,
                     &codec::micros(lapses_at),
                 ],
             )

@@ -164,7 +164,10 @@ pub struct RunLease {
 pub struct RunFilter {
     pub state: Option<RunState>,
     pub requester: Option<UserName>,
-    /// Newest first, at most this many (0 = 100, capped at 1000).
+    /// Only runs listed after this one in the order below (a page cursor:
+    /// its `created_at` and id).
+    pub after: Option<(OffsetDateTime, RunId)>,
+    /// Newest first (ties by id), at most this many (0 = 100, capped at 1000).
     pub limit: u32,
 }
 

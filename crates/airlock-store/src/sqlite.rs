@@ -184,6 +184,10 @@ CREATE TABLE locks (
 ALTER TABLE audit_checkpoints ADD COLUMN note TEXT;
 ALTER TABLE audit_head ADD COLUMN frontier BLOB;
 "#,
+    // A random salt per request for its grant secret (empty: made before salts).
+    r#"
+ALTER TABLE requests ADD COLUMN secret_salt BLOB NOT NULL DEFAULT X'';
+"#,
 ];
 
 /// SQLite-backed [`Store`].
@@ -291,6 +295,7 @@ fn read_request_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRow> {
         grant_next_attempt_at: r.get(13)?,
         created_at: r.get(14)?,
         updated_at: r.get(15)?,
+        secret_salt: r.get(16)?,
     })
 }
 
@@ -516,7 +521,7 @@ impl Store for SqliteStore {
             let r = request;
             tx.prepare_cached(&format!(
                 "INSERT INTO requests ({REQUEST_COLUMNS}, lapses_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
             ))
             .map_err(db)?
             .execute(params![
@@ -536,6 +541,7 @@ impl Store for SqliteStore {
                 r.grant.next_attempt_at.map(codec::micros),
                 codec::micros(r.created_at),
                 codec::micros(r.updated_at),
+                r.secret_salt,
                 codec::micros(lapses_at),
             ])
             .map_err(|e| if is_unique_violation(&e) { StoreError::Duplicate(format!("request `{}`", r.id)) } else { db(e) })?;

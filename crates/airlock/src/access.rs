@@ -78,7 +78,8 @@ pub fn token_list(c: &Client, out: Output, user: Option<String>) -> Result<()> {
         Some(u) => format!("/api/v1/tokens?user={}", urlencode(&u)),
         None => "/api/v1/tokens".into(),
     };
-    let v = c.get(&path)?;
+    // Every page: an admin cutting someone off must see all of their tokens.
+    let v = c.get_all(&path, 1000)?;
     emit(out, &v, |v| lines(v, token_line, "no live tokens"));
     Ok(())
 }

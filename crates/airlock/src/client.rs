@@ -95,6 +95,23 @@ impl Client {
         self.call("GET", path, None)
     }
 
+    /// GET a JSON array and every further page its `Link: <…>; rel="next"`
+    /// headers name (RFC 8288), concatenated; stops after `max_pages`.
+    pub fn get_all(&self, path: &str, max_pages: usize) -> Result<Value> {
+        let mut items = Vec::new();
+        let mut next = Some(path.to_string());
+        for _ in 0..max_pages {
+            let Some(p) = next.take() else { break };
+            let resp = self.send("GET", &p, None)?;
+            next = resp.header("link").and_then(next_link);
+            match serde_json::from_str(&resp.into_string()?)? {
+                Value::Array(page) => items.extend(page),
+                other => return Err(anyhow!("expected a JSON list from {p}, got {other}")),
+            }
+        }
+        Ok(Value::Array(items))
+    }
+
     /// POST a JSON body.
     pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
         self.call("POST", path, Some(body))
@@ -132,5 +149,39 @@ impl Client {
                 self.addr
             )),
         }
+    }
+}
+
+/// The path of the `rel="next"` target in a `Link` header, if it names one on
+/// this server (a path, never another host).
+fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (target, params) = part.trim().split_once(';')?;
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        let is_next = params
+            .split(';')
+            .any(|p| p.trim().replace(' ', "") == "rel=\"next\"");
+        (is_next && target.starts_with('/') && !target.starts_with("//"))
+            .then(|| target.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_link;
+
+    #[test]
+    fn next_link_takes_only_a_local_next_target() {
+        assert_eq!(
+            next_link("</api/v1/tokens?cursor=1-ab&limit=2>; rel=\"next\"").as_deref(),
+            Some("/api/v1/tokens?cursor=1-ab&limit=2")
+        );
+        assert_eq!(
+            next_link("</a>; rel=\"prev\", </b>; rel=\"next\"").as_deref(),
+            Some("/b")
+        );
+        assert_eq!(next_link("<https://evil.example/x>; rel=\"next\""), None);
+        assert_eq!(next_link("<//evil.example/x>; rel=\"next\""), None);
+        assert_eq!(next_link("</a>; rel=\"prev\""), None);
     }
 }

@@ -25,7 +25,7 @@ use super::frames::{self, frame, json_frame, Kind};
 use super::hub::Chunk;
 use super::operation::{self, OperationInput};
 use super::{execution, review};
-use crate::api::{ApiJson, ListQuery};
+use crate::api::{bad_cursor, next_cursor, parse_cursor, with_next, ApiJson, ListQuery};
 use crate::app::App;
 use crate::auth::Caller;
 use crate::lifecycle::fmt_time;
@@ -259,7 +259,19 @@ async fn list_runs(
         filter.state = Some(RunState::Pending);
         filter.limit = 1000;
     }
+    filter.after = match q.cursor.as_deref().map(parse_cursor).transpose()? {
+        Some((at, id)) => Some((at, RunId::parse(id).map_err(|_| bad_cursor())?)),
+        None => None,
+    };
+    let limit = filter.limit;
     let mut list = app.db_untracked(move |s| s.list_runs(&filter)).await?;
+    // The cursor follows the store's page, before the per-reader filter below
+    // may shorten it: a short page is not the end.
+    let next = next_cursor(
+        list.len(),
+        limit,
+        list.last().map(|r| (r.created_at, r.id.as_str())),
+    );
     list.retain(|r| crate::visibility::may_read_run(&app, &p, r));
     if q.to_review {
         list.retain(|r| {
@@ -268,7 +280,12 @@ async fn list_runs(
                 && !r.reviews.iter().any(|v| v.reviewer == p.name)
         });
     }
-    Ok(json_response(StatusCode::OK, list))
+    Ok(with_next(
+        json_response(StatusCode::OK, list),
+        "/api/v1/runs",
+        &q,
+        next,
+    ))
 }
 
 async fn show_run(

@@ -7,7 +7,7 @@ use airlock_core::UserName;
 use time::OffsetDateTime;
 
 use super::{append_audit_tx, col, db, token_row, PgStore};
-use crate::access::{AccessStore, BindOutcome, Lock, LockKind};
+use crate::access::{AccessStore, BindOutcome, Lock, LockKind, TokenFilter};
 use crate::codec::{self, TOKEN_COLUMNS};
 use crate::{StoreResult, TokenRecord};
 
@@ -148,19 +148,26 @@ impl AccessStore for PgStore {
 
     fn list_tokens(
         &self,
-        user: Option<&UserName>,
+        filter: &TokenFilter,
         now: OffsetDateTime,
     ) -> StoreResult<Vec<TokenRecord>> {
-        let user = user.map(|u| u.as_str());
+        let user = filter.user.as_ref().map(|u| u.as_str());
+        let (after_at, after_hash) = match &filter.after {
+            Some((at, hash)) => (Some(codec::micros(*at)), Some(hash.to_vec())),
+            None => (None, None),
+        };
+        let limit = codec::effective_limit(filter.limit, codec::MAX_TOKEN_PAGE);
         let rows = self
             .pool
             .get()?
             .query(
                 &format!(
                     "SELECT {TOKEN_COLUMNS} FROM tokens WHERE NOT revoked AND expires_at > $1 \
-                     AND ($2::text IS NULL OR user_name = $2) ORDER BY created_at DESC LIMIT 10000"
+                     AND ($2::text IS NULL OR user_name = $2) \
+                     AND ($3::bigint IS NULL OR created_at < $3 OR (created_at = $3 AND hash > $4)) \
+                     ORDER BY created_at DESC, hash LIMIT $5"
                 ),
-                &[&codec::micros(now), &user],
+                &[&codec::micros(now), &user, &after_at, &after_hash, &limit],
             )
             .map_err(db)?;
         rows.iter().map(|r| token_row(r)?.decode()).collect()

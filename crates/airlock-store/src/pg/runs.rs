@@ -219,6 +219,10 @@ impl RunStore for PgStore {
         let state = filter.state.map(|s| s.as_str());
         let requester = filter.requester.as_ref().map(|r| r.as_str());
         let limit = codec::effective_limit(filter.limit, codec::MAX_LIST_LIMIT);
+        let after = filter
+            .after
+            .as_ref()
+            .map(|(at, id)| (codec::micros(*at), id.as_str()));
         let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE TRUE");
         let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
         if let Some(s) = &state {
@@ -228,6 +232,15 @@ impl RunStore for PgStore {
         if let Some(r) = &requester {
             args.push(r);
             sql.push_str(&format!(" AND requester = ${}", args.len()));
+        }
+        if let Some((at, id)) = &after {
+            args.push(at);
+            args.push(id);
+            sql.push_str(&format!(
+                " AND (created_at < ${0} OR (created_at = ${0} AND id > ${1}))",
+                args.len() - 1,
+                args.len()
+            ));
         }
         args.push(&limit);
         sql.push_str(&format!(

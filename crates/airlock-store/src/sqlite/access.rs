@@ -6,7 +6,7 @@ use rusqlite::{params, OptionalExtension};
 use time::OffsetDateTime;
 
 use super::{append_audit_tx, db, token_row, SqliteStore};
-use crate::access::{AccessStore, BindOutcome, Lock, LockKind};
+use crate::access::{AccessStore, BindOutcome, Lock, LockKind, TokenFilter};
 use crate::codec::{self, TokenRow, TOKEN_COLUMNS};
 use crate::{StoreResult, TokenRecord};
 
@@ -140,19 +140,31 @@ impl AccessStore for SqliteStore {
 
     fn list_tokens(
         &self,
-        user: Option<&UserName>,
+        filter: &TokenFilter,
         now: OffsetDateTime,
     ) -> StoreResult<Vec<TokenRecord>> {
+        let (after_at, after_hash) = match &filter.after {
+            Some((at, hash)) => (Some(codec::micros(*at)), Some(hash.to_vec())),
+            None => (None, None),
+        };
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(&format!(
                 "SELECT {TOKEN_COLUMNS} FROM tokens WHERE revoked = 0 AND expires_at > ?1 \
-                 AND (?2 IS NULL OR user_name = ?2) ORDER BY created_at DESC LIMIT 10000"
+                 AND (?2 IS NULL OR user_name = ?2) \
+                 AND (?3 IS NULL OR created_at < ?3 OR (created_at = ?3 AND hash > ?4)) \
+                 ORDER BY created_at DESC, hash LIMIT ?5"
             ))
             .map_err(db)?;
         let rows: Vec<TokenRow> = stmt
             .query_map(
-                params![codec::micros(now), user.map(|u| u.as_str())],
+                params![
+                    codec::micros(now),
+                    filter.user.as_ref().map(|u| u.as_str()),
+                    after_at,
+                    after_hash,
+                    codec::effective_limit(filter.limit, codec::MAX_TOKEN_PAGE),
+                ],
                 token_row,
             )
             .map_err(db)?

@@ -251,6 +251,15 @@ impl RunStore for SqliteStore {
             args.push(Box::new(requester.as_str().to_owned()));
             sql.push_str(&format!(" AND requester = ?{}", args.len()));
         }
+        if let Some((at, id)) = &filter.after {
+            args.push(Box::new(codec::micros(*at)));
+            args.push(Box::new(id.as_str().to_owned()));
+            sql.push_str(&format!(
+                " AND (created_at < ?{0} OR (created_at = ?{0} AND id > ?{1}))",
+                args.len() - 1,
+                args.len()
+            ));
+        }
         args.push(Box::new(codec::effective_limit(
             filter.limit,
             codec::MAX_LIST_LIMIT,

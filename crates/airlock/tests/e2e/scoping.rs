@@ -75,25 +75,26 @@ both_stores!(a_non_admin_reads_only_what_they_made_or_may_review, |db| {
     assert_eq!(s.json(&dave, &["audit", "verify"])["ok"], true);
 });
 
-#[test]
-fn request_lists_page_by_cursor_in_the_link_header() {
-    let s = Server::start(Setup::new(Db::Sqlite));
-    let alice = s.token("alice");
-    let made: Vec<String> = (0..5)
-        .map(|_| id_of(&s.json(&alice, &["request", "two-person", "--for", "5m"])))
-        .collect();
-    let mut path = "/api/v1/requests?limit=2".to_string();
-    let mut seen = vec![];
+/// Follows `Link: <…>; rel="next"` from `path` and returns each page's `field`s.
+fn follow_pages(s: &Server, token: &str, path: &str, field: &str) -> Vec<Vec<String>> {
+    let mut path = path.to_string();
+    let mut pages = vec![];
     let agent = ureq::AgentBuilder::new().build();
-    for _ in 0..10 {
+    for _ in 0..20 {
         let resp = agent
             .get(&format!("{}{path}", s.addr))
-            .set("Authorization", &format!("Bearer {alice}"))
+            .set("Authorization", &format!("Bearer {token}"))
             .call()
             .unwrap();
         let link = resp.header("link").map(str::to_string);
         let page: serde_json::Value = serde_json::from_str(&resp.into_string().unwrap()).unwrap();
-        seen.extend(ids(&page));
+        pages.push(
+            page.as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r[field].as_str().unwrap().to_string())
+                .collect(),
+        );
         match link {
             Some(l) => {
                 path = l
@@ -102,17 +103,67 @@ fn request_lists_page_by_cursor_in_the_link_header() {
                     .map(|(p, _)| p.to_string())
                     .unwrap_or_else(|| panic!("bad Link header {l}"));
             }
-            None => break,
+            None => return pages,
         }
     }
+    panic!("more than 20 pages from {path}")
+}
+
+#[test]
+fn request_lists_page_by_cursor_in_the_link_header() {
+    let s = Server::start(Setup::new(Db::Sqlite));
+    let alice = s.token("alice");
+    let made: Vec<String> = (0..5)
+        .map(|_| id_of(&s.json(&alice, &["request", "two-person", "--for", "5m"])))
+        .collect();
+    let pages = follow_pages(&s, &alice, "/api/v1/requests?limit=2", "id");
+    assert_eq!(pages.len(), 3, "2 + 2 + 1: {pages:?}");
     let mut want = made.clone();
     want.reverse();
-    assert_eq!(seen, want, "every request once, newest first");
+    assert_eq!(pages.concat(), want, "every request once, newest first");
     let (status, _, v) = s.http(
         "GET",
         "/api/v1/requests?cursor=nonsense",
         Some(&alice),
         None,
     );
+    assert_eq!(status, 400, "{v}");
+}
+
+#[test]
+fn run_and_token_lists_page_by_cursor_too() {
+    let tools = crate::proxy_kit::Tools::new();
+    let s = tools.server(Db::Sqlite);
+    let alice = s.token("alice");
+    let runs: Vec<String> = (0..5)
+        .map(|i| {
+            id_of(&crate::proxy_kit::cli_json(
+                &s,
+                &alice,
+                &["exec", "--", "argv", "get", &format!("p{i}")],
+            ))
+        })
+        .collect();
+    let pages = follow_pages(&s, &alice, "/api/v1/runs?mine=true&limit=2", "id");
+    assert_eq!(pages.len(), 3, "2 + 2 + 1: {pages:?}");
+    let mut want = runs.clone();
+    want.reverse();
+    assert_eq!(pages.concat(), want, "every run once, newest first");
+    let (status, _, v) = s.http("GET", "/api/v1/runs?cursor=1-nope", Some(&alice), None);
+    assert_eq!(status, 400, "{v}");
+
+    // Tokens: alice's one, plus four more; pages of two, and the CLI follows them all.
+    for _ in 0..4 {
+        s.token("alice");
+    }
+    let pages = follow_pages(&s, &s.admin, "/api/v1/tokens?user=alice&limit=2", "prefix");
+    assert_eq!(pages.len(), 3, "5 tokens in pages of 2: {pages:?}");
+    let mut all = pages.concat();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 5, "no token twice: {pages:?}");
+    let listed = s.json(&s.admin, &["token", "list", "--user", "alice"]);
+    assert_eq!(listed.as_array().unwrap().len(), 5, "{listed}");
+    let (status, _, v) = s.http("GET", "/api/v1/tokens?cursor=5-zz", Some(&s.admin), None);
     assert_eq!(status, 400, "{v}");
 }

@@ -26,6 +26,7 @@ fn request(reason: &str) -> Request {
         },
         created_at: now,
         updated_at: now,
+        secret_salt: vec![],
     }
 }
 

@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
+use airlock_api::access::{
+    LockPlaced, LockView, NewLock, Rebound, RevokeTokens, RevokedTokens, Unlocked,
+};
 use airlock_store::{Lock, LockKind};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::api::ApiJson;
 use crate::app::App;
@@ -44,29 +46,24 @@ pub(crate) async fn list_tokens(
         .as_deref()
         .map(crate::tokens::parse_cursor)
         .transpose()?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = q
+        .limit
+        .unwrap_or(airlock_api::page::DEFAULT_LIMIT)
+        .clamp(1, airlock_api::page::MAX_LIMIT);
     let (list, next) = crate::tokens::list(&app, &p, q.user.as_deref(), after, limit).await?;
     let mut resp = axum::Json(list).into_response();
     if let Some(c) = next {
-        let mut link = format!("</api/v1/tokens?cursor={c}&limit={limit}");
+        let mut query = vec![format!("cursor={c}"), format!("limit={limit}")];
         if let Some(u) = &q.user {
             // A user name is `[a-z0-9._@-]` once parsed (list refused it otherwise).
-            link.push_str(&format!("&user={u}"));
+            query.push(format!("user={u}"));
         }
-        link.push_str(">; rel=\"next\"");
+        let link = airlock_api::page::next_link_header("/api/v1/tokens", &query);
         if let Ok(v) = axum::http::HeaderValue::from_str(&link) {
             resp.headers_mut().insert(axum::http::header::LINK, v);
         }
     }
     Ok(resp)
-}
-
-/// Body of `POST /api/v1/tokens/revoke`: exactly one of `prefix` and `user`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RevokeTokens {
-    pub(crate) prefix: Option<String>,
-    pub(crate) user: Option<String>,
 }
 
 /// `POST /api/v1/tokens/revoke`.
@@ -87,15 +84,18 @@ pub(crate) async fn revoke_tokens(
         }
     };
     let revoked = crate::tokens::revoke(&app, &p, selector).await?;
-    Ok(axum::Json(json!({ "revoked": revoked })).into_response())
+    Ok(axum::Json(RevokedTokens { revoked }).into_response())
 }
 
-fn lock_json(l: &Lock) -> serde_json::Value {
-    json!({
-        "kind": l.kind.as_str(), "name": l.name, "reason": l.reason,
-        "created_by": l.created_by, "created_at": fmt_time(l.created_at),
-        "expires_at": l.expires_at.map(fmt_time),
-    })
+fn lock_view(l: &Lock) -> LockView {
+    LockView {
+        kind: l.kind.as_str().to_string(),
+        name: l.name.clone(),
+        reason: l.reason.clone(),
+        created_by: l.created_by.clone(),
+        created_at: fmt_time(l.created_at),
+        expires_at: l.expires_at.map(fmt_time),
+    }
 }
 
 /// `GET /api/v1/locks` (admins).
@@ -108,19 +108,7 @@ pub(crate) async fn list_locks(
     }
     let now = app.now();
     let locks = app.db_untracked(move |s| s.locks(now)).await?;
-    Ok(axum::Json(locks.iter().map(lock_json).collect::<Vec<_>>()).into_response())
-}
-
-/// Body of `POST /api/v1/locks`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct NewLock {
-    pub(crate) kind: String,
-    pub(crate) name: String,
-    pub(crate) reason: String,
-    /// How long it holds (`1h`); absent = until unlocked.
-    #[serde(rename = "for")]
-    pub(crate) duration: Option<String>,
+    Ok(axum::Json(locks.iter().map(lock_view).collect::<Vec<_>>()).into_response())
 }
 
 /// `POST /api/v1/locks`: places a lock and ends what it covers.
@@ -132,9 +120,11 @@ pub(crate) async fn create_lock(
     let kind = LockKind::parse(&b.kind)?;
     let (lock, done) =
         crate::locks::lock(&app, &p, kind, &b.name, &b.reason, b.duration.as_deref()).await?;
-    let mut v = lock_json(&lock);
-    v["enforced"] = json!(done);
-    Ok((StatusCode::CREATED, axum::Json(v)).into_response())
+    let placed = LockPlaced {
+        lock: lock_view(&lock),
+        enforced: done,
+    };
+    Ok((StatusCode::CREATED, axum::Json(placed)).into_response())
 }
 
 /// `DELETE /api/v1/locks/{kind}/{name}`.
@@ -145,7 +135,12 @@ pub(crate) async fn remove_lock(
 ) -> Result<Response, ApiError> {
     let kind = LockKind::parse(&kind)?;
     crate::locks::unlock(&app, &p, kind, &name).await?;
-    Ok(axum::Json(json!({"unlocked": true, "kind": kind.as_str(), "name": name})).into_response())
+    Ok(axum::Json(Unlocked {
+        unlocked: true,
+        kind: kind.as_str().to_string(),
+        name,
+    })
+    .into_response())
 }
 
 /// `POST /api/v1/users/{name}/rebind`: releases a name bound to an OIDC identity.
@@ -161,5 +156,9 @@ pub(crate) async fn rebind_user(
         ))
         .into());
     }
-    Ok(axum::Json(json!({"rebound": true, "user": name.to_ascii_lowercase()})).into_response())
+    Ok(axum::Json(Rebound {
+        rebound: true,
+        user: name.to_ascii_lowercase(),
+    })
+    .into_response())
 }

@@ -306,6 +306,15 @@ pub(crate) struct ListQuery {
     pub cursor: Option<String>,
 }
 
+impl ListQuery {
+    /// Items per page: `limit`, default 100, at most 1,000.
+    pub fn page_limit(&self) -> u32 {
+        self.limit
+            .unwrap_or(airlock_api::page::DEFAULT_LIMIT)
+            .min(airlock_api::page::MAX_LIMIT)
+    }
+}
+
 async fn list_requests(
     State(app): AppState,
     Caller(p): Caller,
@@ -313,7 +322,7 @@ async fn list_requests(
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let mut filter = RequestFilter {
-        limit: q.limit.unwrap_or(100).min(1000),
+        limit: q.page_limit(),
         ..Default::default()
     };
     if let Some(s) = &q.state {
@@ -391,10 +400,7 @@ pub(crate) fn with_next(
     next: Option<String>,
 ) -> Response {
     if let Some(c) = next {
-        let mut query = vec![
-            format!("cursor={c}"),
-            format!("limit={}", q.limit.unwrap_or(100).min(1000)),
-        ];
+        let mut query = vec![format!("cursor={c}"), format!("limit={}", q.page_limit())];
         if let Some(s) = &q.state {
             query.push(format!("state={s}"));
         }
@@ -404,7 +410,7 @@ pub(crate) fn with_next(
         if q.to_review {
             query.push("to_review=true".into());
         }
-        let link = format!("<{path}?{}>; rel=\"next\"", query.join("&"));
+        let link = airlock_api::page::next_link_header(path, &query);
         if let Ok(v) = header::HeaderValue::from_str(&link) {
             resp.headers_mut().insert(header::LINK, v);
         }

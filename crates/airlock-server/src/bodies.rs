@@ -101,10 +101,10 @@ pub fn parse_body(kind: BodyKind, bytes: &[u8]) -> Result<(), String> {
             }
         }
         BodyKind::RevokeTokens => {
-            let _: crate::access_api::RevokeTokens = json(bytes)?;
+            let _: airlock_api::access::RevokeTokens = json(bytes)?;
         }
         BodyKind::NewLock => {
-            let b: crate::access_api::NewLock = json(bytes)?;
+            let b: airlock_api::access::NewLock = json(bytes)?;
             LockKind::parse(&b.kind).map_err(|e| e.to_string())?;
             if let Some(d) = &b.duration {
                 span(d)?;

@@ -35,16 +35,7 @@ impl LockCache {
     }
 }
 
-/// What a lock did at once.
-#[derive(Debug, Default, serde::Serialize)]
-pub struct Enforcement {
-    /// Active grants revoked (their removal on the provider is under way).
-    pub revoked: Vec<String>,
-    /// Pending requests withdrawn.
-    pub withdrawn: Vec<String>,
-    /// Runs cancelled.
-    pub cancelled_runs: Vec<String>,
-}
+pub use airlock_api::access::Enforcement;
 
 /// Locks in force now (cached for [`LOCK_CACHE`]).
 pub async fn in_force(app: &Arc<App>) -> Result<Arc<Vec<Lock>>, ApiError> {

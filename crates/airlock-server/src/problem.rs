@@ -1,9 +1,9 @@
 //! Errors on the wire: RFC 9457 `application/problem+json`, one mapping from
 //! the domain error kinds to HTTP statuses.
 
+use airlock_api::Problem;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 /// An HTTP-facing error.
 #[derive(Debug)]
@@ -13,19 +13,6 @@ pub struct ApiError {
     pub current_state: Option<String>,
     pub field: Option<String>,
     pub retry_after: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    title: &'a str,
-    status: u16,
-    detail: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    current_state: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
 }
 
 impl ApiError {
@@ -98,20 +85,19 @@ impl From<airlock_store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let title = self.status.canonical_reason().unwrap_or("error");
         let body = Problem {
-            kind: "about:blank",
-            title,
+            kind: "about:blank".into(),
+            title: self.status.canonical_reason().unwrap_or("error").into(),
             status: self.status.as_u16(),
-            detail: &self.detail,
-            current_state: self.current_state.as_deref(),
-            field: self.field.as_deref(),
+            detail: self.detail,
+            current_state: self.current_state,
+            field: self.field,
         };
         let mut resp = (self.status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
         let h = resp.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
+            HeaderValue::from_static(airlock_api::problem::CONTENT_TYPE),
         );
         if self.status == StatusCode::UNAUTHORIZED {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use airlock_api::access::TokenView;
 use airlock_core::audit_chain::AuditDraft;
 use airlock_core::{Error, Principal, UserName};
 use airlock_store::{TokenFilter, TokenRecord};
@@ -23,34 +24,18 @@ const TOUCH_EVERY: Duration = Duration::from_secs(60);
 /// Bound on the in-memory record of recent touches.
 const MAX_TOUCHED: usize = 100_000;
 
-/// A token as admins see it.
-#[derive(Debug, serde::Serialize)]
-pub struct TokenView {
-    pub prefix: String,
-    pub user: UserName,
-    pub admin: bool,
-    pub groups: Vec<String>,
-    pub created_by: String,
-    pub created_at: String,
-    pub expires_at: String,
-    pub last_used_at: Option<String>,
-    /// A web session (started from a login or from another token).
-    pub session: bool,
-}
-
-impl From<&TokenRecord> for TokenView {
-    fn from(t: &TokenRecord) -> Self {
-        TokenView {
-            prefix: t.prefix(),
-            user: t.user.clone(),
-            admin: t.admin,
-            groups: t.groups.iter().map(|g| g.to_string()).collect(),
-            created_by: t.created_by.clone(),
-            created_at: fmt_time(t.created_at),
-            expires_at: fmt_time(t.expires_at),
-            last_used_at: t.last_used_at.map(fmt_time),
-            session: t.created_by.starts_with("login:"),
-        }
+/// A token as admins see it (the wire type is shared with the CLI).
+pub fn view(t: &TokenRecord) -> TokenView {
+    TokenView {
+        prefix: t.prefix(),
+        user: t.user.to_string(),
+        admin: t.admin,
+        groups: t.groups.iter().map(|g| g.to_string()).collect(),
+        created_by: t.created_by.clone(),
+        created_at: fmt_time(t.created_at),
+        expires_at: fmt_time(t.expires_at),
+        last_used_at: t.last_used_at.map(fmt_time),
+        session: t.created_by.starts_with("login:"),
     }
 }
 
@@ -112,7 +97,7 @@ pub async fn list(
         limit,
         hex_last.as_ref().map(|(at, h)| (*at, h.as_str())),
     );
-    Ok((tokens.iter().map(TokenView::from).collect(), next))
+    Ok((tokens.iter().map(view).collect(), next))
 }
 
 /// The `(created_at, hash)` a token-list cursor names.
@@ -191,7 +176,7 @@ pub async fn revoke(
         );
         let hash = t.hash;
         if app.db(move |s| s.revoke_token(&hash, &audit, now)).await? {
-            revoked.push(TokenView::from(&t));
+            revoked.push(view(&t));
         }
     }
     if revoked.is_empty() {

@@ -1,12 +1,14 @@
 //! Client commands that cut people off: `token list|revoke`, `lock`,
 //! `unlock`, `user rebind` (all admin).
 
+use airlock_api::access::{
+    LockPlaced, LockView, NewLock, Rebound, RevokeTokens, RevokedTokens, TokenView, Unlocked,
+};
 use anyhow::Result;
 use clap::Subcommand;
-use serde_json::{json, Value};
 
 use crate::client::Client;
-use crate::{emit, urlencode, Output};
+use crate::{emit_as, urlencode, Output};
 
 /// `airlock lock …`.
 #[derive(Subcommand)]
@@ -48,28 +50,24 @@ pub enum UserCommand {
     Rebind { name: String },
 }
 
-fn token_line(t: &Value) -> String {
+fn token_line(t: &TokenView) -> String {
     format!(
         "{}  {:<24} created {}  expires {}  last used {}{}{}",
-        t["prefix"].as_str().unwrap_or(""),
-        t["user"].as_str().unwrap_or(""),
-        t["created_at"].as_str().unwrap_or(""),
-        t["expires_at"].as_str().unwrap_or(""),
-        t["last_used_at"].as_str().unwrap_or("never"),
-        if t["admin"] == true { "  admin" } else { "" },
-        if t["session"] == true {
-            "  (web session)"
-        } else {
-            ""
-        },
+        t.prefix,
+        t.user,
+        t.created_at,
+        t.expires_at,
+        t.last_used_at.as_deref().unwrap_or("never"),
+        if t.admin { "  admin" } else { "" },
+        if t.session { "  (web session)" } else { "" },
     )
 }
 
-fn lines(items: &Value, line: fn(&Value) -> String, empty: &str) -> String {
-    match items.as_array() {
-        Some(a) if !a.is_empty() => a.iter().map(line).collect::<Vec<_>>().join("\n"),
-        _ => empty.to_string(),
+fn lines<T>(items: &[T], line: fn(&T) -> String, empty: &str) -> String {
+    if items.is_empty() {
+        return empty.to_string();
     }
+    items.iter().map(line).collect::<Vec<_>>().join("\n")
 }
 
 /// `airlock token list [--user U]`.
@@ -79,8 +77,8 @@ pub fn token_list(c: &Client, out: Output, user: Option<String>) -> Result<()> {
         None => "/api/v1/tokens".into(),
     };
     // Every page: an admin cutting someone off must see all of their tokens.
-    let v = c.get_all(&path, 1000)?;
-    emit(out, &v, |v| lines(v, token_line, "no live tokens"));
+    let tokens: Vec<TokenView> = serde_json::from_value(c.get_all(&path, 1000)?)?;
+    emit_as(out, &tokens, |t| lines(t, token_line, "no live tokens"));
     Ok(())
 }
 
@@ -91,30 +89,27 @@ pub fn token_revoke(
     prefix: Option<String>,
     user: Option<String>,
 ) -> Result<()> {
-    let v = c.post(
-        "/api/v1/tokens/revoke",
-        &json!({"prefix": prefix, "user": user}),
-    )?;
-    emit(out, &v, |v| {
-        let n = v["revoked"].as_array().map_or(0, Vec::len);
+    let v: RevokedTokens = c.post_as("/api/v1/tokens/revoke", &RevokeTokens { prefix, user })?;
+    emit_as(out, &v, |v| {
         format!(
-            "revoked {n} token(s) and the web sessions started from them\n{}",
-            lines(&v["revoked"], token_line, "")
+            "revoked {} token(s) and the web sessions started from them\n{}",
+            v.revoked.len(),
+            lines(&v.revoked, token_line, "")
         )
     });
     Ok(())
 }
 
-fn lock_line(l: &Value) -> String {
+fn lock_line(l: &LockView) -> String {
     format!(
         "{} {}: {} (by {} at {}, {})",
-        l["kind"].as_str().unwrap_or(""),
-        l["name"].as_str().unwrap_or(""),
-        l["reason"].as_str().unwrap_or(""),
-        l["created_by"].as_str().unwrap_or(""),
-        l["created_at"].as_str().unwrap_or(""),
-        l["expires_at"]
-            .as_str()
+        l.kind,
+        l.name,
+        l.reason,
+        l.created_by,
+        l.created_at,
+        l.expires_at
+            .as_ref()
             .map_or("until unlocked".to_string(), |t| format!("until {t}")),
     )
 }
@@ -123,8 +118,8 @@ fn lock_line(l: &Value) -> String {
 pub fn lock(c: &Client, out: Output, command: LockCommand) -> Result<()> {
     let (kind, name, reason, duration) = match command {
         LockCommand::List => {
-            let v = c.get("/api/v1/locks")?;
-            emit(out, &v, |v| lines(v, lock_line, "no locks"));
+            let locks: Vec<LockView> = c.get_as("/api/v1/locks")?;
+            emit_as(out, &locks, |l| lines(l, lock_line, "no locks"));
             return Ok(());
         }
         LockCommand::User {
@@ -138,18 +133,20 @@ pub fn lock(c: &Client, out: Output, command: LockCommand) -> Result<()> {
             duration,
         } => ("entitlement", name, reason, duration),
     };
-    let v = c.post(
-        "/api/v1/locks",
-        &json!({"kind": kind, "name": name, "reason": reason, "for": duration}),
-    )?;
-    emit(out, &v, |v| {
-        let n = |k: &str| v["enforced"][k].as_array().map_or(0, Vec::len);
+    let body = NewLock {
+        kind: kind.into(),
+        name,
+        reason,
+        duration,
+    };
+    let placed: LockPlaced = c.post_as("/api/v1/locks", &body)?;
+    emit_as(out, &placed, |v| {
         format!(
             "locked {}\n{} grant(s) revoked, {} pending request(s) withdrawn, {} run(s) cancelled",
-            lock_line(v),
-            n("revoked"),
-            n("withdrawn"),
-            n("cancelled_runs")
+            lock_line(&v.lock),
+            v.enforced.revoked.len(),
+            v.enforced.withdrawn.len(),
+            v.enforced.cancelled_runs.len()
         )
     });
     Ok(())
@@ -161,22 +158,22 @@ pub fn unlock(c: &Client, out: Output, command: UnlockCommand) -> Result<()> {
         UnlockCommand::User { name } => ("user", name),
         UnlockCommand::Entitlement { name } => ("entitlement", name),
     };
-    let v = c.delete(&format!("/api/v1/locks/{kind}/{}", urlencode(&name)))?;
-    emit(out, &v, |_| format!("unlocked {kind} {name}"));
+    let v: Unlocked = c.delete_as(&format!("/api/v1/locks/{kind}/{}", urlencode(&name)))?;
+    emit_as(out, &v, |_| format!("unlocked {kind} {name}"));
     Ok(())
 }
 
 /// `airlock user rebind NAME`.
 pub fn user(c: &Client, out: Output, command: UserCommand) -> Result<()> {
     let UserCommand::Rebind { name } = command;
-    let v = c.post(
+    let v: Rebound = c.post_as(
         &format!("/api/v1/users/{}/rebind", urlencode(&name)),
-        &json!({}),
+        &serde_json::json!({}),
     )?;
-    emit(out, &v, |v| {
+    emit_as(out, &v, |v| {
         format!(
             "`{}` is released: the next OIDC login under this name binds it",
-            v["user"].as_str().unwrap_or("")
+            v.user
         )
     });
     Ok(())

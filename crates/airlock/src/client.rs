@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
+use airlock_api::page::next_link;
+use airlock_api::Problem;
 use anyhow::{anyhow, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
 /// Talks to `AIRLOCK_ADDR` with `AIRLOCK_TOKEN`.
@@ -50,10 +54,7 @@ impl Client {
             Ok(r) => Ok(r),
             Err(ureq::Error::Status(code, r)) => {
                 let text = r.into_string().unwrap_or_default();
-                let detail = serde_json::from_str::<Value>(&text)
-                    .ok()
-                    .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_string))
-                    .unwrap_or(text);
+                let detail = Problem::detail_of(&text).unwrap_or(text);
                 let hint = if code == 401 && self.token.is_none() {
                     " (set AIRLOCK_TOKEN)"
                 } else {
@@ -112,14 +113,37 @@ impl Client {
         Ok(Value::Array(items))
     }
 
+    /// GET a JSON document of a known shape.
+    pub fn get_as<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call_as("GET", path, None::<&()>)
+    }
+
+    /// POST a typed body; the answer is of a known shape.
+    pub fn post_as<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
+        self.call_as("POST", path, Some(body))
+    }
+
+    /// DELETE a resource; the answer is of a known shape.
+    pub fn delete_as<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call_as("DELETE", path, None::<&()>)
+    }
+
+    fn call_as<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T> {
+        let body = body.map(serde_json::to_value).transpose()?;
+        let text = self.send(method, path, body.as_ref())?.into_string()?;
+        serde_json::from_str(&text).map_err(|e| {
+            anyhow!("the server's answer to {method} {path} is not what this CLI expects ({e}); upgrade airlock")
+        })
+    }
+
     /// POST a JSON body.
     pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
         self.call("POST", path, Some(body))
-    }
-
-    /// DELETE a resource.
-    pub fn delete(&self, path: &str) -> Result<Value> {
-        self.call("DELETE", path, None)
     }
 
     /// Sends a request whose response may be a long stream (a run's output);
@@ -138,10 +162,7 @@ impl Client {
             Ok(r) => Ok(r),
             Err(ureq::Error::Status(code, r)) => {
                 let text = r.into_string().unwrap_or_default();
-                let detail = serde_json::from_str::<Value>(&text)
-                    .ok()
-                    .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_string))
-                    .unwrap_or(text);
+                let detail = Problem::detail_of(&text).unwrap_or(text);
                 Err(anyhow!("{detail} [HTTP {code}]"))
             }
             Err(ureq::Error::Transport(t)) => Err(anyhow!(
@@ -149,39 +170,5 @@ impl Client {
                 self.addr
             )),
         }
-    }
-}
-
-/// The path of the `rel="next"` target in a `Link` header, if it names one on
-/// this server (a path, never another host).
-fn next_link(header: &str) -> Option<String> {
-    header.split(',').find_map(|part| {
-        let (target, params) = part.trim().split_once(';')?;
-        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
-        let is_next = params
-            .split(';')
-            .any(|p| p.trim().replace(' ', "") == "rel=\"next\"");
-        (is_next && target.starts_with('/') && !target.starts_with("//"))
-            .then(|| target.to_string())
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::next_link;
-
-    #[test]
-    fn next_link_takes_only_a_local_next_target() {
-        assert_eq!(
-            next_link("</api/v1/tokens?cursor=1-ab&limit=2>; rel=\"next\"").as_deref(),
-            Some("/api/v1/tokens?cursor=1-ab&limit=2")
-        );
-        assert_eq!(
-            next_link("</a>; rel=\"prev\", </b>; rel=\"next\"").as_deref(),
-            Some("/b")
-        );
-        assert_eq!(next_link("<https://evil.example/x>; rel=\"next\""), None);
-        assert_eq!(next_link("<//evil.example/x>; rel=\"next\""), None);
-        assert_eq!(next_link("</a>; rel=\"prev\""), None);
     }
 }

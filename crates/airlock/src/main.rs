@@ -325,6 +325,18 @@ fn main() {
     std::process::exit(code);
 }
 
+/// Prints a typed answer: pretty JSON, or the human rendering.
+pub(crate) fn emit_as<T: serde::Serialize>(
+    output: Output,
+    v: &T,
+    human: impl FnOnce(&T) -> String,
+) {
+    match output {
+        Output::Json => say!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
+        Output::Text => say!("{}", human(v)),
+    }
+}
+
 pub(crate) fn emit(output: Output, v: &Value, human: impl FnOnce(&Value) -> String) {
     match output {
         Output::Json => say!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+use airlock_api::stream::{self, Kind};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
@@ -13,12 +14,8 @@ use serde_json::{json, Value};
 use crate::client::Client;
 use crate::{emit, Output};
 
-/// Content type of a run's live output (see the server's `proxy::frames`).
-const STREAM_TYPE: &str = "application/vnd.airlock.run-stream";
 /// Exit status when a run was killed at its timeout (as `timeout(1)`).
 const EXIT_TIMED_OUT: i32 = 124;
-/// Largest frame accepted from the server.
-const MAX_FRAME: usize = 64 * 1024 * 1024;
 
 /// `airlock operation …`
 #[derive(Subcommand)]
@@ -251,14 +248,14 @@ fn follow_stream(resp: ureq::Response, out: Output) -> Result<Value> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut run_id = String::new();
     loop {
-        let mut head = [0u8; 5];
+        let mut head = [0u8; stream::HEADER_LEN];
         if let Err(e) = r.read_exact(&mut head) {
             bail!(
                 "the output stream ended before the run finished ({e}); see `airlock run show {run_id}`"
             );
         }
-        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        if len > MAX_FRAME {
+        let (kind, len) = stream::decode_header(head);
+        if len > stream::MAX_FRAME {
             bail!("the server sent a frame of {len} bytes; refusing");
         }
         let json = |r: &mut dyn Read| -> Result<Value> {
@@ -267,18 +264,20 @@ fn follow_stream(resp: ureq::Response, out: Output) -> Result<Value> {
                 .context("the output stream was cut")?;
             Ok(serde_json::from_slice(&payload).unwrap_or(Value::Null))
         };
-        match head[0] {
-            1 => run_id = s(&json(&mut r)?, "id").to_string(),
-            2 if out == Output::Text => {
+        match Kind::from_u8(kind) {
+            Some(Kind::Start) => run_id = s(&json(&mut r)?, "id").to_string(),
+            Some(Kind::Stdout) if out == Output::Text => {
                 copy_payload(&mut r, len, &mut buf, &mut std::io::stdout().lock())?
             }
-            2 | 3 => copy_payload(&mut r, len, &mut buf, &mut std::io::stderr().lock())?,
-            4 => {
+            Some(Kind::Stdout | Kind::Stderr) => {
+                copy_payload(&mut r, len, &mut buf, &mut std::io::stderr().lock())?
+            }
+            Some(Kind::Note) => {
                 copy_payload(&mut r, len, &mut buf, &mut std::io::stderr().lock())?;
                 eprintln!();
             }
-            5 => return json(&mut r),
-            6 => {
+            Some(Kind::End) => return json(&mut r),
+            Some(Kind::Error) => {
                 let v = json(&mut r)?;
                 bail!(
                     "{} (run {run_id}; see `airlock run show {run_id}`)",
@@ -287,7 +286,7 @@ fn follow_stream(resp: ureq::Response, out: Output) -> Result<Value> {
                         .unwrap_or("the server could not follow the run")
                 );
             }
-            other => bail!("unknown frame kind {other} from the server; upgrade airlock"),
+            None => bail!("unknown frame kind {kind} from the server; upgrade airlock"),
         }
     }
 }
@@ -318,7 +317,7 @@ fn finish(out: Output, run: &Value) -> i32 {
 }
 
 fn is_stream(resp: &ureq::Response) -> bool {
-    resp.content_type() == STREAM_TYPE
+    resp.content_type() == stream::CONTENT_TYPE
 }
 
 /// Handles the answer to a create call: a live stream, or a stored run to

@@ -246,7 +246,7 @@ async fn list_runs(
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let mut filter = RunFilter {
-        limit: q.limit.unwrap_or(100).min(1000),
+        limit: q.page_limit(),
         ..Default::default()
     };
     if let Some(s) = &q.state {

@@ -1,5 +1,8 @@
 //! Approval rules: N distinct approvers from the named reviewers, never the
 //! requester, one deny ends it. Hard rules here cannot be widened by policy.
+//! Requests and runs are both [`Reviewable`]: the same checks, the same tally
+//! and the same "is it in this reviewer's queue" answer serve the API, the web
+//! UI and Slack for both.
 
 use std::collections::BTreeSet;
 
@@ -8,7 +11,7 @@ use crate::principal::Principal;
 use crate::request::{Request, Review, ReviewDecision};
 
 /// `approvals = { count = N, reviewers = ["group-or-user", ...] }`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ApprovalRule {
     /// Distinct approvals needed (0 = approved on request).
     pub count: u32,
@@ -27,7 +30,41 @@ pub enum Tally {
     Denied,
 }
 
+/// Anything decided by reviewers under an [`ApprovalRule`]: requests and runs.
+pub trait Reviewable {
+    /// Who asked (never a reviewer of their own).
+    fn requester(&self) -> &UserName;
+    /// Reviews so far, oldest first.
+    fn reviews(&self) -> &[Review];
+    /// Whether it waits for reviews (pending).
+    fn awaits_review(&self) -> bool;
+    /// The current state's name, for refusals.
+    fn state_name(&self) -> &str;
+}
+
+impl Reviewable for Request {
+    fn requester(&self) -> &UserName {
+        &self.requester
+    }
+    fn reviews(&self) -> &[Review] {
+        &self.reviews
+    }
+    fn awaits_review(&self) -> bool {
+        self.state == crate::request::RequestState::Pending
+    }
+    fn state_name(&self) -> &str {
+        self.state.as_str()
+    }
+}
+
 impl ApprovalRule {
+    /// Whether `item` is in `p`'s review queue: it waits for reviews, `p` is a
+    /// named reviewer, not its requester, and has not reviewed it yet. The one
+    /// answer every surface shows (a form, a button, a queue entry).
+    pub fn awaits_review_by(&self, p: &Principal, item: &impl Reviewable) -> bool {
+        item.awaits_review() && self.names_reviewer(p) && self.check_reviewer(p, item).is_ok()
+    }
+
     /// Whether the catalog names `p` as a reviewer (ignoring who the requester is).
     pub fn names_reviewer(&self, p: &Principal) -> bool {
         self.reviewers.iter().any(|r| p.matches(r))
@@ -37,33 +74,16 @@ impl ApprovalRule {
     pub fn check_reviewer(
         &self,
         reviewer: &Principal,
-        request: &Request,
+        item: &impl Reviewable,
     ) -> Result<(), crate::Error> {
-        self.check_reviewer_of(
-            reviewer,
-            &request.requester,
-            &request.reviews,
-            request.state.as_str(),
-        )
-    }
-
-    /// [`check_reviewer`](Self::check_reviewer) for anything reviewed (requests, runs):
-    /// never oneself, never twice. `state` only names the current state in the refusal.
-    pub fn check_reviewer_of(
-        &self,
-        reviewer: &Principal,
-        requester: &UserName,
-        reviews: &[Review],
-        state: &str,
-    ) -> Result<(), crate::Error> {
-        if reviewer.name == *requester {
+        if reviewer.name == *item.requester() {
             return Err(crate::Error::forbidden(
                 "you cannot review your own request; ask another reviewer",
             ));
         }
-        if reviews.iter().any(|r| r.reviewer == reviewer.name) {
+        if item.reviews().iter().any(|r| r.reviewer == reviewer.name) {
             return Err(crate::Error::Conflict {
-                current_state: state.to_string(),
+                current_state: item.state_name().to_string(),
                 message: format!("{} has already reviewed this request", reviewer.name),
             });
         }
@@ -104,12 +124,15 @@ impl ApprovalRule {
     }
 
     /// Counts distinct approvers other than the requester; any deny wins.
-    pub fn tally(&self, request: &Request) -> Tally {
-        self.tally_reviews(&request.requester, &request.reviews)
+    pub fn tally(&self, item: &impl Reviewable) -> Tally {
+        self.tally_with(item, None)
     }
 
-    /// [`tally`](Self::tally) for anything reviewed (requests, runs).
-    pub fn tally_reviews(&self, requester: &UserName, reviews: &[Review]) -> Tally {
+    /// [`tally`](Self::tally) as it would be with `next` recorded too (decided
+    /// before the review is written, in the same transaction).
+    pub fn tally_with(&self, item: &impl Reviewable, next: Option<&Review>) -> Tally {
+        let requester = item.requester();
+        let reviews: Vec<&Review> = item.reviews().iter().chain(next).collect();
         if reviews
             .iter()
             .any(|r| r.decision == ReviewDecision::Deny && r.reviewer != *requester)
@@ -256,6 +279,39 @@ mod tests {
             ],
         );
         assert_eq!(rule.tally(&r), Tally::Approved);
+    }
+
+    #[test]
+    fn the_queue_answer_is_one_for_every_surface() {
+        let rule = ApprovalRule {
+            count: 2,
+            reviewers: vec!["bob".into(), "carol".into()],
+        };
+        let r = request("alice", &[("bob", ReviewDecision::Approve)]);
+        assert!(rule.awaits_review_by(&principal("carol"), &r));
+        assert!(
+            !rule.awaits_review_by(&principal("bob"), &r),
+            "bob has reviewed it already"
+        );
+        assert!(
+            !rule.awaits_review_by(&principal("alice"), &r),
+            "own request"
+        );
+        assert!(!rule.awaits_review_by(&principal("dave"), &r), "not named");
+        let mut done = r.clone();
+        done.state = RequestState::Denied;
+        assert!(
+            !rule.awaits_review_by(&principal("carol"), &done),
+            "not pending"
+        );
+        let next = Review {
+            reviewer: user("carol"),
+            decision: ReviewDecision::Approve,
+            comment: None,
+            at: OffsetDateTime::UNIX_EPOCH,
+        };
+        assert_eq!(rule.tally_with(&r, Some(&next)), Tally::Approved);
+        assert_eq!(rule.tally(&r), Tally::Waiting { have: 1, need: 2 });
     }
 
     #[test]

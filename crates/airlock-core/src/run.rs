@@ -17,6 +17,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::approval::{ApprovalRule, Reviewable};
 use crate::names::{OperationName, ToolName, UserName};
 use crate::request::Review;
 
@@ -228,15 +229,6 @@ impl FromStr for RunState {
     }
 }
 
-/// The approval a run needs, copied from its rule or operation when created.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunApprovals {
-    /// Distinct approvals needed (0: none).
-    pub count: u32,
-    /// Groups or users who may approve.
-    pub reviewers: Vec<String>,
-}
-
 /// The dry run of an operation, shown to reviewers next to the argv that will run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DryRun {
@@ -276,7 +268,8 @@ pub struct Run {
     /// Which rule decided (`rule 2 ["delete", "pod", "*", "-n", "*"]` or `operation NAME`).
     pub rule: String,
     /// What approval it needs.
-    pub approvals: RunApprovals,
+    /// The approval it needs, copied from its rule or operation when created.
+    pub approvals: ApprovalRule,
     pub exit_code: Option<i32>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub started_at: Option<OffsetDateTime>,
@@ -307,6 +300,21 @@ pub struct Run {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+}
+
+impl Reviewable for Run {
+    fn requester(&self) -> &UserName {
+        &self.requester
+    }
+    fn reviews(&self) -> &[Review] {
+        &self.reviews
+    }
+    fn awaits_review(&self) -> bool {
+        self.state == RunState::Pending
+    }
+    fn state_name(&self) -> &str {
+        self.state.as_str()
+    }
 }
 
 #[cfg(test)]

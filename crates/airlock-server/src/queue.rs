@@ -75,8 +75,14 @@ pub async fn for_reviewer(
     let (mut pending, mut post_incident) = app
         .db(move |s| Ok((s.list_requests(&pending)?, s.list_requests(&open)?)))
         .await?;
-    pending
-        .retain(|r| r.requester != who.name && !r.reviews.iter().any(|v| v.reviewer == who.name));
+    pending.retain(|r| {
+        app.config
+            .entitlement(r.entitlement.as_str())
+            .is_ok_and(|e| {
+                app.approval_rule(&e.approvals, e.service.as_ref())
+                    .awaits_review_by(who, r)
+            })
+    });
     post_incident.retain(|r| {
         app.config
             .entitlement(r.entitlement.as_str())

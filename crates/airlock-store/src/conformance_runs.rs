@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
+use airlock_core::approval::ApprovalRule;
 use airlock_core::audit_chain::{AuditDraft, ChainVerifier};
 use airlock_core::rate::{Rate, RateDecision};
 use airlock_core::request::{Review, ReviewDecision};
-use airlock_core::run::{DryRun, Run, RunApprovals, RunId, RunState, RunTransition};
+use airlock_core::run::{DryRun, Run, RunId, RunState, RunTransition};
 use airlock_core::{OperationName, ToolName, UserName};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -77,7 +78,7 @@ fn sample(n: u32, state: RunState, at: OffsetDateTime) -> Run {
         state,
         detached: false,
         rule: "rule 2 [\"delete\", \"pod\", \"*\"]".into(),
-        approvals: RunApprovals {
+        approvals: ApprovalRule {
             count: 1,
             reviewers: vec!["sre".into()],
         },

@@ -274,11 +274,7 @@ async fn list_runs(
     );
     list.retain(|r| crate::visibility::may_read_run(&app, &p, r));
     if q.to_review {
-        list.retain(|r| {
-            r.requester != p.name
-                && r.approvals.reviewers.iter().any(|x| p.matches(x))
-                && !r.reviews.iter().any(|v| v.reviewer == p.name)
-        });
+        list.retain(|r| r.approvals.awaits_review_by(&p, r));
     }
     Ok(with_next(
         json_response(StatusCode::OK, list),

@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use airlock_core::approval::ApprovalRule;
 use airlock_core::audit_chain::AuditDraft;
 use airlock_core::config::ReasonRule;
 use airlock_core::param::display_value;
 use airlock_core::policy::{PolicyEngine, ProxyAction, ProxyContext, ProxyResource};
 use airlock_core::rate::{human_secs, retry_after_secs, Rate, RateDecision};
-use airlock_core::run::{Run, RunApprovals, RunState, RunTransition};
+use airlock_core::run::{Run, RunState, RunTransition};
 use airlock_core::tool::{check_exec_args, RuleAction, Tool};
 use airlock_core::{Error, Principal, ToolName};
 use airlock_store::{NewRun, RateCheck};
@@ -222,7 +223,7 @@ pub(super) fn base_run(
     argv: Vec<String>,
     reason: &str,
     rule: String,
-    approvals: RunApprovals,
+    approvals: ApprovalRule,
     now: OffsetDateTime,
 ) -> Run {
     Run {
@@ -346,7 +347,7 @@ pub async fn exec(
         argv,
         &input.reason,
         rule.describe(),
-        RunApprovals {
+        ApprovalRule {
             count: rule.approvals.count,
             reviewers: rule.approvals.reviewers.clone(),
         },

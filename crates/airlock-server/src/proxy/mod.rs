@@ -20,8 +20,7 @@ pub mod review;
 
 use std::time::Duration;
 
-use airlock_core::approval::ApprovalRule;
-use airlock_core::run::{Run, RunApprovals, RunId, RUN_ID_PREFIX};
+use airlock_core::run::{Run, RunId, RUN_ID_PREFIX};
 use airlock_core::Principal;
 use rand::Rng;
 use time::OffsetDateTime;
@@ -49,13 +48,6 @@ pub fn new_run_id() -> RunId {
 /// The audit subject of a run.
 pub fn subject(id: &RunId) -> String {
     format!("run:{id}")
-}
-
-fn approval_rule(a: &RunApprovals) -> ApprovalRule {
-    ApprovalRule {
-        count: a.count,
-        reviewers: a.reviewers.clone(),
-    }
 }
 
 fn lease_until(now: OffsetDateTime) -> OffsetDateTime {

@@ -5,11 +5,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use airlock_core::approval::ApprovalRule;
 use airlock_core::audit_chain::AuditDraft;
 use airlock_core::operation::Operation;
 use airlock_core::policy::{PolicyEngine, ProxyAction, ProxyContext, ProxyResource};
 use airlock_core::rate::{retry_after_secs, Rate, RateDecision};
-use airlock_core::run::{DryRun, RunApprovals, RunState, RunTransition};
+use airlock_core::run::{DryRun, RunState, RunTransition};
 use airlock_core::tool::Tool;
 use airlock_core::{Error, OperationName, Principal};
 use airlock_store::{RateCheck, RateEvent, RunChange};
@@ -240,7 +241,7 @@ pub async fn run_operation(
         format!("operation {}", op.name),
         {
             let rule = app.approval_rule(&op.approvals, op.service.as_ref());
-            RunApprovals {
+            ApprovalRule {
                 count: rule.count,
                 reviewers: rule.reviewers,
             }

@@ -41,7 +41,7 @@ pub async fn review(
         )
         .into());
     }
-    let rule = approval_rule(&current.approvals);
+    let rule = current.approvals.clone();
     let now = app.now();
     let named = rule.names_reviewer(who);
     let ctx = ProxyContext {
@@ -107,7 +107,7 @@ pub async fn review(
                         message: "the approval window of this run has passed".into(),
                     });
                 }
-                rule.check_reviewer_of(&who2, &r.requester, &r.reviews, r.state.as_str())?;
+                rule.check_reviewer(&who2, r)?;
                 let mut reviews = r.reviews.clone();
                 reviews.push(review.clone());
                 let sub = subject(&r.id);
@@ -121,7 +121,7 @@ pub async fn review(
                     review: Some(review.clone()),
                     ..RunChange::default()
                 };
-                match rule.tally_reviews(&r.requester, &reviews) {
+                match rule.tally_with(r, Some(&review)) {
                     Tally::Approved => {
                         change.state = Some(r.state.apply(RunTransition::Approve)?);
                         change.start_after = Some(start_after(now, r.detached));
@@ -175,7 +175,7 @@ pub async fn cancel(
             s.update_run(&id, now, &mut |r, _| {
                 let may = r.requester == who2.name
                     || who2.admin
-                    || approval_rule(&r.approvals).names_reviewer(&who2);
+                    || r.approvals.names_reviewer(&who2);
                 if !may {
                     return Err(Error::forbidden(
                         "only the requester, a reviewer of this run or an admin can cancel it",

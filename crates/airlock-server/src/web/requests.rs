@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use airlock_core::approval::Reviewable;
 use airlock_core::config::Entitlement;
 use airlock_core::request::{Request, RequestId, RequestState, ReviewDecision};
 use airlock_core::{Error, Principal};
@@ -217,13 +218,18 @@ pub async fn detail(
         "<dt>Time left</dt><dd data-field=\"time-left\" id=\"time-left\" data-not-after=\"" (na) "\">" (time_left(now, r.not_after)) "</dd>"
         "<dt>Provider</dt><dd data-field=\"grant\">" (grant_text(&r.grant)) "</dd></dl><h2>Reviews</h2>");
     review_list(&mut h, &r.reviews);
-    let ent = app.config.entitlements.get(&r.entitlement);
-    let reviewer = ent
-        .map(|e| {
-            app.approval_rule(&e.approvals, e.service.as_ref())
-                .names_reviewer(p)
-        })
-        .unwrap_or(false);
+    let rule = app
+        .config
+        .entitlements
+        .get(&r.entitlement)
+        .map(|e| app.approval_rule(&e.approvals, e.service.as_ref()));
+    let reviewer = rule.as_ref().is_some_and(|rule| rule.names_reviewer(p));
+    // The form shows exactly when the review would be taken (never one's own,
+    // never twice); admins may decide where policy lets them.
+    let may_review = rule.as_ref().is_some_and(|rule| {
+        rule.awaits_review_by(p, &r)
+            || (p.admin && r.awaits_review() && rule.check_reviewer(p, &r).is_ok())
+    });
     let action = |h: &mut Html,
                   what: &'static str,
                   label: &'static str,
@@ -233,7 +239,7 @@ pub async fn detail(
             "<input type=\"hidden\" name=\"csrf\" value=\"" (user.csrf) "\">"
             "<button type=\"submit\" class=\"" (class) "\" id=\"" (what) "\">" (label) "</button></form>");
     };
-    if r.state == RequestState::Pending && r.requester != p.name && (reviewer || p.admin) {
+    if may_review {
         review_form(&mut h, &r.id, &user.csrf);
     }
     if r.state == RequestState::Pending && r.requester == p.name {

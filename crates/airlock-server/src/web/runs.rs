@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use airlock_core::run::{Run, RunId, RunState};
+use airlock_core::run::{Run, RunId};
 use airlock_core::Error;
 use airlock_store::RunFilter;
 use axum::extract::{Path, State};
@@ -34,12 +34,9 @@ pub async fn list(State(app): State<Arc<App>>, user: WebUser) -> Result<Response
     let mut runs = app.db_untracked(move |s| s.list_runs(&filter)).await?;
     let p = &user.principal;
     runs.retain(|r| crate::visibility::may_read_run(&app, p, r));
-    let (mine_to_review, rest): (Vec<&Run>, Vec<&Run>) = runs.iter().partition(|r| {
-        r.state == RunState::Pending
-            && r.requester != p.name
-            && r.approvals.reviewers.iter().any(|x| p.matches(x))
-            && !r.reviews.iter().any(|v| v.reviewer == p.name)
-    });
+    let (mine_to_review, rest): (Vec<&Run>, Vec<&Run>) = runs
+        .iter()
+        .partition(|r| r.approvals.awaits_review_by(p, *r));
     let mut h = Html::default();
     html!(h, "<h1>Runs awaiting your approval</h1>");
     run_table(&mut h, &mine_to_review, "runs-to-review");
@@ -105,10 +102,7 @@ pub async fn detail(
     }
     html!(h, "<h2>Reviews</h2>");
     review_list(&mut h, &r.reviews);
-    if r.state == RunState::Pending
-        && r.requester != p.name
-        && r.approvals.reviewers.iter().any(|x| p.matches(x))
-    {
+    if r.approvals.awaits_review_by(p, &r) {
         review_form_for(&mut h, "runs", &r.id, &user.csrf);
     }
     html!(h, "<h2>Transcript</h2>");

@@ -412,3 +412,28 @@ fn reviews_page_lists_open_post_incident_reviews_for_reviewers_until_closed() {
     assert_eq!(s.json(&bob, &["show", &id])["post_review_closed"], true);
     assert!(!web.get("/ui/reviews").body.contains(&id), "closed: gone");
 }
+
+#[test]
+fn the_review_form_shows_only_where_a_review_would_be_taken() {
+    let s = Server::start(Setup::new(Db::Sqlite));
+    let (alice, bob, carol) = (s.token("alice"), s.token("bob"), s.token("carol"));
+    // two-person needs two of payments-eng (bob) and carol.
+    let id = id_of(&s.json(&alice, &["request", "two-person", "--for", "5m"]));
+    let path = format!("/ui/requests/{id}");
+    let form = format!("action=\"/ui/requests/{id}/review\"");
+    let shows = |token: &str| {
+        let mut web = WebClient::new(&s);
+        web.sign_in(token);
+        let page = web.get(&path);
+        assert_eq!(page.status, 200, "{}", page.body);
+        page.body.contains(&form)
+    };
+    assert!(shows(&bob), "bob is a named reviewer");
+    assert!(!shows(&alice), "never one's own request");
+    s.json(&bob, &["review", &id, "--approve"]);
+    assert!(
+        !shows(&bob),
+        "bob has approved already: a second review would be refused"
+    );
+    assert!(shows(&carol), "carol has not reviewed yet");
+}

@@ -283,15 +283,16 @@ pub struct TreeHead {
 }
 
 impl TreeHead {
-    /// The checkpoint body (what is signed).
+    /// The checkpoint body (what is signed). The time is written in UTC to the
+    /// second; one outside UTC years 0000-9999 (which [`parse_text`](Self::parse_text)
+    /// refuses) cannot be, and is written as the epoch.
     pub fn to_text(&self) -> String {
         let t = self
             .time
-            .to_offset(time::UtcOffset::UTC)
-            .replace_nanosecond(0)
-            .unwrap_or(self.time)
-            .format(&Rfc3339)
-            .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into());
+            .checked_to_offset(time::UtcOffset::UTC)
+            .and_then(|t| t.replace_nanosecond(0).ok())
+            .and_then(|t| t.format(&Rfc3339).ok())
+            .unwrap_or_else(|| "1970-01-01T00:00:00Z".into());
         format!(
             "{}\n{}\n{}\n{EXT_CHAIN}{}\n{EXT_EVERY}{}\n{EXT_TIME}{t}\n",
             self.origin,
@@ -356,9 +357,15 @@ impl TreeHead {
                         .ok_or_else(|| bad(n, "checkpoint interval must be a positive number"))?,
                 );
             } else if let Some(v) = l.strip_prefix(EXT_TIME) {
+                // Only times `to_text` can write back: UTC years 0000-9999.
                 time = Some(
                     OffsetDateTime::parse(v, &Rfc3339)
-                        .map_err(|_| bad(n, "time must be RFC 3339"))?,
+                        .ok()
+                        .filter(|t| {
+                            t.checked_to_offset(time::UtcOffset::UTC)
+                                .is_some_and(|u| (0..=9999).contains(&u.year()))
+                        })
+                        .ok_or_else(|| bad(n, "time must be RFC 3339 (UTC years 0000-9999)"))?,
                 );
             }
             // Other extension lines are someone else's: ignored, as C2SP asks.
@@ -489,6 +496,38 @@ mod tests {
             "\n1\nAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=\n",
         ] {
             assert!(TreeHead::parse_text(body).is_err(), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn checkpoint_times_round_trip_in_utc() {
+        let body = |t: &str| head().to_text().replace("1970-01-01T00:00:00Z", t);
+        // 9999-12-31T23:59:59-23:59 is year 10000 in UTC: it parsed, then
+        // `to_text` panicked (`to_offset` out of range); found writing the
+        // checkpoint_note fuzz target's round-trip check. Year 0000 at +01:00
+        // (year -1 in UTC) parsed and was written back as the epoch.
+        for t in ["9999-12-31T23:59:59-23:59", "0000-01-01T00:00:00+01:00"] {
+            assert!(
+                matches!(
+                    TreeHead::parse_text(&body(t)),
+                    Err(NoteError::Checkpoint { line: 6, .. })
+                ),
+                "{t}"
+            );
+        }
+        let mut far = head();
+        far.time = time::macros::datetime!(9999-12-31 23:59:59 -23:59);
+        assert!(far
+            .to_text()
+            .contains("airlock-time 1970-01-01T00:00:00Z\n"));
+        // In range: written back in UTC, to the second.
+        for (t, utc) in [
+            ("2026-12-03T10:00:00.5+01:00", "2026-12-03T09:00:00Z"),
+            ("9999-12-31T23:59:59Z", "9999-12-31T23:59:59Z"),
+            ("0000-01-01T00:00:00-01:00", "0000-01-01T01:00:00Z"),
+        ] {
+            let h = TreeHead::parse_text(&body(t)).unwrap();
+            assert_eq!(h.to_text(), body(utc), "{t}");
         }
     }
 }

@@ -3,11 +3,15 @@
 //! rows and checkpoints. Rows are `flags, len, body[len]` (+ 8 seq bytes and
 //! 32 hash bytes when the flags say the row is forged); honest rows get the
 //! next seq and the true chain hash, so long valid chains are reachable.
+//! Checkpoints are signed tree heads (notes over the true chain hash and
+//! Merkle root, one due every 2 events); an honest chain must verify exactly
+//! when no due checkpoint is missing.
 #![no_main]
 
 use airlock_core::audit_chain::{
     chain_hash, ChainVerifier, CheckpointSigner, SealedEvent, GENESIS,
 };
+use airlock_core::merkle::Frontier;
 use std::sync::OnceLock;
 
 use ed25519_dalek::SigningKey;
@@ -15,10 +19,12 @@ use libfuzzer_sys::fuzz_target;
 
 /// Signing is the slow part: one signer for the whole run, a few checkpoints per input.
 const MAX_CHECKPOINTS: usize = 8;
+/// `checkpoint_every` signed in the notes.
+const EVERY: u64 = 2;
 
 fn signer() -> &'static CheckpointSigner {
     static S: OnceLock<CheckpointSigner> = OnceLock::new();
-    S.get_or_init(|| CheckpointSigner::new(SigningKey::from_bytes(&[7u8; 32]), 1))
+    S.get_or_init(|| CheckpointSigner::new(SigningKey::from_bytes(&[7u8; 32]), EVERY))
 }
 
 fn take<'a>(data: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
@@ -49,6 +55,8 @@ fuzz_target!(|input: &[u8]| {
     };
     let mut rows: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
     let mut checkpoints = Vec::new();
+    let (mut tree, mut signed) = (Frontier::new(), Vec::new());
+    let at = time::OffsetDateTime::UNIX_EPOCH;
     let (mut prev, mut next_seq, mut honest) = (GENESIS, 1u64, true);
     while let (Some(&[flags]), Some(&[len])) = (take(&mut data, 1), take(&mut data, 1)) {
         let Some(body) = take(&mut data, len as usize) else {
@@ -74,13 +82,15 @@ fuzz_target!(|input: &[u8]| {
         } else {
             true_hash.to_vec()
         };
+        tree.push_body(body);
         if flags & 4 == 4 && checkpoints.len() < MAX_CHECKPOINTS {
-            // A checkpoint over this row: signed by the right key, over the true hash.
-            checkpoints.push(signer.sign(seq, &true_hash));
+            // A checkpoint over this row: signed by the right key, over the true hashes.
+            checkpoints.push(signer.sign_head(seq, &true_hash, &tree.root(), at));
+            signed.push(seq);
         }
         if flags & 8 == 8 && checkpoints.len() < MAX_CHECKPOINTS {
             honest = false;
-            let mut bad = signer.sign(seq, &true_hash);
+            let mut bad = signer.sign_head(seq, &true_hash, &tree.root(), at);
             bad.signature[0] ^= 1;
             checkpoints.push(bad);
         }
@@ -96,7 +106,18 @@ fuzz_target!(|input: &[u8]| {
     }
     let report = v.finish(head);
     if honest && head.is_none_or(|h| h <= rows.len() as u64) {
-        assert!(report.ok, "an honest chain was refused: {report:?}");
-        assert_eq!(report.events, rows.len() as u64);
+        // Up to the last note, its interval applies: a checkpoint every EVERY events.
+        let last = signed.iter().copied().max().unwrap_or(0);
+        let missing = (1..=last).find(|s| s % EVERY == 0 && !signed.contains(s));
+        match missing {
+            None => {
+                assert!(report.ok, "an honest chain was refused: {report:?}");
+                assert_eq!(report.events, rows.len() as u64);
+            }
+            Some(s) => assert!(
+                !report.ok,
+                "checkpoint {s} is missing, yet the chain verified: {report:?}"
+            ),
+        }
     }
 });

@@ -283,15 +283,16 @@ pub struct TreeHead {
 }
 
 impl TreeHead {
-    /// The checkpoint body (what is signed).
+    /// The checkpoint body (what is signed). The time is written in UTC to the
+    /// second; one outside UTC years 0000-9999 (which [`parse_text`](Self::parse_text)
+    /// refuses) cannot be, and is written as the epoch.
     pub fn to_text(&self) -> String {
         let t = self
             .time
-            .to_offset(time::UtcOffset::UTC)
-            .replace_nanosecond(0)
-            .unwrap_or(self.time)
-            .format(&Rfc3339)
-            .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into());
+            .checked_to_offset(time::UtcOffset::UTC)
+            .and_then(|t| t.replace_nanosecond(0).ok())
+            .and_then(|t| t.format(&Rfc3339).ok())
+            .unwrap_or_else(|| "1970-01-01T00:00:00Z".into());
         format!(
             "{}\n{}\n{}\n{EXT_CHAIN}{}\n{EXT_EVERY}{}\n{EXT_TIME}{t}\n",
             self.origin,
@@ -356,9 +357,15 @@ impl TreeHead {
                         .ok_or_else(|| bad(n, "checkpoint interval must be a positive number"))?,
                 );
             } else if let Some(v) = l.strip_prefix(EXT_TIME) {
+                // Only times `to_text` can write back: UTC years 0000-9999.
                 time = Some(
                     OffsetDateTime::parse(v, &Rfc3339)
-                        .map_err(|_| bad(n, "time must be RFC 3339"))?,
+                        .ok()
+                        .filter(|t| {
+                            t.checked_to_offset(time::UtcOffset::UTC)
+                                .is_some_and(|u| (0..=9999).contains(&u.year()))
+                        })
+                        .ok_or_else(|| bad(n, "time must be RFC 3339 (UTC years 0000-9999)"))?,
                 );
             }
             // Other extension lines are someone else's: ignored, as C2SP asks.
@@ -489,6 +496,122 @@ mod tests {
             "\n1\nAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=\n",
         ] {
             assert!(TreeHead::parse_text(body).is_err(), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn checkpoint_times_round_trip_in_utc() {
+        let body = |t: &str| head().to_text().replace("1970-01-01T00:00:00Z", t);
+        // 9999-12-31T23:59:59-23:59 is year 10000 in UTC: it parsed, then
+        // `to_text` panicked (`to_offset` out of range); found writing the
+        // checkpoint_note fuzz target's round-trip check. Year 0000 at +01:00
+        // (year -1 in UTC) parsed and was written back as the epoch.
+        for t in ["9999-12-31T23:59:59-23:59", "0000-01-01T00:00:00+01:00"] {
+            assert!(
+                matches!(
+                    TreeHead::parse_text(&body(t)),
+                    Err(NoteError::Checkpoint { line: 6, .. })
+                ),
+                "{t}"
+            );
+        }
+        let mut far = head();
+        far.time = time::macros::datetime!(9999-12-31 23:59:59 -23:59);
+        assert!(far
+            .to_text()
+            .contains("airlock-time 1970-01-01T00:00:00Z\n"));
+        // In range: written back in UTC, to the second.
+        for (t, utc) in [
+            ("2026-12-03T10:00:00.5+01:00", "2026-12-03T09:00:00Z"),
+            ("9999-12-31T23:59:59Z", "9999-12-31T23:59:59Z"),
+            ("0000-01-01T00:00:00-01:00", "0000-01-01T01:00:00Z"),
+        ] {
+            let h = TreeHead::parse_text(&body(t)).unwrap();
+            assert_eq!(h.to_text(), body(utc), "{t}");
+        }
+    }
+
+    /// The seeds of the `checkpoint_note` fuzz target (fuzz/fuzz_targets/checkpoint_note.rs:
+    /// same key, same name; the first byte is the target's mode). Rewrite them with
+    /// `AIRLOCK_WRITE_FUZZ_SEEDS=1 cargo test -p airlock-core fuzz_seeds`.
+    #[test]
+    fn fuzz_seeds_are_signed_checkpoints() {
+        use crate::audit_chain::{chain_hash, CheckpointSigner, GENESIS};
+        use crate::merkle::Frontier;
+
+        const NAME: &str = "fuzz.example/audit";
+        let key = SigningKey::from_bytes(&[0x42; 32]);
+        let v = VerifierKey::new(NAME, key.verifying_key()).unwrap();
+        // A real head over three events, as the server signs it.
+        let (mut chain, mut tree) = (GENESIS, Frontier::new());
+        for body in [&b"{\"seq\":1}"[..], b"{\"seq\":2}", b"{\"seq\":3}"] {
+            chain = chain_hash(&chain, body);
+            tree.push_body(body);
+        }
+        let signer = CheckpointSigner::new(key.clone(), 1000).with_origin(NAME);
+        let at = time::macros::datetime!(2026-12-03 09:00 UTC);
+        let checkpoint = signer.sign_head(3, &chain, &tree.root(), at).note.unwrap();
+        assert_eq!(TreeHead::open(&checkpoint, &v).unwrap().size, 3);
+
+        // Cosigned by a witness, with another log's extension line and a local time.
+        let text = checkpoint.split_once("\n\n").unwrap().0.to_owned() + "\n";
+        let text = text.replace("09:00:00Z", "10:00:00.5+01:00") + "witness-ext 1\n";
+        let witness = sign(
+            &text,
+            "witness.example",
+            &SigningKey::from_bytes(&[0x44; 32]),
+        )
+        .unwrap();
+        let cosigned = sign(&text, NAME, &key).unwrap() + witness.rsplit_once("\n\n").unwrap().1;
+        let head = TreeHead::open(&cosigned, &v).unwrap();
+        assert_eq!(head.time, at + time::Duration::milliseconds(500));
+        assert_eq!(Note::parse(&cosigned).unwrap().signatures.len(), 2);
+
+        let edited = checkpoint.replacen("\n3\n", "\n4\n", 1);
+        assert!(matches!(
+            TreeHead::open(&edited, &v),
+            Err(NoteError::BadSignature(_))
+        ));
+        let truncated = &checkpoint[..checkpoint.len() - 10];
+        assert!(matches!(
+            Note::parse(truncated),
+            Err(NoteError::Malformed(_))
+        ));
+
+        // Mode 3: kind 1 (a genuine proof), a = 299 (300 leaves), b = 99, then edits.
+        let mut proof = vec![1u8];
+        proof.extend_from_slice(&299u64.to_be_bytes());
+        proof.extend_from_slice(&99u64.to_be_bytes());
+        proof.extend_from_slice(&[0, 7, 5, 40, 3, 1]);
+
+        let seeds: [(&str, Vec<u8>); 6] = [
+            ("checkpoint", [b"\0", checkpoint.as_bytes()].concat()),
+            ("cosigned", [b"\0", cosigned.as_bytes()].concat()),
+            ("bad-signature", [b"\0", edited.as_bytes()].concat()),
+            ("truncated", [b"\0", truncated.as_bytes()].concat()),
+            ("verifier-key", [b"\x02", v.encode().as_bytes()].concat()),
+            ("proof", proof),
+        ];
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/seeds/checkpoint_note");
+        let write = std::env::var_os("AIRLOCK_WRITE_FUZZ_SEEDS").is_some();
+        for (name, bytes) in seeds {
+            let path = dir.join(name);
+            if write {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &bytes).unwrap();
+            }
+            let on_disk = std::fs::read(&path).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (AIRLOCK_WRITE_FUZZ_SEEDS=1 writes it)",
+                    path.display()
+                )
+            });
+            assert!(
+                on_disk == bytes,
+                "{} is stale (AIRLOCK_WRITE_FUZZ_SEEDS=1 rewrites it)",
+                path.display()
+            );
         }
     }
 }

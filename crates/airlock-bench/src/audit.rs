@@ -26,6 +26,9 @@ const BATCH: usize = 1000;
 const GOAL_PER_MILLION: f64 = 3.0;
 /// SHA-256 time ÷ verify time must reach this.
 const GOAL_RATIO: f64 = 0.5;
+/// Appending with the Merkle tree ÷ appending before it must reach this
+/// ("as fast as today", with room for run-to-run noise).
+const GOAL_APPEND: f64 = 0.9;
 
 /// Runs the benchmark.
 pub fn run(ctx: &Ctx) -> Result<Vec<Row>> {
@@ -68,9 +71,19 @@ pub fn run(ctx: &Ctx) -> Result<Vec<Row>> {
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
     let n = ctx.audit_events;
+    let append_rows = match &ctx.append_probes {
+        Some((before, now)) => vec![
+            append_before_after(ctx, before, now)?,
+            append_instructions(ctx, before, now)?,
+        ],
+        None => vec![Row::info(
+            "Store::append_audit before vs after the transparency log".to_string(),
+            "not run: bench/run builds the probes (bench/append-probes)".to_string(),
+        )],
+    };
     let goal = GOAL_PER_MILLION * n as f64 / 1e6;
     let ratio = hash_time.as_secs_f64() / verify.as_secs_f64();
-    Ok(vec![
+    Ok([
         Row {
             figure: format!("`airlock audit verify --offline`, {n} events (median of 3, wall clock incl. process start)"),
             measured: secs(verify),
@@ -91,7 +104,61 @@ pub fn run(ctx: &Ctx) -> Result<Vec<Row>> {
                 n as f64 / tree_time.as_secs_f64()
             ),
         ),
-    ])
+    ]
+    .into_iter()
+    .chain(append_rows)
+    .collect())
+}
+
+/// Times the two append probes (`bench/append-probe/main.rs` built against the
+/// sources before the transparency log and against this tree) on fresh
+/// databases, alternating before/now five times so drift in machine load hits
+/// both alike; compares the medians.
+fn append_before_after(ctx: &Ctx, before: &Path, now: &Path) -> Result<Row> {
+    let n = ctx.audit_events;
+    let dir = ctx.work_dir.join("append");
+    let mut times = [Vec::new(), Vec::new()];
+    for round in 0..5 {
+        for (i, bin) in [before, now].into_iter().enumerate() {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir)?;
+            let db = dir.join("airlock.db");
+            let out = Command::new(bin)
+                .arg(&db)
+                .arg(n.to_string())
+                .output()
+                .map_err(|e| anyhow!("{}: {e}", bin.display()))?;
+            if !out.status.success() {
+                bail!(
+                    "{} failed ({}): {}",
+                    bin.display(),
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let secs: f64 = String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .map_err(|e| anyhow!("{} printed no time: {e}", bin.display()))?;
+            eprintln!(
+                "  append round {round} {}: {secs:.2} s",
+                ["before", "now"][i]
+            );
+            times[i].push(Duration::from_secs_f64(secs));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let [b, w] = times.map(median);
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    let ratio = rate(w) / rate(b);
+    Ok(Row {
+        figure: format!("`Store::append_audit`, {n} events, {BATCH} per call, checkpoint every 1000 (SQLite): now (chain + Merkle frontier) vs before the transparency log (chain only), median of 5 alternating"),
+        measured: format!("{:.0} events/s", rate(w)),
+        peer: format!("before (0698b1d): {:.0} events/s", rate(b)),
+        ratio: format!("{ratio:.2}"),
+        goal: format!("≥ {GOAL_APPEND}"),
+        met: Met::from(ratio >= GOAL_APPEND),
+    })
 }
 
 /// Appends `n` realistic events in batches.
@@ -182,4 +249,56 @@ fn sha256_chain(store: &SqliteStore) -> Result<(Duration, Duration, bool)> {
     std::hint::black_box(tree.root());
     let with_tree = t.elapsed();
     Ok((elapsed, with_tree, prev.as_slice() == last.as_slice()))
+}
+
+/// Counts the instructions each probe executes for the same appends under
+/// `valgrind --tool=callgrind`: unlike seconds, the count does not move with
+/// the machine's load, so it says whether the tree made appending more work.
+fn append_instructions(ctx: &Ctx, before: &Path, now: &Path) -> Result<Row> {
+    let n = (ctx.audit_events / 10).max(1000);
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        return Ok(Row::info(
+            format!("instructions per appended event, {n} events"),
+            "not run: valgrind is not installed (apt-get install valgrind)",
+        ));
+    }
+    let dir = ctx.work_dir.join("append-ir");
+    let mut counts = Vec::new();
+    for bin in [before, now] {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let out = Command::new("valgrind")
+            .arg("--tool=callgrind")
+            .arg(format!(
+                "--callgrind-out-file={}",
+                dir.join("callgrind.out").display()
+            ))
+            .arg(bin)
+            .arg(dir.join("airlock.db"))
+            .arg(n.to_string())
+            .output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            bail!("callgrind {} failed ({}): {err}", bin.display(), out.status);
+        }
+        let ir: u64 = err
+            .lines()
+            .find_map(|l| {
+                l.split_once("Collected :")
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("callgrind printed no instruction count: {err}"))?;
+        counts.push(ir as f64 / n as f64);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let ratio = counts[0] / counts[1];
+    Ok(Row {
+        figure: format!("instructions per appended event (callgrind, {n} events, whole process incl. open): now vs before the transparency log"),
+        measured: format!("{:.0} instructions/event", counts[1]),
+        peer: format!("before (0698b1d): {:.0} instructions/event", counts[0]),
+        ratio: format!("{ratio:.2}"),
+        goal: format!("≥ {GOAL_APPEND}"),
+        met: Met::from(ratio >= GOAL_APPEND),
+    })
 }

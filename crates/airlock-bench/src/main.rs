@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! airlock-bench --pg-url URL [--quick] [--airlock-bin PATH] [--work-dir DIR] [--only NAME,...]
+//!               [--append-probes BEFORE_BIN,NOW_BIN]
 //! airlock-bench --ping-pg URL      exit 0 if PostgreSQL answers
 //! ```
 
@@ -55,6 +56,9 @@ pub struct Ctx {
     pub pairs: usize,
     /// Smaller sizes (`--quick`).
     pub quick: bool,
+    /// Append probes built before and after the transparency log
+    /// (`bench/append-probes`), for benchmark 4d.
+    pub append_probes: Option<(PathBuf, PathBuf)>,
 }
 
 impl Ctx {
@@ -74,6 +78,7 @@ impl Ctx {
             audit_events: pick(1_000_000, 100_000),
             pairs: pick(400, 100),
             quick,
+            append_probes: None,
         }
     }
 }
@@ -122,6 +127,7 @@ struct Args {
     airlock_bin: PathBuf,
     work_dir: PathBuf,
     only: Option<Vec<String>>,
+    append_probes: Option<(PathBuf, PathBuf)>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -132,6 +138,7 @@ fn parse_args() -> Result<Args> {
         airlock_bin: PathBuf::from("target/release/airlock"),
         work_dir: PathBuf::from("bench/out/work"),
         only: None,
+        append_probes: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -143,6 +150,13 @@ fn parse_args() -> Result<Args> {
             "--airlock-bin" => a.airlock_bin = value()?.into(),
             "--work-dir" => a.work_dir = value()?.into(),
             "--only" => a.only = Some(value()?.split(',').map(str::to_string).collect()),
+            "--append-probes" => {
+                let v = value()?;
+                let (before, now) = v
+                    .split_once(',')
+                    .context("--append-probes needs BEFORE_BIN,NOW_BIN")?;
+                a.append_probes = Some((before.into(), now.into()));
+            }
             other => bail!("unknown argument `{other}` (see the top of src/main.rs)"),
         }
     }
@@ -157,7 +171,8 @@ fn main() -> Result<()> {
     let pg_url = args.pg_url.context("--pg-url is required")?;
     std::fs::create_dir_all(&args.work_dir)?;
     let work_dir = args.work_dir.canonicalize()?;
-    let ctx = Ctx::new(pg_url, args.airlock_bin, work_dir, args.quick);
+    let mut ctx = Ctx::new(pg_url, args.airlock_bin, work_dir, args.quick);
+    ctx.append_probes = args.append_probes;
     let mut rows = vec![];
     for (name, what, bench) in BENCHES {
         if args

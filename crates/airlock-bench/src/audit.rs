@@ -289,16 +289,27 @@ fn append_instructions(ctx: &Ctx, before: &Path, now: &Path) -> Result<Row> {
             })
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| anyhow!("callgrind printed no instruction count: {err}"))?;
-        counts.push(ir as f64 / n as f64);
+        // SHA-256 compression's share: valgrind hides SHA-NI, so sha2 takes
+        // its software path here and hashing weighs far more than natively.
+        let annotate = Command::new("callgrind_annotate")
+            .arg(dir.join("callgrind.out"))
+            .output()?;
+        let sha: u64 = String::from_utf8_lossy(&annotate.stdout)
+            .lines()
+            .filter(|l| l.contains("sha256") && l.contains("compress"))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter_map(|v| v.replace(',', "").parse::<u64>().ok())
+            .sum();
+        counts.push((ir as f64 / n as f64, sha as f64 / n as f64));
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let ratio = counts[0] / counts[1];
+    let ((b, b_sha), (w, w_sha)) = (counts[0], counts[1]);
     Ok(Row {
-        figure: format!("instructions per appended event (callgrind, {n} events, whole process incl. open): now vs before the transparency log"),
-        measured: format!("{:.0} instructions/event", counts[1]),
-        peer: format!("before (0698b1d): {:.0} instructions/event", counts[0]),
-        ratio: format!("{ratio:.2}"),
-        goal: format!("≥ {GOAL_APPEND}"),
-        met: Met::from(ratio >= GOAL_APPEND),
+        figure: format!("instructions per appended event (callgrind, {n} events, whole process incl. open): now vs before the transparency log; SHA-256 compression (software path under valgrind) named apart"),
+        measured: format!("{w:.0} instructions/event, of which SHA-256 {w_sha:.0}; the rest {:.0}", w - w_sha),
+        peer: format!("before (0698b1d): {b:.0}, of which SHA-256 {b_sha:.0}; the rest {:.0}", b - b_sha),
+        ratio: format!("{:.2} (rest: {:.2})", b / w, (b - b_sha) / (w - w_sha)),
+        goal: "report (the goal is 4d's seconds)".into(),
+        met: Met::Info,
     })
 }

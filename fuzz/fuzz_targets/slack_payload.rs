@@ -5,7 +5,7 @@
 #![no_main]
 
 use airlock_core::notify::slack_signature;
-use airlock_server::notify::slack::interactions::{form_value, parse, verify};
+use airlock_server::slack_interactions::{form_value, parse, verify};
 use libfuzzer_sys::fuzz_target;
 
 const SECRET: &[u8] = b"8f742231b10e8888abcd99yyyzzz85a5";

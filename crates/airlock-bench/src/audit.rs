@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use airlock_core::audit_chain::{AuditDraft, CheckpointSigner};
-use airlock_server::keys::ServerKeys;
+use airlock_service::keys::ServerKeys;
 use airlock_store::{SqliteStore, Store};
 use anyhow::{anyhow, bail, Result};
 use serde_json::json;

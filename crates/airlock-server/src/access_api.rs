@@ -15,8 +15,8 @@ use serde::Deserialize;
 use crate::api::ApiJson;
 use crate::app::App;
 use crate::auth::Caller;
-use crate::lifecycle::fmt_time;
 use crate::problem::ApiError;
+use airlock_service::lifecycle::fmt_time;
 
 type AppState = State<Arc<App>>;
 
@@ -44,13 +44,14 @@ pub(crate) async fn list_tokens(
     let after = q
         .cursor
         .as_deref()
-        .map(crate::tokens::parse_cursor)
+        .map(airlock_service::tokens::parse_cursor)
         .transpose()?;
     let limit = q
         .limit
         .unwrap_or(airlock_api::page::DEFAULT_LIMIT)
         .clamp(1, airlock_api::page::MAX_LIMIT);
-    let (list, next) = crate::tokens::list(&app, &p, q.user.as_deref(), after, limit).await?;
+    let (list, next) =
+        airlock_service::tokens::list(&app.svc, &p, q.user.as_deref(), after, limit).await?;
     let mut resp = axum::Json(list).into_response();
     if let Some(c) = next {
         let mut query = vec![format!("cursor={c}"), format!("limit={limit}")];
@@ -73,8 +74,8 @@ pub(crate) async fn revoke_tokens(
     ApiJson(b): ApiJson<RevokeTokens>,
 ) -> Result<Response, ApiError> {
     let selector = match (b.prefix, b.user) {
-        (Some(prefix), None) => crate::tokens::Selector::Prefix(prefix),
-        (None, Some(user)) => crate::tokens::Selector::User(user),
+        (Some(prefix), None) => airlock_service::tokens::Selector::Prefix(prefix),
+        (None, Some(user)) => airlock_service::tokens::Selector::User(user),
         _ => {
             return Err(airlock_core::Error::invalid(
                 "prefix",
@@ -83,7 +84,7 @@ pub(crate) async fn revoke_tokens(
             .into())
         }
     };
-    let revoked = crate::tokens::revoke(&app, &p, selector).await?;
+    let revoked = airlock_service::tokens::revoke(&app.svc, &p, selector).await?;
     Ok(axum::Json(RevokedTokens { revoked }).into_response())
 }
 
@@ -107,7 +108,7 @@ pub(crate) async fn list_locks(
         return Err(airlock_core::Error::forbidden("only admins can list locks").into());
     }
     let now = app.now();
-    let locks = app.db_untracked(move |s| s.locks(now)).await?;
+    let locks = app.svc.db_untracked(move |s| s.locks(now)).await?;
     Ok(axum::Json(locks.iter().map(lock_view).collect::<Vec<_>>()).into_response())
 }
 
@@ -118,8 +119,15 @@ pub(crate) async fn create_lock(
     ApiJson(b): ApiJson<NewLock>,
 ) -> Result<Response, ApiError> {
     let kind = LockKind::parse(&b.kind)?;
-    let (lock, done) =
-        crate::locks::lock(&app, &p, kind, &b.name, &b.reason, b.duration.as_deref()).await?;
+    let (lock, done) = airlock_service::locks::lock(
+        &app.svc,
+        &p,
+        kind,
+        &b.name,
+        &b.reason,
+        b.duration.as_deref(),
+    )
+    .await?;
     let placed = LockPlaced {
         lock: lock_view(&lock),
         enforced: done,
@@ -134,7 +142,7 @@ pub(crate) async fn remove_lock(
     Path((kind, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let kind = LockKind::parse(&kind)?;
-    crate::locks::unlock(&app, &p, kind, &name).await?;
+    airlock_service::locks::unlock(&app.svc, &p, kind, &name).await?;
     Ok(axum::Json(Unlocked {
         unlocked: true,
         kind: kind.as_str().to_string(),

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use airlock_core::audit_chain::{AuditEvent, ChainVerifier};
+use airlock_core::audit_chain::AuditEvent;
 use airlock_core::request::{RequestId, RequestState, ReviewDecision};
 use airlock_core::{Error, GroupName, Span, UserName};
 use airlock_store::{RequestFilter, TokenRecord};
@@ -20,8 +20,10 @@ use serde_json::{json, Value};
 
 use crate::app::App;
 use crate::auth::{hash_token, new_token, Caller};
-use crate::lifecycle::{self, fmt_time};
 use crate::problem::ApiError;
+use airlock_service::audit::verify_audit_chain;
+use airlock_service::lifecycle::{self, fmt_time};
+use airlock_service::page::{bad_cursor, next_cursor, parse_cursor};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -131,9 +133,9 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route(
             "/api/v1/slack/interactions",
-            post(crate::notify::slack::interactions::handle),
+            post(crate::slack_interactions::handle),
         )
-        .merge(crate::proxy::api::routes())
+        .merge(crate::runs_api::routes())
         .merge(crate::web::routes())
         .merge(crate::oidc::routes())
         .fallback(|| async {
@@ -147,7 +149,7 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 async fn readyz(State(app): AppState) -> Result<&'static str, ApiError> {
-    app.db(|s| s.ping()).await?;
+    app.svc.db(|s| s.ping()).await?;
     Ok("ready")
 }
 
@@ -203,7 +205,7 @@ async fn metrics(
         )
             .into_response());
     }
-    let counts = app.db(|s| s.count_by_state()).await?;
+    let counts = app.svc.db(|s| s.count_by_state()).await?;
     let states: Vec<(String, u64)> = RequestState::ALL
         .iter()
         .map(|st| {
@@ -218,6 +220,7 @@ async fn metrics(
         })
         .collect();
     let pending = app
+        .svc
         .db(|s| {
             s.list_requests(&airlock_store::RequestFilter {
                 state: Some(RequestState::Pending),
@@ -231,11 +234,16 @@ async fn metrics(
         .iter()
         .map(|r| (now - r.created_at).whole_seconds().max(0))
         .collect();
-    let open_reviews = app.db(|s| s.count_open_post_reviews()).await?;
+    let open_reviews = app.svc.db(|s| s.count_open_post_reviews()).await?;
     let mut text = app.metrics.render(&states, &ages);
-    text.push_str(&crate::metrics::render_breakglass_open(open_reviews));
+    text.push_str(&airlock_service::metrics::render_breakglass_open(
+        open_reviews,
+    ));
     if !app.notifiers.is_empty() {
-        text.push_str(&app.metrics.render_notify(&crate::notify::lags(&app).await?));
+        text.push_str(
+            &app.metrics
+                .render_notify(&airlock_service::notify::lags(&app.svc).await?),
+        );
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
@@ -279,7 +287,7 @@ async fn create_request(
     Caller(p): Caller,
     ApiJson(b): ApiJson<NewRequest>,
 ) -> Result<Response, ApiError> {
-    let r = lifecycle::create(&app, &p, &b.entitlement, &b.duration, &b.reason, false).await?;
+    let r = lifecycle::create(&app.svc, &p, &b.entitlement, &b.duration, &b.reason, false).await?;
     Ok(json_response(StatusCode::CREATED, r))
 }
 
@@ -288,7 +296,7 @@ async fn create_breakglass(
     Caller(p): Caller,
     ApiJson(b): ApiJson<NewRequest>,
 ) -> Result<Response, ApiError> {
-    let r = lifecycle::create(&app, &p, &b.entitlement, &b.duration, &b.reason, true).await?;
+    let r = lifecycle::create(&app.svc, &p, &b.entitlement, &b.duration, &b.reason, true).await?;
     Ok(json_response(StatusCode::CREATED, r))
 }
 
@@ -332,9 +340,9 @@ async fn list_requests(
         filter.requester = Some(p.name.clone());
     }
     if q.to_review {
-        // Pending requests and open post-incident reviews (crate::queue, shared with the web UI).
+        // Pending requests and open post-incident reviews (airlock_service::queue, shared with the web UI).
         let limit = filter.limit;
-        let mut list = crate::queue::for_reviewer(&app, &p, limit)
+        let mut list = airlock_service::queue::for_reviewer(&app.svc, &p, limit)
             .await?
             .into_list(limit as usize);
         list.retain(|r| {
@@ -343,13 +351,16 @@ async fn list_requests(
         });
         return Ok(json_response(StatusCode::OK, list));
     }
-    filter.visible_to = crate::visibility::request_scope(&app, &p);
+    filter.visible_to = airlock_service::visibility::request_scope(&app, &p);
     filter.after = match q.cursor.as_deref().map(parse_cursor).transpose()? {
         Some((at, id)) => Some((at, RequestId::parse(id).map_err(|_| bad_cursor())?)),
         None => None,
     };
     let limit = filter.limit;
-    let list = app.db_untracked(move |s| s.list_requests(&filter)).await?;
+    let list = app
+        .svc
+        .db_untracked(move |s| s.list_requests(&filter))
+        .await?;
     let next = next_cursor(
         list.len(),
         limit,
@@ -361,35 +372,6 @@ async fn list_requests(
         &q,
         next,
     ))
-}
-
-/// Page cursors are `MICROS-ID` of the last item of a page: opaque to callers.
-/// Returns the time and the id text (the caller parses the id's own type).
-pub(crate) fn parse_cursor(s: &str) -> Result<(time::OffsetDateTime, &str), ApiError> {
-    let (micros, id) = s.split_once('-').ok_or_else(bad_cursor)?;
-    let micros: i128 = micros.parse().map_err(|_| bad_cursor())?;
-    let at =
-        time::OffsetDateTime::from_unix_timestamp_nanos(micros * 1000).map_err(|_| bad_cursor())?;
-    Ok((at, id))
-}
-
-/// The problem for a cursor that did not come from a `Link` header.
-pub(crate) fn bad_cursor() -> ApiError {
-    Error::invalid(
-        "cursor",
-        "not a cursor from a previous page's `Link` header",
-    )
-    .into()
-}
-
-/// The cursor after a full page (`len` items, the last at `last`), if there may be more.
-pub(crate) fn next_cursor(
-    len: usize,
-    limit: u32,
-    last: Option<(time::OffsetDateTime, &str)>,
-) -> Option<String> {
-    let (at, id) = last.filter(|_| len as u32 >= limit)?;
-    Some(format!("{}-{id}", at.unix_timestamp_nanos() / 1000))
 }
 
 /// Adds `Link: <PATH?…&cursor=C>; rel="next"` (RFC 8288) when there is a next page.
@@ -426,10 +408,11 @@ async fn show_request(
     let id = parse_id(&id)?;
     let lookup = id.clone();
     let r = app
+        .svc
         .db_untracked(move |s| s.get_request(&lookup))
         .await?
-        .filter(|r| crate::visibility::may_read_request(&app, &p, r))
-        .ok_or_else(|| crate::visibility::hidden(format!("request `{id}`")))?;
+        .filter(|r| airlock_service::visibility::may_read_request(&app, &p, r))
+        .ok_or_else(|| airlock_service::visibility::hidden(format!("request `{id}`")))?;
     Ok(json_response(StatusCode::OK, r))
 }
 
@@ -443,12 +426,12 @@ pub(crate) struct ReviewBody {
 async fn review_request(
     State(app): AppState,
     Caller(p): Caller,
-    surface: crate::surface::Surface,
+    crate::auth::Via(surface): crate::auth::Via,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<ReviewBody>,
 ) -> Result<Response, ApiError> {
     let decision = ReviewDecision::parse(&b.decision)?;
-    let r = lifecycle::review(&app, &p, parse_id(&id)?, decision, b.comment, surface).await?;
+    let r = lifecycle::review(&app.svc, &p, parse_id(&id)?, decision, b.comment, surface).await?;
     Ok(json_response(StatusCode::OK, r))
 }
 
@@ -473,7 +456,7 @@ async fn withdraw_request(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let _: CommentBody = optional_body(&body)?;
-    let r = lifecycle::withdraw(&app, &p, parse_id(&id)?).await?;
+    let r = lifecycle::withdraw(&app.svc, &p, parse_id(&id)?).await?;
     Ok(json_response(StatusCode::OK, r))
 }
 
@@ -484,7 +467,7 @@ async fn revoke_request(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let b: CommentBody = optional_body(&body)?;
-    let r = lifecycle::revoke(&app, &p, parse_id(&id)?, b.comment).await?;
+    let r = lifecycle::revoke(&app.svc, &p, parse_id(&id)?, b.comment).await?;
     Ok(json_response(StatusCode::OK, r))
 }
 
@@ -493,7 +476,7 @@ async fn credentials(
     Caller(p): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let c = lifecycle::credentials(&app, &p, parse_id(&id)?, None).await?;
+    let c = lifecycle::credentials(&app.svc, &p, parse_id(&id)?, None).await?;
     Ok(json_response(StatusCode::OK, c))
 }
 
@@ -511,18 +494,18 @@ async fn credentials_post(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let b: CredentialsBody = optional_body(&body)?;
-    let c = lifecycle::credentials(&app, &p, parse_id(&id)?, b.public_key).await?;
+    let c = lifecycle::credentials(&app.svc, &p, parse_id(&id)?, b.public_key).await?;
     Ok(json_response(StatusCode::OK, c))
 }
 
 async fn grants(State(app): AppState, Caller(p): Caller) -> Result<Response, ApiError> {
     let filter = RequestFilter {
         state: Some(RequestState::Active),
-        visible_to: crate::visibility::request_scope(&app, &p),
+        visible_to: airlock_service::visibility::request_scope(&app, &p),
         limit: 1000,
         ..Default::default()
     };
-    let list = app.db(move |s| s.list_requests(&filter)).await?;
+    let list = app.svc.db(move |s| s.list_requests(&filter)).await?;
     Ok(json_response(StatusCode::OK, list))
 }
 
@@ -548,7 +531,7 @@ async fn drift(
         Some(name) => Some(configured_provider(&app, name)?),
         None => None,
     };
-    let report = crate::drift::report(&app, only.as_ref()).await;
+    let report = airlock_service::drift::report(&app.svc, only.as_ref()).await;
     Ok(json_response(
         StatusCode::OK,
         json!({ "providers": report }),
@@ -597,13 +580,16 @@ async fn ssh_krl(State(app): AppState, Path(name): Path<String>) -> Result<Respo
     let provider = certificate_authority(&app, &name)?;
     let pname = provider.name().to_string();
     let now = app.now();
-    let serials = app.db(move |s| s.revoked_certificates(&pname, now)).await?;
+    let serials = app
+        .svc
+        .db(move |s| s.revoked_certificates(&pname, now))
+        .await?;
     let ca = provider
         .certificate_authority()
         .expect("checked by certificate_authority()");
     let krl = ca
         .revocation_list(&serials)
-        .map_err(lifecycle::provider_error)?;
+        .map_err(airlock_service::ServiceError::from)?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream"),
@@ -640,72 +626,19 @@ async fn audit_events(
     Caller(p): Caller,
     q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    crate::visibility::check_audit_reader(&app, &p)?;
+    airlock_service::visibility::check_audit_reader(&app, &p)?;
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let since = q.since.unwrap_or(0);
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
-    let sealed = app.db(move |s| s.audit_events(since, limit)).await?;
+    let sealed = app.svc.db(move |s| s.audit_events(since, limit)).await?;
     let events: Vec<AuditEvent> = sealed.iter().filter_map(|e| e.to_event()).collect();
     Ok(json_response(StatusCode::OK, events))
 }
 
 async fn audit_verify(State(app): AppState, Caller(p): Caller) -> Result<Response, ApiError> {
-    crate::visibility::check_audit_reader(&app, &p)?;
-    let report = verify_audit_chain(&app).await?;
+    airlock_service::visibility::check_audit_reader(&app, &p)?;
+    let report = verify_audit_chain(&app.svc).await?;
     Ok(json_response(StatusCode::OK, report))
-}
-
-/// Verifies the audit chain and its signed checkpoints (API and web UI).
-/// Incremental: this replica keeps the verifier state of the last good pass
-/// and feeds it only the events appended since, so a call costs the new
-/// events, not the whole log. The first call after start-up checks
-/// everything; `airlock audit verify --offline` always does.
-pub async fn verify_audit_chain(
-    app: &Arc<App>,
-) -> Result<airlock_core::audit_chain::VerifyReport, ApiError> {
-    // One verification at a time per replica: they share the kept prefix.
-    let mut kept = app.audit_verified.lock().await;
-    let prefix = kept.take().filter(|v| !v.failed());
-    let key = app.keys.signing.verifying_key();
-    let every = app.config.server.checkpoint_every;
-    let (report, state) = app
-        .db_untracked(move |s| {
-            // A rewrite that recomputed the chain must change the stored hash
-            // of the last event verified: then everything is checked again.
-            let anchored = match prefix {
-                Some(v) if v.next_seq() == 1 => Some(v),
-                Some(v) => {
-                    let last = s.audit_events(v.next_seq() - 2, 1)?;
-                    last.first()
-                        .filter(|e| e.seq == v.next_seq() - 1 && e.hash == v.last_hash())
-                        .is_some()
-                        .then_some(v)
-                }
-                None => None,
-            };
-            let mut v = match anchored {
-                Some(mut v) => {
-                    v.resume_with(s.audit_checkpoints_after(v.next_seq() - 1, u32::MAX)?);
-                    v
-                }
-                None => ChainVerifier::new(Some(key), s.audit_checkpoints()?).require_every(every),
-            };
-            let mut since = v.next_seq() - 1;
-            while !v.failed() {
-                let page = s.audit_events(since, 10_000)?;
-                let Some(last) = page.last() else { break };
-                since = last.seq;
-                for e in &page {
-                    v.feed(e.seq, &e.body, &e.hash);
-                }
-            }
-            Ok((v.report(s.audit_head()?), v))
-        })
-        .await?;
-    if report.ok {
-        *kept = Some(state);
-    }
-    Ok(report)
 }
 
 async fn audit_pubkey(State(app): AppState) -> Response {
@@ -779,7 +712,9 @@ async fn create_token(
         json!({"groups": groups, "admin": b.admin, "expires_at": fmt_time(rec.expires_at), "token_sha256_prefix": rec.prefix()}),
     );
     let expires = rec.expires_at;
-    app.db(move |s| s.insert_token(&rec, &audit, now)).await?;
+    app.svc
+        .db(move |s| s.insert_token(&rec, &audit, now))
+        .await?;
     Ok(json_response(
         StatusCode::CREATED,
         json!({"token": token, "user": user, "groups": groups, "admin": b.admin, "expires_at": fmt_time(expires)}),

@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::app::App;
 use crate::auth::Caller;
 use crate::problem::ApiError;
-use crate::tlog::ProofError;
+use airlock_service::tlog::ProofError;
 
 type AppState = State<Arc<App>>;
 
@@ -32,7 +32,10 @@ fn b64_all(hashes: &[Hash]) -> Vec<String> {
 }
 
 async fn latest_note(app: &Arc<App>) -> Result<(u64, String), ApiError> {
-    let cp = app.db_untracked(|s| s.audit_latest_checkpoint()).await?;
+    let cp = app
+        .svc
+        .db_untracked(|s| s.audit_latest_checkpoint())
+        .await?;
     match cp.and_then(|c| c.note.map(|n| (c.seq, n))) {
         Some(x) => Ok(x),
         None => Err(ApiError::new(
@@ -44,7 +47,7 @@ async fn latest_note(app: &Arc<App>) -> Result<(u64, String), ApiError> {
 
 /// `GET /api/v1/audit/checkpoint`: the latest signed note, `text/plain`.
 pub async fn checkpoint(State(app): AppState, Caller(p): Caller) -> Result<Response, ApiError> {
-    crate::visibility::check_audit_reader(&app, &p)?;
+    airlock_service::visibility::check_audit_reader(&app, &p)?;
     let (_, note) = latest_note(&app).await?;
     Ok((
         [
@@ -70,11 +73,12 @@ pub async fn consistency(
     Caller(p): Caller,
     q: Result<Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    crate::visibility::check_audit_reader(&app, &p)?;
+    airlock_service::visibility::check_audit_reader(&app, &p)?;
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let (from, to) = (q.from, q.to);
     let a = app.clone();
     let proof = app
+        .svc
         .db_untracked(move |s| Ok(a.tlog.consistency(s, from, to)))
         .await?
         .map_err(proof_error)?;
@@ -91,7 +95,7 @@ pub async fn proof(
     Caller(p): Caller,
     Path(seq): Path<String>,
 ) -> Result<Response, ApiError> {
-    crate::visibility::check_audit_reader(&app, &p)?;
+    airlock_service::visibility::check_audit_reader(&app, &p)?;
     let seq: u64 =
         seq.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
             ApiError::new(StatusCode::BAD_REQUEST, "seq must be a positive integer")
@@ -105,6 +109,7 @@ pub async fn proof(
     }
     let a = app.clone();
     let (proof, body) = app
+        .svc
         .db_untracked(move |s| {
             let body = s.audit_events(seq - 1, 1)?.pop().map(|e| e.body);
             Ok((a.tlog.inclusion(s, seq - 1, size), body))

@@ -92,6 +92,7 @@ impl Caller {
             return Ok(Caller(app.config.principal(name, &[], true)));
         }
         let rec = app
+            .svc
             .db_untracked(move |s| s.find_token(&hash))
             .await?
             .ok_or_else(|| {
@@ -109,12 +110,34 @@ impl Caller {
                 "token expired: ask an admin for a new one",
             ));
         }
-        if let Some(lock) = crate::locks::find(app, LockKind::User, rec.user.as_str()).await? {
-            return Err(crate::locks::refusal(&lock).into());
+        if let Some(lock) =
+            airlock_service::locks::find(&app.svc, LockKind::User, rec.user.as_str()).await?
+        {
+            return Err(airlock_service::locks::refusal(&lock).into());
         }
-        crate::tokens::touch(app, rec.hash);
+        airlock_service::tokens::touch(&app.svc, rec.hash);
         let mut principal = app.config.principal(rec.user, &rec.groups, rec.admin);
         principal.mfa = rec.mfa;
         Ok(Caller(principal))
+    }
+}
+
+/// The surface a plain API call came through, read from its `User-Agent`
+/// (labels metrics and audit data only; it grants nothing).
+pub struct Via(pub airlock_service::surface::Surface);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Via {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let ua = parts
+            .headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        Ok(Via(airlock_service::surface::Surface::from_user_agent(ua)))
     }
 }

@@ -59,20 +59,31 @@ impl BodyKind {
 }
 
 /// What `ApiJson` does with the bytes it read.
-fn json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON body: {e}"))
+fn json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyError> {
+    serde_json::from_slice(bytes).map_err(|e| BodyError(format!("invalid JSON body: {e}")))
 }
 
 fn detail(e: ApiError) -> String {
     e.detail
 }
 
-fn span(s: &str) -> Result<Span, String> {
-    s.parse::<Span>().map_err(|e| e.to_string())
+fn span(s: &str) -> Result<Span, BodyError> {
+    s.parse::<Span>().map_err(|e| BodyError(e.to_string()))
+}
+
+/// Why a body is refused: the reason a client would see in the 400.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BodyError(pub String);
+
+impl From<String> for BodyError {
+    fn from(s: String) -> Self {
+        BodyError(s)
+    }
 }
 
 /// Parses `bytes` as the body of `kind`; `Err` carries the reason a client would see.
-pub fn parse_body(kind: BodyKind, bytes: &[u8]) -> Result<(), String> {
+pub fn parse_body(kind: BodyKind, bytes: &[u8]) -> Result<(), BodyError> {
     match kind {
         BodyKind::NewRequest => {
             let b: crate::api::NewRequest = json(bytes)?;
@@ -111,18 +122,18 @@ pub fn parse_body(kind: BodyKind, bytes: &[u8]) -> Result<(), String> {
             }
         }
         BodyKind::Exec => {
-            let _: crate::proxy::api::ExecBody = json(bytes)?;
+            let _: crate::runs_api::ExecBody = json(bytes)?;
         }
         BodyKind::Operation => {
-            let _: crate::proxy::api::OperationBody = json(bytes)?;
+            let _: crate::runs_api::OperationBody = json(bytes)?;
         }
         BodyKind::RunReview => {
-            let b: crate::proxy::api::ReviewBody = json(bytes)?;
+            let b: crate::runs_api::ReviewBody = json(bytes)?;
             ReviewDecision::parse(&b.decision).map_err(|e| e.to_string())?;
         }
         BodyKind::RunComment => {
-            let _: crate::proxy::api::CommentBody =
-                crate::proxy::api::optional_body(&Bytes::copy_from_slice(bytes)).map_err(detail)?;
+            let _: crate::runs_api::CommentBody =
+                crate::runs_api::optional_body(&Bytes::copy_from_slice(bytes)).map_err(detail)?;
         }
         BodyKind::DevicePoll => {
             let _: crate::oidc::device::PollBody = json(bytes)?;

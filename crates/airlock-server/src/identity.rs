@@ -48,8 +48,7 @@ pub async fn oidc_login(
     oidc: &OidcConfig,
     claims: &Map<String, Value>,
 ) -> Result<(Principal, Vec<GroupName>), ApiError> {
-    let (mut who, groups) = crate::oidc::principal(&app.config, oidc, claims)
-        .map_err(|m| ApiError::from(Error::forbidden(m)))?;
+    let (mut who, groups) = crate::oidc::principal(&app.config, oidc, claims)?;
     let issuer = claims
         .get("iss")
         .and_then(Value::as_str)
@@ -77,7 +76,7 @@ pub async fn oidc_login(
                 json!({"issuer": issuer, "subject": subject, "reason": why}),
             );
             let now = app.now();
-            app.db(move |s| s.append_audit(&[audit], now)).await?;
+            app.svc.db(move |s| s.append_audit(&[audit], now)).await?;
             tracing::warn!(user = %name, reason = %why, "login refused");
             Err::<(Principal, Vec<GroupName>), ApiError>(Error::forbidden(why).into())
         }
@@ -109,6 +108,7 @@ pub async fn oidc_login(
     let now = app.now();
     let (iss, sub, n) = (issuer.clone(), subject.clone(), name.clone());
     let outcome = app
+        .svc
         .db(move |s| s.bind_identity(&iss, &sub, &n, &audit, now))
         .await?;
     match outcome {
@@ -157,6 +157,7 @@ pub async fn rebind(app: &Arc<App>, who: &Principal, name: &str) -> Result<bool,
     );
     let now = app.now();
     let released = app
+        .svc
         .db(move |s| s.unbind_identity(&name, &audit, now))
         .await?;
     Ok(released)

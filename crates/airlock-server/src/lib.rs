@@ -1,5 +1,6 @@
-//! The airlock server: REST API, reconciler and wiring of store, providers and
-//! policy. Domain rules come from `airlock-core`; this crate does the IO.
+//! The airlock server: HTTP only. REST API, web UI, OIDC web flow and the
+//! Slack endpoint over the application layer (`airlock-service`); service
+//! errors become problem+json in one place (`problem.rs`).
 
 pub mod access_api;
 pub mod api;
@@ -7,24 +8,12 @@ pub mod app;
 mod audit_api;
 pub mod auth;
 pub mod bodies;
-pub mod catalog;
-pub mod drift;
 pub mod identity;
-pub mod keys;
-pub mod lifecycle;
-pub mod locks;
-pub mod metrics;
-pub mod notify;
 pub mod oidc;
 pub mod problem;
-pub mod proxy;
-pub mod queue;
-pub mod reconciler;
+pub mod runs_api;
 pub mod session;
-pub mod surface;
-pub mod tlog;
-pub mod tokens;
-pub mod visibility;
+pub mod slack_interactions;
 pub mod web;
 
 pub use app::{App, ServeOptions};

@@ -2,6 +2,7 @@
 //! the domain error kinds to HTTP statuses.
 
 use airlock_api::Problem;
+use airlock_service::ServiceError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -40,46 +41,34 @@ impl ApiError {
     }
 }
 
+/// The one mapping from application errors to HTTP: the status and the
+/// problem-detail extras come from [`ServiceError::answer`]; 5xx details go to
+/// the log, not to the caller.
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let a = e.answer();
+        if a.status >= 500 && !e.is_unavailable() {
+            tracing::error!(error = %e, "internal error");
+        }
+        ApiError {
+            status: StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            detail: a.detail,
+            current_state: a.current_state,
+            field: a.field,
+            retry_after: a.retry_after,
+        }
+    }
+}
+
 impl From<airlock_core::Error> for ApiError {
     fn from(e: airlock_core::Error) -> Self {
-        use airlock_core::Error as E;
-        let detail = e.to_string();
-        match e {
-            E::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, detail),
-            E::Conflict { current_state, .. } => ApiError {
-                current_state: Some(current_state),
-                ..ApiError::new(StatusCode::CONFLICT, detail)
-            },
-            E::Forbidden { .. } => ApiError::new(StatusCode::FORBIDDEN, detail),
-            E::Invalid { field, .. } => ApiError {
-                field: Some(field),
-                ..ApiError::new(StatusCode::BAD_REQUEST, detail)
-            },
-            E::Unavailable { retry_after, .. } => ApiError {
-                retry_after,
-                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, detail)
-            },
-        }
+        ServiceError::from(e).into()
     }
 }
 
 impl From<airlock_store::StoreError> for ApiError {
     fn from(e: airlock_store::StoreError) -> Self {
-        use airlock_store::StoreError as S;
-        match e {
-            S::Rejected(inner) => inner.into(),
-            S::Duplicate(what) => {
-                ApiError::new(StatusCode::CONFLICT, format!("{what} already exists"))
-            }
-            S::Unavailable(why) => ApiError {
-                retry_after: Some(5),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("database unavailable: {why}"),
-                )
-            },
-            S::Corrupt(why) => ApiError::internal(format!("corrupt store: {why}")),
-        }
+        ServiceError::from(e).into()
     }
 }
 

@@ -113,11 +113,13 @@ pub async fn start(
         "session.created",
         who.as_str(),
         format!("user:{who}"),
-        json!({"via": via, "mfa": origin.mfa, "expires_at": crate::lifecycle::fmt_time(rec.expires_at),
+        json!({"via": via, "mfa": origin.mfa, "expires_at": airlock_service::lifecycle::fmt_time(rec.expires_at),
                "token_sha256_prefix": rec.prefix(),
                "parent_sha256_prefix": origin.parent.map(|p| hex::encode(&p[..4]))}),
     );
-    app.db(move |s| s.insert_token(&rec, &audit, now)).await?;
+    app.svc
+        .db(move |s| s.insert_token(&rec, &audit, now))
+        .await?;
     Ok(token)
 }
 
@@ -131,6 +133,8 @@ pub async fn end(app: &Arc<App>, who: &Principal, session_token: &str) -> Result
         json!({"token_sha256_prefix": hex::encode(&hash[..4])}),
     );
     let now = app.now();
-    app.db(move |s| s.revoke_token(&hash, &audit, now)).await?;
+    app.svc
+        .db(move |s| s.revoke_token(&hash, &audit, now))
+        .await?;
     Ok(())
 }

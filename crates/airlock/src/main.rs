@@ -770,7 +770,7 @@ fn audit(out: Output, client: &dyn Fn() -> Client, command: AuditCommand) -> Res
             let (vk, _) = tlog::choose_key(key.as_deref(), || server_verifier_key(&c))?;
             let result = tlog::check_inclusion(&v, seq, &vk);
             v["ok"] = json!(result.is_ok());
-            v["problem"] = json!(result.as_ref().err());
+            v["problem"] = json!(result.as_ref().err().map(|e| e.to_string()));
             emit(out, &v, |v| match v["problem"].as_str() {
                 None => format!(
                     "event {seq} is in the signed tree of {} events",

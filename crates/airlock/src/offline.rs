@@ -51,7 +51,7 @@ pub fn verify(
     let every = r.config.server.checkpoint_every;
     let origin = r.config.server.audit_origin();
     let key =
-        airlock_server::keys::ServerKeys::load_public(&r.data_dir).map_err(|e| anyhow!("{e}"))?;
+        airlock_service::keys::ServerKeys::load_public(&r.data_dir).map_err(|e| anyhow!("{e}"))?;
     if key.is_none() {
         eprintln!(
             "warning: no signing key in {}; checkpoint signatures are not checked",
@@ -164,7 +164,7 @@ pub fn export(config: &Path, since: u64) -> Result<()> {
 /// The public key from the data dir: hex, and as a note verifier key.
 pub fn pubkey(config: &Path) -> Result<(String, String)> {
     let r = resolve(config, None)?;
-    let key = airlock_server::keys::ServerKeys::load_public(&r.data_dir)
+    let key = airlock_service::keys::ServerKeys::load_public(&r.data_dir)
         .map_err(|e| anyhow!("{e}"))?
         .ok_or_else(|| {
             anyhow!(

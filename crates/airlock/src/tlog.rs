@@ -178,31 +178,34 @@ pub fn consistency_answer(v: &Value, from: u64, to: u64) -> Result<Vec<Hash>> {
 }
 
 /// Checks an inclusion proof answer (`GET /api/v1/audit/proof/{seq}`) for event `seq`.
-pub fn check_inclusion(v: &Value, seq: u64, key: &VerifierKey) -> Result<(), String> {
-    let note = v["checkpoint"].as_str().ok_or("no `checkpoint` note")?;
+pub fn check_inclusion(v: &Value, seq: u64, key: &VerifierKey) -> Result<()> {
+    if seq == 0 {
+        bail!("audit events are numbered from 1");
+    }
+    let note = v["checkpoint"].as_str().context("no `checkpoint` note")?;
     let head = open(note, key).map_err(|e| {
-        format!(
+        anyhow!(
             "the checkpoint does not verify with key {}: {e}",
             key.encode()
         )
     })?;
-    let size = v["tree_size"].as_u64().ok_or("no `tree_size`")?;
+    let size = v["tree_size"].as_u64().context("no `tree_size`")?;
     if size != head.size {
-        return Err(format!(
+        bail!(
             "the proof is for size {size}, the signed checkpoint for {}",
             head.size
-        ));
+        );
     }
-    if v["seq"].as_u64() != Some(seq) || v["leaf_index"].as_u64() != Some(seq.wrapping_sub(1)) {
-        return Err(format!("the proof is not for event {seq}"));
+    if v["seq"].as_u64() != Some(seq) || v["leaf_index"].as_u64() != Some(seq - 1) {
+        bail!("the proof is not for event {seq}");
     }
-    let leaf = hash(&v["leaf_hash"], "leaf_hash").map_err(|e| e.to_string())?;
+    let leaf = hash(&v["leaf_hash"], "leaf_hash")?;
     if let Some(body) = v["body"].as_str() {
         if merkle::leaf_hash(body.as_bytes()) != leaf {
-            return Err("the event body does not hash to `leaf_hash`".into());
+            bail!("the event body does not hash to `leaf_hash`");
         }
     }
-    let proof = hashes(v, "proof").map_err(|e| e.to_string())?;
+    let proof = hashes(v, "proof")?;
     merkle::verify_inclusion(seq - 1, size, &leaf, &proof, &head.root)
-        .map_err(|e| format!("event {seq} is not in the signed tree of {size} events: {e}"))
+        .map_err(|e| anyhow!("event {seq} is not in the signed tree of {size} events: {e}"))
 }

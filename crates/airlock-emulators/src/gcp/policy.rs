@@ -111,42 +111,45 @@ impl Policy {
 }
 
 /// Why a policy in a `setIamPolicy` request is refused (HTTP 400 INVALID_ARGUMENT).
-pub fn validate(policy: &Policy, member_limit: usize) -> Result<(), String> {
+pub fn validate(policy: &Policy, member_limit: usize) -> Result<(), PolicyError> {
     if ![0, 1, 3].contains(&policy.version) {
         return Err(format!(
             "Invalid policy version {}: valid values are 0, 1 and 3.",
             policy.version
-        ));
+        )
+        .into());
     }
     if policy.has_conditions() && policy.version < 3 {
         return Err(format!(
             "Policy version {} cannot contain conditional role bindings; set version 3. \
              For more information, please refer to https://cloud.google.com/iam/docs/policies#versions.",
             policy.version
-        ));
+        ).into());
     }
     for b in &policy.bindings {
         if !is_role(&b.role) {
             return Err(format!(
                 "Role ({}) does not exist in the resource's hierarchy.",
                 b.role
-            ));
+            )
+            .into());
         }
         if b.members.is_empty() {
             return Err(format!(
                 "Binding for role {} has no members; each binding must contain at least one principal.",
                 b.role
-            ));
+            ).into());
         }
         if let Some(m) = b.members.iter().find(|m| !is_member(m)) {
-            return Err(format!("Invalid principal: {m}"));
+            return Err(format!("Invalid principal: {m}").into());
         }
         if let Some(c) = &b.condition {
             if c.title.as_deref().is_none_or(str::is_empty) {
                 return Err(format!(
                     "Condition for role {} has no title; IAM conditions require a title.",
                     b.role
-                ));
+                )
+                .into());
             }
             Condition::parse(&c.expression).map_err(|why| {
                 format!("Condition expression `{}` is invalid: {why}", c.expression)
@@ -157,7 +160,7 @@ pub fn validate(policy: &Policy, member_limit: usize) -> Result<(), String> {
     if n > member_limit {
         return Err(format!(
             "The number of members in the policy ({n}) is larger than the maximum allowed size {member_limit}."
-        ));
+        ).into());
     }
     Ok(())
 }
@@ -207,7 +210,7 @@ enum Op {
 
 impl Condition {
     /// Parses an expression of the supported form.
-    pub fn parse(expression: &str) -> Result<Condition, String> {
+    pub fn parse(expression: &str) -> Result<Condition, PolicyError> {
         let clauses = expression
             .split("&&")
             .map(parse_clause)
@@ -226,7 +229,7 @@ impl Condition {
     }
 }
 
-fn parse_clause(clause: &str) -> Result<(Op, OffsetDateTime), String> {
+fn parse_clause(clause: &str) -> Result<(Op, OffsetDateTime), PolicyError> {
     let unsupported = || {
         format!(
             "`{}` is not of the form request.time < timestamp(\"RFC 3339\") \
@@ -286,11 +289,11 @@ mod tests {
                 .with_condition("t", r#"request.time < timestamp("2030-01-01T00:00:00Z")"#)],
             ..Default::default()
         };
-        assert!(validate(&p, 1500).unwrap_err().contains("version 1"));
+        assert!(validate(&p, 1500).unwrap_err().0.contains("version 1"));
         p.version = 3;
         assert_eq!(validate(&p, 1500), Ok(()));
         p.bindings[0].condition.as_mut().unwrap().title = None;
-        assert!(validate(&p, 1500).unwrap_err().contains("title"));
+        assert!(validate(&p, 1500).unwrap_err().0.contains("title"));
     }
 
     #[test]
@@ -306,5 +309,28 @@ mod tests {
         assert!(validate(&p("roles/viewer", "alice"), 1500).is_err());
         assert!(validate(&p("roles/viewer", "user:alice"), 1500).is_err());
         assert!(validate(&p("roles/viewer", "user:a@example.com"), 0).is_err());
+    }
+}
+
+/// Why IAM would answer 400 INVALID_ARGUMENT: the text GCP-style clients see.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PolicyError(pub String);
+
+impl From<String> for PolicyError {
+    fn from(s: String) -> Self {
+        PolicyError(s)
+    }
+}
+
+impl From<&str> for PolicyError {
+    fn from(s: &str) -> Self {
+        PolicyError(s.to_string())
+    }
+}
+
+impl From<PolicyError> for String {
+    fn from(e: PolicyError) -> String {
+        e.0
     }
 }

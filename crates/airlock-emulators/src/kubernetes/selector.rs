@@ -127,14 +127,14 @@ impl Parser {
         t
     }
 
-    fn ident(&mut self) -> Result<String, String> {
+    fn ident(&mut self) -> Result<String, SelectorError> {
         match self.next() {
             Token::Ident(s) if s != "in" && s != "notin" => Ok(s),
-            t => Err(format!("found '{}', expected: identifier", t.text())),
+            t => Err(format!("found '{}', expected: identifier", t.text()).into()),
         }
     }
 
-    fn requirement(&mut self) -> Result<Requirement, String> {
+    fn requirement(&mut self) -> Result<Requirement, SelectorError> {
         let negated = self.peek() == &Token::Bang;
         if negated {
             self.next();
@@ -142,10 +142,7 @@ impl Parser {
         let key = self.ident()?;
         let key_errs = names::qualified_name(&key);
         if !key_errs.is_empty() {
-            return Err(format!(
-                "key: Invalid value: \"{key}\": {}",
-                key_errs.join("; ")
-            ));
+            return Err(format!("key: Invalid value: \"{key}\": {}", key_errs.join("; ")).into());
         }
         if negated {
             return Ok(Requirement {
@@ -172,7 +169,8 @@ impl Parser {
                 return Err(format!(
                     "found '{}', expected: in, notin, =, ==, !=, gt, lt",
                     t.text()
-                ))
+                )
+                .into())
             }
         };
         let values = match op {
@@ -191,7 +189,8 @@ impl Parser {
                 if v.parse::<i64>().is_err() {
                     return Err(format!(
                         "for 'Gt', 'Lt' operators, the value must be an integer: \"{v}\""
-                    ));
+                    )
+                    .into());
                 }
                 continue;
             }
@@ -200,16 +199,17 @@ impl Parser {
                 return Err(format!(
                     "values[0][{key}]: Invalid value: \"{v}\": {}",
                     errs.join("; ")
-                ));
+                )
+                .into());
             }
         }
         Ok(Requirement { key, op, values })
     }
 
-    fn value_set(&mut self) -> Result<Vec<String>, String> {
+    fn value_set(&mut self) -> Result<Vec<String>, SelectorError> {
         match self.next() {
             Token::Open => {}
-            t => return Err(format!("found '{}', expected: '('", t.text())),
+            t => return Err(format!("found '{}', expected: '('", t.text()).into()),
         }
         let mut values = Vec::new();
         if self.peek() == &Token::Close {
@@ -225,16 +225,15 @@ impl Parser {
                 // `(a,)` and `(,a)` carry an empty value.
                 Token::Comma | Token::Close => values.push(String::new()),
                 t => {
-                    return Err(format!(
-                        "found '{}', expected: ',', ')' or identifier",
-                        t.text()
-                    ))
+                    return Err(
+                        format!("found '{}', expected: ',', ')' or identifier", t.text()).into(),
+                    )
                 }
             }
             match self.next() {
                 Token::Comma => continue,
                 Token::Close => return Ok(values),
-                t => return Err(format!("found '{}', expected: ',' or ')'", t.text())),
+                t => return Err(format!("found '{}', expected: ',' or ')'", t.text()).into()),
             }
         }
     }
@@ -242,7 +241,7 @@ impl Parser {
 
 impl Selector {
     /// Parses the `labelSelector` query parameter; the error is the server's message.
-    pub fn parse(text: &str) -> Result<Selector, String> {
+    pub fn parse(text: &str) -> Result<Selector, SelectorError> {
         let mut p = Parser {
             tokens: lex(text),
             pos: 0,
@@ -256,7 +255,7 @@ impl Selector {
                     return Err(format!(
                         "unable to parse requirement: found '{}', expected: !, identifier, or 'end of string'",
                         t.text()
-                    ))
+                    ).into())
                 }
             }
             reqs.push(
@@ -271,10 +270,9 @@ impl Selector {
                     }
                 }
                 t => {
-                    return Err(format!(
-                        "found '{}', expected: ',' or 'end of string'",
-                        t.text()
-                    ))
+                    return Err(
+                        format!("found '{}', expected: ',' or 'end of string'", t.text()).into(),
+                    )
                 }
             }
         }
@@ -368,5 +366,28 @@ mod tests {
         ] {
             assert!(Selector::parse(bad).is_err(), "{bad} should not parse");
         }
+    }
+}
+
+/// Why a label selector does not parse: the text the API server would answer with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SelectorError(pub String);
+
+impl From<String> for SelectorError {
+    fn from(s: String) -> Self {
+        SelectorError(s)
+    }
+}
+
+impl From<&str> for SelectorError {
+    fn from(s: &str) -> Self {
+        SelectorError(s.to_string())
+    }
+}
+
+impl From<SelectorError> for String {
+    fn from(e: SelectorError) -> String {
+        e.0
     }
 }

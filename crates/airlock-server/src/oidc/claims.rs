@@ -36,21 +36,21 @@ pub fn principal(
     config: &Config,
     oidc: &OidcConfig,
     claims: &Map<String, Value>,
-) -> Result<(Principal, Vec<GroupName>), String> {
+) -> Result<(Principal, Vec<GroupName>), airlock_core::Error> {
     let raw = claims
         .get(&oidc.username_claim)
         .and_then(Value::as_str)
         .ok_or_else(|| {
-            format!(
+            airlock_core::Error::forbidden(format!(
                 "the ID token has no `{}` claim (username_claim): ask the identity provider admin to release it, or change username_claim",
                 oidc.username_claim
-            )
+            ))
         })?;
     let name = UserName::parse(raw).map_err(|e| {
-        format!(
+        airlock_core::Error::forbidden(format!(
             "the ID token's `{}` claim is not a valid airlock user name: {e}",
             oidc.username_claim
-        )
+        ))
     })?;
     let values: Vec<&str> = match claims.get(&oidc.groups_claim) {
         Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),

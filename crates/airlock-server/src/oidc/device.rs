@@ -216,7 +216,7 @@ async fn poll(
     Ok(Json(json!({
         "status": "ok",
         "token": token,
-        "expires_at": crate::lifecycle::fmt_time(now + session::SESSION_TTL),
+        "expires_at": airlock_service::lifecycle::fmt_time(now + session::SESSION_TTL),
         "user": who.name,
         "groups": who.groups,
         "mfa": who.mfa,

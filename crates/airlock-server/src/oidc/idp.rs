@@ -78,7 +78,7 @@ impl Idp {
         client_id: &str,
         client_secret: Option<String>,
         jwks_ttl: Duration,
-    ) -> Result<Idp, String> {
+    ) -> Result<Idp, airlock_service::SetupError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())

@@ -71,7 +71,10 @@ pub struct Oidc {
 
 impl Oidc {
     /// Builds the login client from `[auth.oidc]` (None when not configured).
-    pub fn build(config: &Config, config_dir: &Path) -> Result<Option<Arc<Oidc>>, String> {
+    pub fn build(
+        config: &Config,
+        config_dir: &Path,
+    ) -> Result<Option<Arc<Oidc>>, airlock_service::SetupError> {
         let Some(c) = config.auth.oidc.as_ref() else {
             return Ok(None);
         };
@@ -81,7 +84,7 @@ impl Oidc {
             (None, None) => None,
         };
         let secret = source
-            .map(|s| crate::notify::read_secret(config_dir, &s))
+            .map(|s| airlock_service::notify::read_secret(config_dir, &s))
             .transpose()
             .map_err(|e| format!("[auth.oidc] client_secret: {e}"))?;
         Ok(Some(Arc::new(Oidc {

@@ -31,14 +31,16 @@ pub async fn page_handler(
     q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, WebError> {
     let Query(q) = q.map_err(|e| WebError::bad_input(e.body_text()))?;
-    crate::visibility::check_audit_reader(&app, &user.principal)?;
-    let report = crate::api::verify_audit_chain(&app).await?;
-    let head = app.db(|s| s.audit_head()).await?.unwrap_or(0);
+    airlock_service::visibility::check_audit_reader(&app, &user.principal)?;
+    let report = airlock_service::audit::verify_audit_chain(&app.svc).await?;
+    let head = app.svc.db(|s| s.audit_head()).await?.unwrap_or(0);
     let end = q.before.unwrap_or(head + 1).min(head + 1);
     let start = end.saturating_sub(PAGE).max(1);
     let sealed = if end > start {
         let limit = (end - start) as u32;
-        app.db(move |s| s.audit_events(start - 1, limit)).await?
+        app.svc
+            .db(move |s| s.audit_events(start - 1, limit))
+            .await?
     } else {
         vec![]
     };

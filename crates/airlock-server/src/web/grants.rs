@@ -17,11 +17,11 @@ use crate::html;
 async fn grants_page(app: &Arc<App>, user: &WebUser) -> Result<Response, WebError> {
     let filter = RequestFilter {
         state: Some(RequestState::Active),
-        visible_to: crate::visibility::request_scope(app, &user.principal),
+        visible_to: airlock_service::visibility::request_scope(app, &user.principal),
         limit: 1000,
         ..Default::default()
     };
-    let list = app.db(move |s| s.list_requests(&filter)).await?;
+    let list = app.svc.db(move |s| s.list_requests(&filter)).await?;
     let now = app.now();
     let mut h = Html::default();
     html!(h, "<h1>Active grants</h1>");

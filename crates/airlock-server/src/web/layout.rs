@@ -105,6 +105,12 @@ impl From<airlock_core::Error> for WebError {
     }
 }
 
+impl From<airlock_service::ServiceError> for WebError {
+    fn from(e: airlock_service::ServiceError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
         if self.status == StatusCode::UNAUTHORIZED {
@@ -120,7 +126,7 @@ impl IntoResponse for WebError {
 
 /// Formats a time for display (UTC, to the second).
 pub fn when(t: time::OffsetDateTime) -> String {
-    crate::lifecycle::fmt_time(t)
+    airlock_service::lifecycle::fmt_time(t)
 }
 
 /// "1h 5m" style rendering of seconds.

@@ -18,8 +18,9 @@ use super::layout::{page, time_left, when, WebError};
 use super::web_session::{Posted, WebUser};
 use crate::app::App;
 use crate::html;
-use crate::lifecycle;
-use crate::surface::Surface;
+use crate::problem::ApiError;
+use airlock_service::lifecycle;
+use airlock_service::surface::Surface;
 
 type AppState = State<Arc<App>>;
 
@@ -32,6 +33,7 @@ pub fn parse_id(s: &str) -> Result<RequestId, WebError> {
 pub async fn load(app: &Arc<App>, id: &RequestId) -> Result<Request, WebError> {
     let lookup = id.clone();
     Ok(app
+        .svc
         .db(move |s| s.get_request(&lookup))
         .await?
         .ok_or_else(|| Error::not_found(format!("request `{id}`")))?)
@@ -48,7 +50,7 @@ pub async fn requests_of(
         limit,
         ..Default::default()
     };
-    Ok(app.db(move |s| s.list_requests(&filter)).await?)
+    Ok(app.svc.db(move |s| s.list_requests(&filter)).await?)
 }
 
 /// A table of requests whose state and time left update live (app.js polls).
@@ -167,7 +169,7 @@ pub async fn create(
     Posted(user, f): Posted<RequestForm>,
 ) -> Result<Response, WebError> {
     match lifecycle::create(
-        &app,
+        &app.svc,
         &user.principal,
         &f.entitlement,
         &f.duration,
@@ -175,6 +177,7 @@ pub async fn create(
         false,
     )
     .await
+    .map_err(ApiError::from)
     {
         Ok(r) => Ok(Redirect::to(&format!("/ui/requests/{}", r.id)).into_response()),
         Err(e) if e.status.is_client_error() => {
@@ -203,8 +206,8 @@ pub async fn detail(
 ) -> Result<Response, WebError> {
     let r = load(&app, &parse_id(&id)?).await?;
     let p = &user.principal;
-    if !crate::visibility::may_read_request(&app, p, &r) {
-        return Err(crate::visibility::hidden(format!("request `{}`", r.id)).into());
+    if !airlock_service::visibility::may_read_request(&app, p, &r) {
+        return Err(airlock_service::visibility::hidden(format!("request `{}`", r.id)).into());
     }
     let now = app.now();
     let mut h = Html::default();
@@ -324,7 +327,7 @@ pub async fn review(
 ) -> Result<Response, WebError> {
     let id = parse_id(&id)?;
     let (d, c) = f.parts()?;
-    let r = lifecycle::review(&app, &user.principal, id, d, c, Surface::Web).await?;
+    let r = lifecycle::review(&app.svc, &user.principal, id, d, c, Surface::Web).await?;
     Ok(Redirect::to(&format!("/ui/requests/{}", r.id)).into_response())
 }
 
@@ -339,7 +342,7 @@ pub async fn revoke(
     Path(id): Path<String>,
     Posted(user, _): Posted<Empty>,
 ) -> Result<Response, WebError> {
-    let r = lifecycle::revoke(&app, &user.principal, parse_id(&id)?, None).await?;
+    let r = lifecycle::revoke(&app.svc, &user.principal, parse_id(&id)?, None).await?;
     Ok(Redirect::to(&format!("/ui/requests/{}", r.id)).into_response())
 }
 
@@ -349,6 +352,6 @@ pub async fn withdraw(
     Path(id): Path<String>,
     Posted(user, _): Posted<Empty>,
 ) -> Result<Response, WebError> {
-    let r = lifecycle::withdraw(&app, &user.principal, parse_id(&id)?).await?;
+    let r = lifecycle::withdraw(&app.svc, &user.principal, parse_id(&id)?).await?;
     Ok(Redirect::to(&format!("/ui/requests/{}", r.id)).into_response())
 }

@@ -15,14 +15,14 @@ use super::requests::{requests_of, review_form_for};
 use super::web_session::WebUser;
 use crate::app::App;
 use crate::html;
-use crate::queue::ReviewQueue;
+use airlock_service::queue::ReviewQueue;
 
 /// How many of the requester's earlier requests the queue shows.
 const HISTORY: usize = 5;
 
 /// What waits for `who`: the same queue as `GET /api/v1/requests?to_review=true`.
 pub async fn queue_for(app: &Arc<App>, who: &Principal) -> Result<ReviewQueue, WebError> {
-    Ok(crate::queue::for_reviewer(app, who, 200).await?)
+    Ok(airlock_service::queue::for_reviewer(&app.svc, who, 200).await?)
 }
 
 /// `GET /ui/reviews`.

@@ -15,8 +15,8 @@ use super::requests::{review_form_for, review_list, ReviewForm};
 use super::web_session::{Posted, WebUser};
 use crate::app::App;
 use crate::html;
-use crate::proxy::may_read_output;
-use crate::surface::Surface;
+use airlock_service::proxy::may_read_output;
+use airlock_service::surface::Surface;
 
 /// Most transcript bytes shown on a page (the API serves the whole file).
 const TRANSCRIPT_SHOWN: usize = 256 * 1024;
@@ -31,9 +31,9 @@ pub async fn list(State(app): State<Arc<App>>, user: WebUser) -> Result<Response
         limit: 100,
         ..Default::default()
     };
-    let mut runs = app.db_untracked(move |s| s.list_runs(&filter)).await?;
+    let mut runs = app.svc.db_untracked(move |s| s.list_runs(&filter)).await?;
     let p = &user.principal;
-    runs.retain(|r| crate::visibility::may_read_run(&app, p, r));
+    runs.retain(|r| airlock_service::visibility::may_read_run(&app, p, r));
     let (mine_to_review, rest): (Vec<&Run>, Vec<&Run>) = runs
         .iter()
         .partition(|r| r.approvals.awaits_review_by(p, *r));
@@ -69,9 +69,10 @@ pub async fn detail(
     let id = parse(&id)?;
     let lookup = id.clone();
     let r = app
+        .svc
         .db(move |s| s.get_run(&lookup))
         .await?
-        .filter(|r| crate::visibility::may_read_run(&app, &user.principal, r))
+        .filter(|r| airlock_service::visibility::may_read_run(&app, &user.principal, r))
         .ok_or_else(|| Error::not_found(format!("run `{id}`")))?;
     let p = &user.principal;
     let mut h = Html::default();
@@ -110,7 +111,7 @@ pub async fn detail(
         html!(h, "<p class=\"muted\">Only the requester, a reviewer of this run or an admin can read its output.</p>");
     } else {
         let lookup = r.id.clone();
-        match app.db(move |s| s.run_transcript(&lookup)).await? {
+        match app.svc.db(move |s| s.run_transcript(&lookup)).await? {
             None => {
                 html!(h, "<p class=\"muted\">No transcript yet (the run has not finished, or never ran).</p>");
             }
@@ -134,7 +135,14 @@ pub async fn review(
     Posted(user, f): Posted<ReviewForm>,
 ) -> Result<Response, WebError> {
     let (d, c) = f.parts()?;
-    let run = crate::proxy::review::review(&app, &user.principal, parse(&id)?, d, c, Surface::Web)
-        .await?;
+    let run = airlock_service::proxy::review::review(
+        &app.svc,
+        &user.principal,
+        parse(&id)?,
+        d,
+        c,
+        Surface::Web,
+    )
+    .await?;
     Ok(Redirect::to(&format!("/ui/runs/{}", run.id)).into_response())
 }

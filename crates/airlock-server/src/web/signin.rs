@@ -86,7 +86,7 @@ pub async fn with_token(
     };
     // The session never outlives the token it came from.
     let hash = hash_token(token);
-    let rec = app.db_untracked(move |s| s.find_token(&hash)).await?;
+    let rec = app.svc.db_untracked(move |s| s.find_token(&hash)).await?;
     let now = app.now();
     let ttl = rec
         .as_ref()

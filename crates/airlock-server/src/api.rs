@@ -23,7 +23,6 @@ use crate::auth::{hash_token, new_token, Caller};
 use crate::problem::ApiError;
 use airlock_service::audit::verify_audit_chain;
 use airlock_service::lifecycle::{self, fmt_time};
-use airlock_service::page::{bad_cursor, next_cursor, parse_cursor};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -321,6 +320,17 @@ impl ListQuery {
             .unwrap_or(airlock_api::page::DEFAULT_LIMIT)
             .min(airlock_api::page::MAX_LIMIT)
     }
+
+    /// What the service lists.
+    pub fn params(&self) -> airlock_service::page::ListParams {
+        airlock_service::page::ListParams {
+            state: self.state.clone(),
+            mine: self.mine,
+            to_review: self.to_review,
+            limit: self.page_limit(),
+            cursor: self.cursor.clone(),
+        }
+    }
 }
 
 async fn list_requests(
@@ -329,48 +339,12 @@ async fn list_requests(
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let mut filter = RequestFilter {
-        limit: q.page_limit(),
-        ..Default::default()
-    };
-    if let Some(s) = &q.state {
-        filter.state = Some(s.parse()?);
-    }
-    if q.mine {
-        filter.requester = Some(p.name.clone());
-    }
-    if q.to_review {
-        // Pending requests and open post-incident reviews (airlock_service::queue, shared with the web UI).
-        let limit = filter.limit;
-        let mut list = airlock_service::queue::for_reviewer(&app.svc, &p, limit)
-            .await?
-            .into_list(limit as usize);
-        list.retain(|r| {
-            filter.state.is_none_or(|s| r.state == s)
-                && filter.requester.as_ref().is_none_or(|n| &r.requester == n)
-        });
-        return Ok(json_response(StatusCode::OK, list));
-    }
-    filter.visible_to = airlock_service::visibility::request_scope(&app, &p);
-    filter.after = match q.cursor.as_deref().map(parse_cursor).transpose()? {
-        Some((at, id)) => Some((at, RequestId::parse(id).map_err(|_| bad_cursor())?)),
-        None => None,
-    };
-    let limit = filter.limit;
-    let list = app
-        .svc
-        .db_untracked(move |s| s.list_requests(&filter))
-        .await?;
-    let next = next_cursor(
-        list.len(),
-        limit,
-        list.last().map(|r| (r.created_at, r.id.as_str())),
-    );
+    let page = lifecycle::list(&app.svc, &p, &q.params()).await?;
     Ok(with_next(
-        json_response(StatusCode::OK, list),
+        json_response(StatusCode::OK, page.items),
         "/api/v1/requests",
         &q,
-        next,
+        page.next,
     ))
 }
 

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_core::request::ReviewDecision;
-use airlock_core::run::{Run, RunId, RunState};
+use airlock_core::run::{Run, RunId};
 use airlock_core::Error;
-use airlock_store::RunFilter;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -26,7 +25,6 @@ use crate::auth::Caller;
 use crate::auth::Via;
 use crate::problem::ApiError;
 use airlock_service::lifecycle::fmt_time;
-use airlock_service::page::{bad_cursor, next_cursor, parse_cursor};
 use airlock_service::proxy::create::{self, Created, ExecInput, ProxyError, RateLimited};
 use airlock_service::proxy::frames::{self, frame, json_frame, Kind};
 use airlock_service::proxy::hub::Chunk;
@@ -275,42 +273,12 @@ async fn list_runs(
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let mut filter = RunFilter {
-        limit: q.page_limit(),
-        ..Default::default()
-    };
-    if let Some(s) = &q.state {
-        filter.state = Some(s.parse()?);
-    }
-    if q.mine {
-        filter.requester = Some(p.name.clone());
-    }
-    if q.to_review {
-        filter.state = Some(RunState::Pending);
-        filter.limit = 1000;
-    }
-    filter.after = match q.cursor.as_deref().map(parse_cursor).transpose()? {
-        Some((at, id)) => Some((at, RunId::parse(id).map_err(|_| bad_cursor())?)),
-        None => None,
-    };
-    let limit = filter.limit;
-    let mut list = app.svc.db_untracked(move |s| s.list_runs(&filter)).await?;
-    // The cursor follows the store's page, before the per-reader filter below
-    // may shorten it: a short page is not the end.
-    let next = next_cursor(
-        list.len(),
-        limit,
-        list.last().map(|r| (r.created_at, r.id.as_str())),
-    );
-    list.retain(|r| airlock_service::visibility::may_read_run(&app, &p, r));
-    if q.to_review {
-        list.retain(|r| r.approvals.awaits_review_by(&p, r));
-    }
+    let page = airlock_service::proxy::list(&app.svc, &p, &q.params()).await?;
     Ok(with_next(
-        json_response(StatusCode::OK, list),
+        json_response(StatusCode::OK, page.items),
         "/api/v1/runs",
         &q,
-        next,
+        page.next,
     ))
 }
 

@@ -265,10 +265,10 @@ async fn decide(app: &Arc<App>, slack: &Slack, payload: Payload) -> String {
         }
     };
     let verb = decision.as_str();
-    let outcome = if is_run {
-        match RunId::parse(&value) {
-            Err(e) => Err(ApiError::from(e)),
-            Ok(id) => airlock_service::proxy::review::review(
+    let outcome = async {
+        let state = if is_run {
+            let id = RunId::parse(&value)?;
+            let r = airlock_service::proxy::review::review(
                 &app.svc,
                 &who,
                 id,
@@ -276,14 +276,11 @@ async fn decide(app: &Arc<App>, slack: &Slack, payload: Payload) -> String {
                 None,
                 Surface::Slack,
             )
-            .await
-            .map_err(ApiError::from)
-            .map(|r| format!("run `{}` is now *{}*", r.id, r.state.as_str())),
-        }
-    } else {
-        match RequestId::parse(&value) {
-            Err(e) => Err(ApiError::from(e)),
-            Ok(id) => airlock_service::lifecycle::review(
+            .await?;
+            format!("run `{}` is now *{}*", r.id, r.state.as_str())
+        } else {
+            let id = RequestId::parse(&value)?;
+            let r = airlock_service::lifecycle::review(
                 &app.svc,
                 &who,
                 id,
@@ -291,11 +288,13 @@ async fn decide(app: &Arc<App>, slack: &Slack, payload: Payload) -> String {
                 None,
                 Surface::Slack,
             )
-            .await
-            .map_err(ApiError::from)
-            .map(|r| format!("request `{}` is now *{}*", r.id, r.state)),
-        }
-    };
+            .await?;
+            format!("request `{}` is now *{}*", r.id, r.state)
+        };
+        Ok::<_, airlock_service::ServiceError>(state)
+    }
+    .await
+    .map_err(ApiError::from);
     match outcome {
         Ok(state) => {
             tracing::info!(slack_user = user.id, user = %who.name, decision = verb, value, "review from Slack");

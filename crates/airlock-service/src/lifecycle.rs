@@ -18,6 +18,7 @@ use airlock_store::{CertificateRecord, Change};
 use rand::Rng;
 use serde_json::json;
 
+use crate::page::{bad_cursor, next_cursor, parse_cursor, ListParams, Page};
 use crate::Service;
 use crate::ServiceError;
 
@@ -589,4 +590,47 @@ pub fn fmt_time(t: time::OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+/// `GET /api/v1/requests`: one page of the requests `who` may read; with
+/// `to_review`, their reviewer queue (pending and open post-incident reviews).
+pub async fn list(
+    app: &Arc<Service>,
+    who: &Principal,
+    q: &ListParams,
+) -> Result<Page<Request>, ServiceError> {
+    let mut filter = airlock_store::RequestFilter {
+        limit: q.limit,
+        ..Default::default()
+    };
+    if let Some(s) = &q.state {
+        filter.state = Some(s.parse()?);
+    }
+    if q.mine {
+        filter.requester = Some(who.name.clone());
+    }
+    if q.to_review {
+        let limit = filter.limit;
+        let mut items = crate::queue::for_reviewer(app, who, limit)
+            .await?
+            .into_list(limit as usize);
+        items.retain(|r| {
+            filter.state.is_none_or(|s| r.state == s)
+                && filter.requester.as_ref().is_none_or(|n| &r.requester == n)
+        });
+        return Ok(Page { items, next: None });
+    }
+    filter.visible_to = crate::visibility::request_scope(app, who);
+    filter.after = match q.cursor.as_deref().map(parse_cursor).transpose()? {
+        Some((at, id)) => Some((at, RequestId::parse(id).map_err(|_| bad_cursor())?)),
+        None => None,
+    };
+    let limit = filter.limit;
+    let items = app.db_untracked(move |s| s.list_requests(&filter)).await?;
+    let next = next_cursor(
+        items.len(),
+        limit,
+        items.last().map(|r| (r.created_at, r.id.as_str())),
+    );
+    Ok(Page { items, next })
 }

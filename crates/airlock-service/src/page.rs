@@ -25,3 +25,27 @@ pub fn next_cursor(len: usize, limit: u32, last: Option<(OffsetDateTime, &str)>)
     let (at, id) = last.filter(|_| len as u32 >= limit)?;
     Some(format!("{}-{id}", at.unix_timestamp_nanos() / 1000))
 }
+
+/// What a list call asks for: the API's `?state=&mine=&to_review=&limit=&cursor=`.
+#[derive(Debug, Clone, Default)]
+pub struct ListParams {
+    /// Only items in this state (parsed by the kind listed).
+    pub state: Option<String>,
+    /// Only the caller's own.
+    pub mine: bool,
+    /// Only what waits for the caller's review.
+    pub to_review: bool,
+    /// Items per page.
+    pub limit: u32,
+    /// From the previous page's `Link` header.
+    pub cursor: Option<String>,
+}
+
+/// One page of a list, and the cursor of the next if there may be one.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// The items the caller may read.
+    pub items: Vec<T>,
+    /// Where the next page starts.
+    pub next: Option<String>,
+}

@@ -41,8 +41,20 @@ impl Client {
     }
 
     fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<ureq::Response> {
+        self.send_on(&self.agent, method, path, body)
+    }
+
+    /// Sends on `agent`; error statuses become one-line messages with the
+    /// server's problem detail, transport errors say what to check.
+    fn send_on(
+        &self,
+        agent: &ureq::Agent,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<ureq::Response> {
         let url = format!("{}{path}", self.addr);
-        let mut req = self.agent.request(method, &url);
+        let mut req = agent.request(method, &url);
         if let Some(t) = &self.token {
             req = req.set("Authorization", &format!("Bearer {t}"));
         }
@@ -149,26 +161,6 @@ impl Client {
     /// Sends a request whose response may be a long stream (a run's output);
     /// error statuses become the same one-line messages as other calls.
     pub fn stream(&self, method: &str, path: &str, body: Option<&Value>) -> Result<ureq::Response> {
-        let url = format!("{}{path}", self.addr);
-        let mut req = self.streaming.request(method, &url);
-        if let Some(t) = &self.token {
-            req = req.set("Authorization", &format!("Bearer {t}"));
-        }
-        let resp = match body {
-            Some(b) => req.send_json(b.clone()),
-            None => req.call(),
-        };
-        match resp {
-            Ok(r) => Ok(r),
-            Err(ureq::Error::Status(code, r)) => {
-                let text = r.into_string().unwrap_or_default();
-                let detail = Problem::detail_of(&text).unwrap_or(text);
-                Err(anyhow!("{detail} [HTTP {code}]"))
-            }
-            Err(ureq::Error::Transport(t)) => Err(anyhow!(
-                "cannot reach airlock at {}: {t} (is `airlock serve` running? set AIRLOCK_ADDR)",
-                self.addr
-            )),
-        }
+        self.send_on(&self.streaming, method, path, body)
     }
 }

@@ -75,6 +75,14 @@ pub trait Notifier: Send + Sync {
     }
 }
 
+/// The service whose owners review `run`: its operation's, if it has one.
+fn run_service(app: &Service, run: &airlock_core::run::Run) -> Option<airlock_core::ServiceName> {
+    run.operation
+        .as_ref()
+        .and_then(|o| app.config.operations.get(o))
+        .and_then(|o| o.service.clone())
+}
+
 /// Reads a secret given inline or as a file relative to `config_dir`.
 pub fn read_secret(config_dir: &Path, source: &SecretSource) -> Result<String, crate::SetupError> {
     match source {

@@ -89,11 +89,7 @@ pub async fn compose(
         if run.state != RunState::Pending {
             return Ok(None);
         }
-        let service = run
-            .operation
-            .as_ref()
-            .and_then(|o| app.config.operations.get(o))
-            .and_then(|o| o.service.clone());
+        let service = super::run_service(app, &run);
         let to = recipients(
             app,
             service.as_ref(),

@@ -265,11 +265,7 @@ async fn render(app: &Arc<Service>, event: &AuditEvent) -> Result<Option<Rendere
         else {
             return Ok(None);
         };
-        let service = run
-            .operation
-            .as_ref()
-            .and_then(|o| app.config.operations.get(o))
-            .and_then(|o| o.service.clone());
+        let service = super::run_service(app, &run);
         let announce = event.kind == "run.created" && run.approvals.count > 0;
         return Ok(Some(Rendered {
             message: blocks::run_message(&run),

@@ -111,20 +111,22 @@ pub async fn start(
     let tool = app.config.tools.get(&run.tool).cloned();
     match tool {
         Some(t) => Ok(spawn_claimed(app, run, &t, attach)),
-        None => {
-            // The catalog changed under an approved run: fail it, never guess.
-            let o = Outcome {
-                ending: Ending::NotStarted(format!(
-                    "tool `{}` is no longer configured; nothing ran",
-                    run.tool
-                )),
-                exit_code: None,
-                transcript: empty_transcript(),
-            };
-            let r = finish(app, &run.id, &o, std::time::Duration::ZERO).await?;
-            Ok(Created::Stored(r))
-        }
+        None => Ok(Created::Stored(fail_unconfigured(app, &run).await?)),
     }
+}
+
+/// Records a claimed run whose tool left the catalog as not started: the
+/// catalog changed under an approved run, so fail it, never guess.
+async fn fail_unconfigured(app: &Arc<Service>, run: &Run) -> Result<Run, ServiceError> {
+    let o = Outcome {
+        ending: Ending::NotStarted(format!(
+            "tool `{}` is no longer configured; nothing ran",
+            run.tool
+        )),
+        exit_code: None,
+        transcript: empty_transcript(),
+    };
+    finish(app, &run.id, &o, std::time::Duration::ZERO).await
 }
 
 /// Executes a run this replica holds (state `running`, our lease) in the
@@ -362,15 +364,7 @@ pub async fn tend(app: &Arc<Service>, id: RunId) {
                     spawn_claimed(app, run, &t, false);
                 }
                 None => {
-                    let o = Outcome {
-                        ending: Ending::NotStarted(format!(
-                            "tool `{}` is no longer configured; nothing ran",
-                            run.tool
-                        )),
-                        exit_code: None,
-                        transcript: empty_transcript(),
-                    };
-                    let _ = finish(app, &run.id, &o, std::time::Duration::ZERO).await;
+                    let _ = fail_unconfigured(app, &run).await;
                 }
             }
         }

@@ -75,3 +75,45 @@ fn empty_transcript() -> airlock_store::Transcript {
         truncated: false,
     }
 }
+
+/// `GET /api/v1/runs`: one page of the runs `who` may read; with `to_review`,
+/// the pending runs that wait for their review.
+pub async fn list(
+    app: &std::sync::Arc<crate::Service>,
+    who: &Principal,
+    q: &crate::page::ListParams,
+) -> Result<crate::page::Page<Run>, crate::ServiceError> {
+    use crate::page::{bad_cursor, next_cursor, parse_cursor};
+    let mut filter = airlock_store::RunFilter {
+        limit: q.limit,
+        ..Default::default()
+    };
+    if let Some(s) = &q.state {
+        filter.state = Some(s.parse()?);
+    }
+    if q.mine {
+        filter.requester = Some(who.name.clone());
+    }
+    if q.to_review {
+        filter.state = Some(airlock_core::run::RunState::Pending);
+        filter.limit = 1000;
+    }
+    filter.after = match q.cursor.as_deref().map(parse_cursor).transpose()? {
+        Some((at, id)) => Some((at, RunId::parse(id).map_err(|_| bad_cursor())?)),
+        None => None,
+    };
+    let limit = filter.limit;
+    let mut items = app.db_untracked(move |s| s.list_runs(&filter)).await?;
+    // The cursor follows the store's page, before the per-reader filter below
+    // may shorten it: a short page is not the end.
+    let next = next_cursor(
+        items.len(),
+        limit,
+        items.last().map(|r| (r.created_at, r.id.as_str())),
+    );
+    items.retain(|r| crate::visibility::may_read_run(app, who, r));
+    if q.to_review {
+        items.retain(|r| r.approvals.awaits_review_by(who, r));
+    }
+    Ok(crate::page::Page { items, next })
+}

@@ -13,7 +13,9 @@ use time::OffsetDateTime;
 
 mod access;
 mod codec;
+#[cfg(feature = "testkit")]
 pub mod conformance;
+#[cfg(feature = "testkit")]
 pub mod conformance_runs;
 mod notify;
 mod pg;

@@ -3,9 +3,7 @@
 //! with `FOR UPDATE SKIP LOCKED` so two replicas never work on the same row.
 
 use std::collections::HashMap;
-use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
-use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use airlock_core::audit_chain::{AuditDraft, Checkpoint, CheckpointSigner, SealedEvent};
@@ -13,6 +11,7 @@ use airlock_core::request::{Request, RequestId, RequestState, Review};
 use postgres::error::SqlState;
 use postgres::types::ToSql;
 use postgres::{Client, Config, GenericClient, NoTls, Row, Transaction};
+use r2d2_postgres::PostgresConnectionManager;
 use time::OffsetDateTime;
 
 use crate::codec::{self, RequestRow, ReviewRow, TokenRow, REQUEST_COLUMNS, TOKEN_COLUMNS};
@@ -21,7 +20,7 @@ use crate::{
 };
 
 /// Most connections one store opens.
-const MAX_CONNECTIONS: usize = 16;
+const MAX_CONNECTIONS: u32 = 16;
 /// How long a caller waits for a free connection before giving up.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rows fetched per round trip by `audit_scan`: bounds memory on huge chains.
@@ -74,96 +73,19 @@ fn is_unique_violation(e: &postgres::Error) -> bool {
     e.code() == Some(&SqlState::UNIQUE_VIOLATION)
 }
 
-struct PoolState {
-    idle: Vec<Client>,
-    open: usize,
-}
-
-/// A few connections opened on demand; broken ones are dropped on return.
-struct Pool {
-    config: Config,
-    state: Mutex<PoolState>,
-    freed: Condvar,
-}
-
-/// A checked-out connection that goes back to the pool on drop.
-struct Conn<'a> {
-    pool: &'a Pool,
-    client: Option<Client>,
-}
-
-impl Deref for Conn<'_> {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        self.client.as_ref().expect("client present until drop")
-    }
-}
-
-impl DerefMut for Conn<'_> {
-    fn deref_mut(&mut self) -> &mut Client {
-        self.client.as_mut().expect("client present until drop")
-    }
-}
-
-impl Drop for Conn<'_> {
-    fn drop(&mut self) {
-        let mut st = self.pool.lock();
-        match self.client.take() {
-            Some(c) if !c.is_closed() => st.idle.push(c),
-            _ => st.open -= 1,
-        }
-        drop(st);
-        self.pool.freed.notify_one();
-    }
-}
+/// Connections opened on demand (at most [`MAX_CONNECTIONS`]); one found
+/// closed on return is dropped, and no test query runs on checkout (a broken
+/// one fails its statement).
+struct Pool(r2d2::Pool<PostgresConnectionManager<NoTls>>);
 
 impl Pool {
-    fn lock(&self) -> MutexGuard<'_, PoolState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn get(&self) -> StoreResult<Conn<'_>> {
-        let mut st = self.lock();
-        loop {
-            while let Some(c) = st.idle.pop() {
-                if c.is_closed() {
-                    st.open -= 1;
-                } else {
-                    return Ok(Conn {
-                        pool: self,
-                        client: Some(c),
-                    });
-                }
-            }
-            if st.open < MAX_CONNECTIONS {
-                st.open += 1;
-                drop(st);
-                return match self.config.connect(NoTls) {
-                    Ok(c) => Ok(Conn {
-                        pool: self,
-                        client: Some(c),
-                    }),
-                    Err(e) => {
-                        self.lock().open -= 1;
-                        self.freed.notify_one();
-                        Err(StoreError::Unavailable(format!(
-                            "cannot connect to PostgreSQL: {e}"
-                        )))
-                    }
-                };
-            }
-            let (guard, timeout) = self
-                .freed
-                .wait_timeout(st, CHECKOUT_TIMEOUT)
-                .unwrap_or_else(|p| p.into_inner());
-            st = guard;
-            if timeout.timed_out() && st.idle.is_empty() && st.open >= MAX_CONNECTIONS {
-                return Err(StoreError::Unavailable(format!(
-                    "all {MAX_CONNECTIONS} PostgreSQL connections stayed busy for {}s",
-                    CHECKOUT_TIMEOUT.as_secs()
-                )));
-            }
-        }
+    fn get(&self) -> StoreResult<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+        self.0.get().map_err(|e| {
+            StoreError::Unavailable(format!(
+                "no PostgreSQL connection within {}s (at most {MAX_CONNECTIONS}): {e}",
+                CHECKOUT_TIMEOUT.as_secs()
+            ))
+        })
     }
 }
 
@@ -390,18 +312,21 @@ impl PgStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
+        // Migrate on a connection of its own, so a bad URL or a down server fails at once.
+        let mut client = config
+            .connect(NoTls)
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
+        migrate(&mut client)?;
+        let pool = r2d2::Pool::builder()
+            .max_size(MAX_CONNECTIONS)
+            .min_idle(Some(0))
+            .connection_timeout(CHECKOUT_TIMEOUT)
+            .test_on_check_out(false)
+            .build_unchecked(PostgresConnectionManager::new(config, NoTls));
         let store = PgStore {
-            pool: Pool {
-                config,
-                state: Mutex::new(PoolState {
-                    idle: Vec::new(),
-                    open: 0,
-                }),
-                freed: Condvar::new(),
-            },
+            pool: Pool(pool),
             signer,
         };
-        migrate(&mut *store.pool.get()?)?;
         Ok(store)
     }
 

@@ -1,8 +1,9 @@
 //! Storage behind one trait. `SqliteStore` (default, embedded) and `PgStore`
-//! (several replicas on one database) are the only places that know SQL; no
-//! other crate can tell which one runs. Every state change is written together
-//! with its audit events in one transaction, and the audit chain head is
-//! serialised inside that transaction.
+//! (several replicas on one database) run the same queries (`sql/`, written
+//! once) and differ only in their dialect files; no other crate can tell
+//! which one runs. Every state change is written together with its audit
+//! events in one transaction, and the audit chain head is serialised inside
+//! that transaction.
 
 use std::sync::Arc;
 
@@ -13,11 +14,14 @@ use time::OffsetDateTime;
 
 mod access;
 mod codec;
+#[cfg(feature = "testkit")]
 pub mod conformance;
+#[cfg(feature = "testkit")]
 pub mod conformance_runs;
 mod notify;
 mod pg;
 mod runs;
+mod sql;
 mod sqlite;
 
 pub use access::{AccessStore, BindOutcome, Lock, LockKind, TokenFilter};

@@ -18,7 +18,7 @@ use airlock_store::{CertificateRecord, Change};
 use rand::Rng;
 use serde_json::json;
 
-use crate::page::{bad_cursor, next_cursor, parse_cursor, ListParams, Page};
+use crate::page::{next_cursor, ListParams, Page};
 use crate::Service;
 use crate::ServiceError;
 
@@ -601,14 +601,10 @@ pub async fn list(
 ) -> Result<Page<Request>, ServiceError> {
     let mut filter = airlock_store::RequestFilter {
         limit: q.limit,
+        state: q.state()?,
+        requester: q.requester(who),
         ..Default::default()
     };
-    if let Some(s) = &q.state {
-        filter.state = Some(s.parse()?);
-    }
-    if q.mine {
-        filter.requester = Some(who.name.clone());
-    }
     if q.to_review {
         let limit = filter.limit;
         let mut items = crate::queue::for_reviewer(app, who, limit)
@@ -621,10 +617,7 @@ pub async fn list(
         return Ok(Page { items, next: None });
     }
     filter.visible_to = crate::visibility::request_scope(app, who);
-    filter.after = match q.cursor.as_deref().map(parse_cursor).transpose()? {
-        Some((at, id)) => Some((at, RequestId::parse(id).map_err(|_| bad_cursor())?)),
-        None => None,
-    };
+    filter.after = q.after(RequestId::parse)?;
     let limit = filter.limit;
     let items = app.db_untracked(move |s| s.list_requests(&filter)).await?;
     let next = next_cursor(

@@ -49,3 +49,26 @@ pub struct Page<T> {
     /// Where the next page starts.
     pub next: Option<String>,
 }
+
+impl ListParams {
+    /// The `state` filter, parsed as the listed kind's state.
+    pub fn state<S: std::str::FromStr>(&self) -> Result<Option<S>, S::Err> {
+        self.state.as_deref().map(str::parse).transpose()
+    }
+
+    /// The requester filter: the caller, with `mine`.
+    pub fn requester(&self, who: &airlock_core::Principal) -> Option<airlock_core::UserName> {
+        self.mine.then(|| who.name.clone())
+    }
+
+    /// Where the page starts: the cursor's time and its id, parsed by `id`.
+    pub fn after<I, E>(
+        &self,
+        id: impl Fn(&str) -> Result<I, E>,
+    ) -> Result<Option<(OffsetDateTime, I)>, Error> {
+        match self.cursor.as_deref().map(parse_cursor).transpose()? {
+            Some((at, raw)) => Ok(Some((at, id(raw).map_err(|_| bad_cursor())?))),
+            None => Ok(None),
+        }
+    }
+}

@@ -361,6 +361,17 @@ struct Attempt<'a> {
     event: &'a AuditEvent,
 }
 
+/// Logs a failed delivery and when it is tried again.
+fn failed(sink: &str, seq: u64, why: &str, wait: Duration, note: &str) {
+    tracing::warn!(
+        sink,
+        seq,
+        why,
+        retry_in_ms = wait.as_millis() as u64,
+        "notification failed{note}"
+    );
+}
+
 impl Attempt<'_> {
     async fn run(&self, lease: &mut Lease, committed: &mut u64, done: u64) -> Outcome {
         let (app, event, sink) = (self.app, self.event, self.notifier.label());
@@ -374,24 +385,12 @@ impl Attempt<'_> {
                     return Outcome::Dropped;
                 }
                 Err(DeliveryError::Retry(why)) => {
-                    tracing::warn!(
-                        sink = shown,
-                        seq = event.seq,
-                        why,
-                        retry_in_ms = backoff.as_millis() as u64,
-                        "notification failed"
-                    );
+                    failed(&shown, event.seq, &why, backoff, "");
                     backoff
                 }
                 Err(DeliveryError::RetryAfter(why, after)) => {
                     let wait = after.max(backoff);
-                    tracing::warn!(
-                        sink = shown,
-                        seq = event.seq,
-                        why,
-                        retry_in_ms = wait.as_millis() as u64,
-                        "notification failed; receiver asked to wait"
-                    );
+                    failed(&shown, event.seq, &why, wait, "; receiver asked to wait");
                     wait
                 }
             };

@@ -200,12 +200,7 @@ async fn renew(app: Arc<Service>, id: RunId, live: Arc<super::hub::LiveRun>) {
         let r = app
             .db(move |s| {
                 s.update_run(&id2, now, &mut |r, lease| {
-                    if r.state != RunState::Running || lease.owner.as_deref() != Some(me.as_str()) {
-                        return Err(Error::Conflict {
-                            current_state: r.state.to_string(),
-                            message: "this replica no longer holds the run".into(),
-                        });
-                    }
+                    still_held(r, lease, &me)?;
                     *seen2.lock().unwrap_or_else(|p| p.into_inner()) =
                         lease.cancel_requested.clone();
                     Ok(RunChange {
@@ -252,12 +247,7 @@ async fn finish(
         let r = app
             .db(move |s| {
                 s.update_run(&id2, now, &mut |r, lease| {
-                    if r.state != RunState::Running || lease.owner.as_deref() != Some(me.as_str()) {
-                        return Err(Error::Conflict {
-                            current_state: r.state.to_string(),
-                            message: "this replica no longer holds the run".into(),
-                        });
-                    }
+                    still_held(r, lease, &me)?;
                     let t = match &o2.ending {
                         Ending::Exited(0) => RunTransition::Succeed,
                         Ending::TimedOut => RunTransition::TimeOut,
@@ -373,4 +363,16 @@ pub async fn tend(app: &Arc<Service>, id: RunId) {
             tracing::warn!(run = %id, error = %e, "background step on a run failed; it will be retried")
         }
     }
+}
+
+/// Refuses to touch a run this replica no longer holds (its lease ran out and
+/// another replica recorded it).
+fn still_held(r: &Run, lease: &airlock_store::RunLease, me: &str) -> Result<(), Error> {
+    if r.state != RunState::Running || lease.owner.as_deref() != Some(me) {
+        return Err(Error::Conflict {
+            current_state: r.state.to_string(),
+            message: "this replica no longer holds the run".into(),
+        });
+    }
+    Ok(())
 }

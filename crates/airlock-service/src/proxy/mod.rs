@@ -83,30 +83,22 @@ pub async fn list(
     who: &Principal,
     q: &crate::page::ListParams,
 ) -> Result<crate::page::Page<Run>, crate::ServiceError> {
-    use crate::page::{bad_cursor, next_cursor, parse_cursor};
     let mut filter = airlock_store::RunFilter {
         limit: q.limit,
+        state: q.state()?,
+        requester: q.requester(who),
         ..Default::default()
     };
-    if let Some(s) = &q.state {
-        filter.state = Some(s.parse()?);
-    }
-    if q.mine {
-        filter.requester = Some(who.name.clone());
-    }
     if q.to_review {
         filter.state = Some(airlock_core::run::RunState::Pending);
         filter.limit = 1000;
     }
-    filter.after = match q.cursor.as_deref().map(parse_cursor).transpose()? {
-        Some((at, id)) => Some((at, RunId::parse(id).map_err(|_| bad_cursor())?)),
-        None => None,
-    };
+    filter.after = q.after(RunId::parse)?;
     let limit = filter.limit;
     let mut items = app.db_untracked(move |s| s.list_runs(&filter)).await?;
     // The cursor follows the store's page, before the per-reader filter below
     // may shorten it: a short page is not the end.
-    let next = next_cursor(
+    let next = crate::page::next_cursor(
         items.len(),
         limit,
         items.last().map(|r| (r.created_at, r.id.as_str())),

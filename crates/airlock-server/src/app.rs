@@ -6,10 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use airlock_core::audit_chain::CheckpointSigner;
-use airlock_core::config::Config;
 use airlock_core::policy::PolicyEngine;
 use airlock_core::ProviderName;
-use airlock_providers::Provider;
+use airlock_providers::{Provider, ValidatedConfig};
 use airlock_store::{Store, StoreResult};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
@@ -21,7 +20,8 @@ use crate::problem::ApiError;
 
 /// Everything `airlock serve` needs, resolved by the binary.
 pub struct ServeOptions {
-    pub config: Config,
+    /// The configuration, provider keys checked by their kinds.
+    pub config: ValidatedConfig,
     /// Operator Cedar policies (file contents).
     pub policy_text: Option<String>,
     /// Keys live here.
@@ -46,7 +46,7 @@ pub enum Fault {
 
 /// Shared server state.
 pub struct App {
-    pub config: Config,
+    pub config: ValidatedConfig,
     pub policy: PolicyEngine,
     pub store: Arc<dyn Store>,
     pub providers: BTreeMap<ProviderName, Arc<dyn Provider>>,
@@ -100,14 +100,14 @@ impl App {
             airlock_store::open(&opts.database_url, Some(signer)).map_err(|e| e.to_string())?;
         let policy = PolicyEngine::new(&opts.config, opts.policy_text.as_deref())
             .map_err(|e| e.to_string())?;
-        let mut providers = BTreeMap::new();
         let ctx = airlock_providers::ProviderContext {
             config_dir: opts.config_dir.clone(),
             data_dir: opts.data_dir.clone(),
         };
-        for (name, pc) in &opts.config.providers {
-            providers.insert(name.clone(), airlock_providers::build(name, pc, &ctx)?);
-        }
+        let providers = opts
+            .config
+            .build_providers(&ctx)
+            .map_err(|e| e.to_string())?;
         let fault = match std::env::var("AIRLOCK_FAULT").ok().as_deref() {
             Some("pause-after-provider-apply") => Some(Fault::PauseAfterProviderApply),
             _ => None,

@@ -9,7 +9,8 @@
 //! - `example(key)`: a value to show when a required section key is missing;
 //! - `build(name, &Config, &ProviderContext)`: the constructor.
 //!
-//! Adding a kind is that folder plus one line in the [`kinds!`] list below.
+//! Adding a kind is that folder, its `pub mod` line in `lib.rs` and one line
+//! in the [`kinds!`] list below.
 
 use std::sync::Arc;
 

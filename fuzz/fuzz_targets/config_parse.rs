@@ -1,5 +1,6 @@
-//! `Config::parse` on arbitrary text: TOML, then every validation step
-//! (providers, entitlements, tools, operations, services, notify, OIDC).
+//! `ValidatedConfig::parse` on arbitrary text: TOML, then every validation
+//! step (core: entitlements, tools, operations, services, notify, OIDC; then
+//! each provider section and entitlement target by its kind).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -9,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(config) = airlock_core::config::Config::parse(text) {
+    if let Ok(config) = airlock_providers::ValidatedConfig::parse(text) {
         // What the server does next with a loaded catalog: look names up.
         for name in config.users.keys() {
             let _ = config.check_login_name(name);

@@ -8,10 +8,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use airlock_core::config::{EntitlementTarget, ProviderConfig};
 use airlock_core::{EntitlementName, ProviderName, RequestId, UserName};
 use airlock_emulators::gcp::{Binding, GcpEmulator, Policy};
 use airlock_providers::gcp_iam::GcpIamProvider;
+use airlock_providers::gcp_iam::{Config, Target};
+use airlock_providers::EntitlementTarget;
 use airlock_providers::{GrantSpec, Provider, ProviderContext};
 use anyhow::{anyhow, bail, Context, Result};
 use time::OffsetDateTime;
@@ -83,12 +84,10 @@ async fn measure(ctx: &Ctx) -> Result<(Outcome, Outcome, Outcome)> {
         emu.create_service_account_key(SA).to_string(),
     )?;
     let build = |resource: &str| -> Result<Arc<GcpIamProvider>> {
-        let config = ProviderConfig {
-            kind: "gcp-iam".into(),
-            resource: Some(resource.into()),
+        let config = Config {
+            resource: resource.into(),
             credentials: Some("sa.json".into()),
             endpoint: Some(emu.endpoint().into()),
-            ..Default::default()
         };
         let p = GcpIamProvider::new(
             ProviderName::parse("bench-gcp")?,
@@ -185,11 +184,7 @@ fn grant(round: usize, i: usize) -> Result<GrantSpec> {
         requester: UserName::parse("alice")?,
         email: Some(member(round, i).trim_start_matches("user:").to_owned()),
         entitlement: EntitlementName::parse("bench-gcp")?,
-        role: Some(ROLE.into()),
-        target: EntitlementTarget {
-            role: Some(ROLE.into()),
-            ..Default::default()
-        },
+        target: EntitlementTarget::GcpIam(Target { role: ROLE.into() }),
         not_after: OffsetDateTime::now_utc() + Duration::from_secs(3600),
         secret: [0; 32],
     })

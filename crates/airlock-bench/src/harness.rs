@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use airlock_core::config::Config;
 use airlock_server::{App, ServeOptions};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
@@ -59,7 +58,8 @@ pub struct Server {
 impl Server {
     /// Opens the store (migrating it), builds the app and serves on 127.0.0.1:0.
     pub fn start(catalog: &str, data_dir: &Path, database_url: &str) -> Result<Server> {
-        let config = Config::parse(catalog).map_err(|e| anyhow!("bench catalog: {e}"))?;
+        let config = airlock_providers::ValidatedConfig::parse(catalog)
+            .map_err(|e| anyhow!("bench catalog: {e}"))?;
         let admin_token = airlock_server::auth::new_token();
         let app = App::new(ServeOptions {
             config,

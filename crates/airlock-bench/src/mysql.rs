@@ -11,9 +11,10 @@
 
 use std::time::{Duration, Instant};
 
-use airlock_core::config::ProviderConfig;
 use airlock_core::{ProviderName, UserName};
 use airlock_providers::mysql::MysqlProvider;
+use airlock_providers::mysql::{Config, Target};
+use airlock_providers::EntitlementTarget;
 use airlock_providers::{GrantSpec, Provider};
 use anyhow::{anyhow, Context, Result};
 use mysql_async::prelude::Queryable;
@@ -71,9 +72,8 @@ async fn bench(ctx: &Ctx) -> Result<Vec<Row>> {
     admin.query_drop(format!("CREATE ROLE `{role}`")).await?;
     let provider = MysqlProvider::new(
         ProviderName::parse("bench-mysql")?,
-        &ProviderConfig {
-            kind: "mysql".into(),
-            url: Some(url),
+        &Config {
+            url,
             role_prefix: Some(prefix.clone()),
             ..Default::default()
         },
@@ -150,8 +150,7 @@ async fn provider_pairs(p: &MysqlProvider, role: &str, n: usize) -> Result<Durat
             requester: UserName::parse("alice")?,
             email: None,
             entitlement: airlock_core::EntitlementName::parse("bench")?,
-            role: Some(role.into()),
-            target: Default::default(),
+            target: EntitlementTarget::Mysql(Target { role: role.into() }),
             not_after: OffsetDateTime::now_utc() + time::Duration::hours(1),
             secret,
         };

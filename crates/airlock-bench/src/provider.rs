@@ -5,9 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use airlock_core::config::ProviderConfig;
 use airlock_core::{ProviderName, UserName};
 use airlock_providers::postgres::PostgresProvider;
+use airlock_providers::postgres::{Config, Target};
+use airlock_providers::EntitlementTarget;
 use airlock_providers::{GrantSpec, Provider};
 use anyhow::{anyhow, Result};
 use rand::RngCore;
@@ -47,9 +48,8 @@ pub fn run(ctx: &Ctx) -> Result<Vec<Row>> {
 async fn measure(ctx: &Ctx, prefix: &str, ent_role: &str) -> Result<(f64, f64)> {
     let provider = PostgresProvider::new(
         ProviderName::parse("bench-pg")?,
-        &ProviderConfig {
-            kind: "postgres".into(),
-            url: Some(ctx.pg_url.clone()),
+        &Config {
+            url: ctx.pg_url.clone(),
             role_prefix: Some(prefix.into()),
             ..Default::default()
         },
@@ -80,8 +80,9 @@ async fn provider_pairs(p: &PostgresProvider, ent_role: &str, n: usize) -> Resul
             requester: UserName::parse("alice")?,
             email: None,
             entitlement: airlock_core::EntitlementName::parse("bench")?,
-            role: Some(ent_role.into()),
-            target: Default::default(),
+            target: EntitlementTarget::Postgres(Target {
+                role: ent_role.into(),
+            }),
             not_after: OffsetDateTime::now_utc() + time::Duration::hours(1),
             secret,
         };

@@ -13,9 +13,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use airlock_core::config::{EntitlementTarget, ProviderConfig};
 use airlock_core::{EntitlementName, ProviderName, UserName};
 use airlock_providers::ssh::SshProvider;
+use airlock_providers::ssh::{Config, Target};
+use airlock_providers::EntitlementTarget;
 use airlock_providers::{CredentialRequest, GrantSpec};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
@@ -66,10 +67,8 @@ fn signing(dir: &Path, time: Duration) -> Result<Row> {
     std::fs::create_dir_all(&sub)?;
     let provider = SshProvider::new(
         ProviderName::parse("bench-ssh")?,
-        &ProviderConfig {
-            kind: "ssh".into(),
-            ca_key: Some("ssh_ca".into()),
-            ..Default::default()
+        &Config {
+            ca_key: "ssh_ca".into(),
         },
         &airlock_providers::ProviderContext {
             config_dir: sub.clone(),
@@ -83,12 +82,12 @@ fn signing(dir: &Path, time: Duration) -> Result<Row> {
         requester: UserName::parse("alice")?,
         email: None,
         entitlement: EntitlementName::parse(ENTITLEMENT)?,
-        role: None,
-        target: EntitlementTarget {
+        target: EntitlementTarget::Ssh(Target {
             principals: vec![PRINCIPAL.into()],
             extensions: vec!["permit-pty".into()],
-            ..Default::default()
-        },
+            source_address: None,
+            force_command: None,
+        }),
         not_after: OffsetDateTime::now_utc() + time::Duration::hours(1),
         secret: [0; 32],
     };

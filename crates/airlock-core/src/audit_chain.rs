@@ -470,7 +470,7 @@ impl ChainVerifier {
         let due = self.interval_at(seq).filter(|e| seq.is_multiple_of(*e));
         if let Some(cp) = self.checkpoints.get(&seq).cloned() {
             if let Err(why) = self.check_checkpoint(&cp, &h) {
-                return self.fail(seq, why);
+                return self.fail(seq, why.0);
             }
             self.heads += 1;
             if due.is_some() || cp.note.is_none() {
@@ -489,12 +489,12 @@ impl ChainVerifier {
         self.expected_seq += 1;
     }
 
-    fn check_checkpoint(&self, cp: &Checkpoint, h: &Hash) -> Result<(), String> {
+    fn check_checkpoint(&self, cp: &Checkpoint, h: &Hash) -> Result<(), CheckpointProblem> {
         let seq = cp.seq;
         if &cp.hash != h {
-            return Err(format!(
-                "checkpoint {seq} names a different hash (chain rewritten)"
-            ));
+            return Err(
+                format!("checkpoint {seq} names a different hash (chain rewritten)").into(),
+            );
         }
         let Some(text) = &cp.note else {
             if let Some(k) = &self.key {
@@ -504,7 +504,7 @@ impl ChainVerifier {
                 )
                 .is_err()
                 {
-                    return Err(format!("checkpoint {seq} signature is invalid"));
+                    return Err(format!("checkpoint {seq} signature is invalid").into());
                 }
             }
             return Ok(());
@@ -522,18 +522,21 @@ impl ChainVerifier {
             if note.signature_by(&vk) != Some(cp.signature) {
                 return Err(format!(
                     "checkpoint {seq} signature is invalid (the stored signature is not the note's)"
-                ));
+                )
+                .into());
             }
         }
         if head.size != seq || &head.chain != h {
             return Err(format!(
                 "checkpoint {seq} note names another tree size or chain hash (chain rewritten)"
-            ));
+            )
+            .into());
         }
         if head.root != self.tree.root() {
             return Err(format!(
                 "checkpoint {seq} names a different Merkle root (events rewritten)"
-            ));
+            )
+            .into());
         }
         Ok(())
     }
@@ -581,6 +584,19 @@ impl ChainVerifier {
                 .then(|| base64::engine::general_purpose::STANDARD.encode(self.tree.root())),
         };
         (report, self.leaves.unwrap_or_default())
+    }
+}
+
+/// Why a stored checkpoint does not vouch for the chain (the verifier's
+/// report carries the text, so it is kept as one).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct CheckpointProblem(String);
+
+/// Lets the checks in `check_checkpoint` write `format!(...)?`.
+impl From<String> for CheckpointProblem {
+    fn from(why: String) -> Self {
+        CheckpointProblem(why)
     }
 }
 

@@ -5,16 +5,23 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use airlock_core::config::{Entitlement, EntitlementTarget, ProviderConfig};
 use airlock_core::{EntitlementName, ProviderName, RequestId, UserName};
 use time::OffsetDateTime;
 
+mod checks;
 pub mod command;
+mod errors;
 pub mod gcp_iam;
 pub mod kubernetes;
 pub mod mysql;
 pub mod postgres;
+pub mod registry;
 pub mod ssh;
+mod validated;
+
+pub use errors::{BuildError, ConfigError, InvalidValue};
+pub use registry::{EntitlementTarget, KindTarget, ProviderConfig, KINDS};
+pub use validated::ValidatedConfig;
 
 /// What a provider needs to apply or remove one grant.
 #[derive(Debug, Clone)]
@@ -27,15 +34,48 @@ pub struct GrantSpec {
     pub email: Option<String>,
     /// The entitlement granted.
     pub entitlement: EntitlementName,
-    /// Provider role to grant (entitlement `role`, same as `target.role`).
-    pub role: Option<String>,
-    /// Everything provider-specific the entitlement says (principals, ClusterRole, ...).
+    /// Everything provider-specific the entitlement says (role, principals, ClusterRole, ...),
+    /// typed by the provider's kind.
     pub target: EntitlementTarget,
     /// Native expiry: access must end here even if airlock is down.
     pub not_after: OffsetDateTime,
     /// Per-grant secret derived by the server (never stored); providers turn it
     /// into a password so credentials can be re-derived, not kept.
     pub secret: [u8; 32],
+}
+
+impl GrantSpec {
+    /// The target as the kind `T` reads it; refused when the entitlement was
+    /// written for another kind (the catalog ties each to one provider, so
+    /// this means a server bug).
+    pub fn target_of<T: KindTarget>(&self, provider: &ProviderName) -> Result<&T, ProviderError> {
+        T::of(&self.target).ok_or_else(|| ProviderError::Refused {
+            provider: provider.to_string(),
+            detail: format!(
+                "entitlement {} is not configured for this provider's kind (a server bug, please report it)",
+                self.entitlement
+            ),
+        })
+    }
+}
+
+/// An entitlement of the catalog and what it grants, for read-only checks
+/// such as [`Provider::standing_access`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogTarget {
+    /// The entitlement.
+    pub entitlement: EntitlementName,
+    /// Its provider.
+    pub provider: ProviderName,
+    /// What it grants, typed by the provider's kind.
+    pub target: EntitlementTarget,
+}
+
+impl CatalogTarget {
+    /// The target as the kind `T` reads it, or `None` for another kind.
+    pub fn target_of<T: KindTarget>(&self) -> Option<&T> {
+        T::of(&self.target)
+    }
 }
 
 /// An account a provider holds that looks like airlock's (for drift checks).
@@ -115,7 +155,7 @@ pub trait Provider: Send + Sync {
     /// Who holds the given entitlements' roles outside airlock (read-only).
     async fn standing_access(
         &self,
-        _entitlements: &[Entitlement],
+        _entitlements: &[CatalogTarget],
     ) -> Result<Vec<StandingAccess>, ProviderError> {
         Ok(Vec::new())
     }
@@ -161,36 +201,11 @@ pub fn certificate_key_id(grant: &GrantSpec) -> String {
     format!("airlock:{}:{}", grant.requester, grant.request_id)
 }
 
-/// Builds the provider for `[providers.NAME]`.
+/// Builds the provider for `[providers.NAME]` from its validated configuration.
 pub fn build(
     name: &ProviderName,
     config: &ProviderConfig,
     ctx: &ProviderContext,
-) -> Result<Arc<dyn Provider>, String> {
-    match config.kind.as_str() {
-        "command" => Ok(Arc::new(command::CommandProvider::new(
-            name.clone(),
-            config,
-            &ctx.config_dir,
-        )?)),
-        "postgres" => Ok(Arc::new(postgres::PostgresProvider::new(
-            name.clone(),
-            config,
-        )?)),
-        "ssh" => Ok(Arc::new(ssh::SshProvider::new(name.clone(), config, ctx)?)),
-        "mysql" => Ok(Arc::new(mysql::MysqlProvider::new(name.clone(), config)?)),
-        "gcp-iam" => Ok(Arc::new(gcp_iam::GcpIamProvider::new(
-            name.clone(),
-            config,
-            ctx,
-        )?)),
-        "kubernetes" => Ok(Arc::new(kubernetes::KubernetesProvider::new(
-            name.clone(),
-            config,
-            ctx,
-        )?)),
-        other => Err(format!(
-            "provider {name}: kind `{other}` is not built into this binary"
-        )),
-    }
+) -> Result<Arc<dyn Provider>, BuildError> {
+    config.build(name, ctx)
 }

@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use airlock_core::config::ProviderConfig;
 use airlock_core::{EntitlementName, ProviderName, RequestId, Span, UserName};
 use airlock_providers::command::CommandProvider;
+use airlock_providers::command::{Config, Target};
+use airlock_providers::EntitlementTarget;
 use airlock_providers::{GrantSpec, Provider, ProviderError};
 use time::macros::datetime;
 
@@ -50,20 +51,18 @@ fn fixture(timeout_secs: u64) -> Fixture {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
     let p = prog.display().to_string();
-    let config = ProviderConfig {
-        kind: "command".into(),
-        grant: Some(vec![
+    let config = Config {
+        grant: vec![
             p.clone(),
             "grant".into(),
             "{request_id}".into(),
             "{principal}".into(),
             "{role}".into(),
             "until={not_after}".into(),
-        ]),
-        revoke: Some(vec![p.clone(), "revoke".into(), "{account}".into()]),
+        ],
+        revoke: vec![p.clone(), "revoke".into(), "{account}".into()],
         list: Some(vec![p, "list".into()]),
         timeout: Some(Span::from_secs(timeout_secs).unwrap()),
-        ..Default::default()
     };
     let provider =
         CommandProvider::new(ProviderName::parse("cmd").unwrap(), &config, &dir).unwrap();
@@ -83,8 +82,9 @@ fn grant(id: &str, role: &str) -> GrantSpec {
         requester: UserName::parse("alice").unwrap(),
         email: None,
         entitlement: EntitlementName::parse("legacy-admin").unwrap(),
-        role: Some(role.into()),
-        target: Default::default(),
+        target: EntitlementTarget::Command(Target {
+            role: Some(role.into()),
+        }),
         not_after: datetime!(2030-01-02 03:04:05.678 UTC),
         secret: [0; 32],
     }
@@ -225,10 +225,9 @@ async fn bad_list_output_is_refused_with_its_line_number() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let config = ProviderConfig {
-        kind: "command".into(),
-        grant: Some(vec!["/bin/true".into()]),
-        revoke: Some(vec!["/bin/true".into()]),
+    let config = Config {
+        grant: vec!["/bin/true".into()],
+        revoke: vec!["/bin/true".into()],
         list: Some(vec![prog.display().to_string()]),
         ..Default::default()
     };
@@ -239,10 +238,9 @@ async fn bad_list_output_is_refused_with_its_line_number() {
 
 #[tokio::test]
 async fn a_missing_program_fails_check_and_apply_clearly() {
-    let config = ProviderConfig {
-        kind: "command".into(),
-        grant: Some(vec!["/nonexistent/grant".into()]),
-        revoke: Some(vec!["/bin/true".into()]),
+    let config = Config {
+        grant: vec!["/nonexistent/grant".into()],
+        revoke: vec!["/bin/true".into()],
         ..Default::default()
     };
     let p =

@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_core::config::{Config, EntitlementTarget, ProviderConfig};
 use airlock_core::{EntitlementName, ProviderName, RequestId, UserName};
 use airlock_emulators::gcp::{Binding, GcpEmulator, Policy};
 use airlock_providers::gcp_iam::GcpIamProvider;
+use airlock_providers::gcp_iam::{Config, Target};
+use airlock_providers::{EntitlementTarget, ValidatedConfig};
 use airlock_providers::{GrantSpec, Provider, ProviderContext, ProviderError};
 use time::OffsetDateTime;
 
@@ -55,17 +56,15 @@ impl World {
         World { emu, dir, key }
     }
 
-    fn config(&self, resource: &str) -> ProviderConfig {
-        ProviderConfig {
-            kind: "gcp-iam".into(),
-            resource: Some(resource.into()),
+    fn config(&self, resource: &str) -> Config {
+        Config {
+            resource: resource.into(),
             credentials: Some("sa.json".into()),
             endpoint: Some(self.emu.endpoint().into()),
-            ..Default::default()
         }
     }
 
-    fn build(&self, config: &ProviderConfig) -> Result<GcpIamProvider, String> {
+    fn build(&self, config: &Config) -> Result<GcpIamProvider, String> {
         GcpIamProvider::new(
             ProviderName::parse("gcp-prod").unwrap(),
             config,
@@ -74,6 +73,7 @@ impl World {
                 data_dir: self.dir.clone(),
             },
         )
+        .map_err(|e| e.to_string())
     }
 
     fn provider(&self) -> GcpIamProvider {
@@ -113,11 +113,7 @@ fn grant(n: u32, email: Option<&str>, not_after: OffsetDateTime) -> GrantSpec {
         requester: UserName::parse("alice").unwrap(),
         email: email.map(str::to_owned),
         entitlement: EntitlementName::parse("payments-spanner-write").unwrap(),
-        role: Some(ROLE.into()),
-        target: EntitlementTarget {
-            role: Some(ROLE.into()),
-            ..Default::default()
-        },
+        target: EntitlementTarget::GcpIam(Target { role: ROLE.into() }),
         not_after,
         secret: [7; 32],
     }
@@ -611,7 +607,7 @@ async fn list_managed_remove_account_and_standing_access() {
         OffsetDateTime::now_utc()
     ));
 
-    let config = Config::parse(&format!(
+    let config = ValidatedConfig::parse(&format!(
         r#"
         [providers.gcp-prod]
         kind = "gcp-iam"
@@ -631,7 +627,7 @@ async fn list_managed_remove_account_and_standing_access() {
         "#
     ))
     .unwrap();
-    let ents: Vec<_> = config.entitlements.values().cloned().collect();
+    let ents = config.targets_of(p.name());
     let mut standing = p.standing_access(&ents).await.unwrap();
     standing.sort_by(|a, b| a.principal.cmp(&b.principal));
     let got: Vec<(&str, &str)> = standing

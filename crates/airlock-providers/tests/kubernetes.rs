@@ -7,10 +7,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use airlock_core::config::{Config, EntitlementTarget, ProviderConfig};
 use airlock_core::{EntitlementName, ProviderName, RequestId, UserName};
 use airlock_emulators::kubernetes::{self, Handle, Resource};
 use airlock_providers::kubernetes::KubernetesProvider;
+use airlock_providers::kubernetes::{Config, Target};
+use airlock_providers::{EntitlementTarget, ValidatedConfig};
 use airlock_providers::{GrantSpec, Provider, ProviderContext, ProviderError};
 use serde_json::{json, Value};
 use time::macros::datetime;
@@ -49,12 +50,10 @@ impl Drop for Dir {
     }
 }
 
-fn config(kubeconfig: Option<&str>) -> ProviderConfig {
-    ProviderConfig {
-        kind: "kubernetes".into(),
+fn config(kubeconfig: Option<&str>) -> Config {
+    Config {
         kubeconfig: kubeconfig.map(str::to_owned),
         user_prefix: Some("oidc:".into()),
-        ..ProviderConfig::default()
     }
 }
 
@@ -65,6 +64,7 @@ fn build(dir: &Dir, kubeconfig_text: &str) -> Result<KubernetesProvider, String>
         &config(Some("kubeconfig.yaml")),
         &dir.ctx(),
     )
+    .map_err(|e| e.to_string())
 }
 
 /// One test's world: an emulator with a `payments` namespace and a provider pointed at it.
@@ -92,12 +92,10 @@ fn grant(id: &str, namespace: Option<&str>, not_after: OffsetDateTime) -> GrantS
         requester: UserName::parse("alice").unwrap(),
         email: None,
         entitlement: EntitlementName::parse("payments-k8s-edit").unwrap(),
-        role: None,
-        target: EntitlementTarget {
-            cluster_role: Some("edit".into()),
+        target: EntitlementTarget::Kubernetes(Target {
+            cluster_role: "edit".into(),
             namespace: namespace.map(str::to_owned),
-            ..EntitlementTarget::default()
-        },
+        }),
         not_after,
         secret: [7; 32],
     }
@@ -463,11 +461,11 @@ cluster_role = "view"
 max_duration = "1h"
 approvals = { count = 1, reviewers = ["sre"] }
 "#;
-    let cfg = Config::parse(text).unwrap();
+    let cfg = ValidatedConfig::parse(text).unwrap();
     let name = ProviderName::parse("k8s-prod").unwrap();
     let provider: Arc<dyn Provider> =
-        airlock_providers::build(&name, &cfg.providers[&name], &dir.ctx()).unwrap();
-    let entitlements: Vec<_> = cfg.entitlements.values().cloned().collect();
+        airlock_providers::build(&name, &cfg.provider_configs()[&name], &dir.ctx()).unwrap();
+    let entitlements = cfg.targets_of(&name);
 
     // airlock's own grant is not standing access.
     provider
@@ -659,10 +657,22 @@ async fn rejected_credentials_missing_rights_and_missing_namespaces_are_refused(
     );
     assert!(detail.contains("create the namespace"), "{detail}");
 
-    let mut no_role = g.clone();
-    no_role.target.cluster_role = None;
-    let detail = refused(w.provider.apply(&no_role).await);
+    // An entitlement without a ClusterRole never reaches the provider: the
+    // configuration is refused when it is loaded.
+    let detail = ValidatedConfig::parse(
+        "[providers.k8s]\nkind = \"kubernetes\"\n[[entitlement]]\nname = \"e\"\nprovider = \"k8s\"\n\
+         max_duration = \"1h\"\napprovals = { count = 1, reviewers = [\"sre\"] }\n",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(detail.contains("cluster_role"), "{detail}");
+    let mut other_kind = g.clone();
+    other_kind.target = EntitlementTarget::Command(Default::default());
+    let detail = refused(w.provider.apply(&other_kind).await);
+    assert!(
+        detail.contains("not configured for this provider's kind"),
+        "{detail}"
+    );
 }
 
 #[test]
@@ -671,7 +681,8 @@ fn a_missing_or_broken_kubeconfig_fails_at_build_naming_the_file() {
     let name = ProviderName::parse("k8s-test").unwrap();
     let err = KubernetesProvider::new(name.clone(), &config(Some("absent.yaml")), &dir.ctx())
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(
         err.contains("absent.yaml") && err.contains("cannot be read"),
         "{err}"
@@ -706,6 +717,7 @@ fn without_a_kubeconfig_outside_a_cluster_the_error_says_what_to_set() {
         &dir.ctx(),
     )
     .err()
-    .unwrap();
+    .unwrap()
+    .to_string();
     assert!(err.contains("no `kubeconfig` is set"), "{err}");
 }

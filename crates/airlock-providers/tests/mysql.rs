@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
-use airlock_core::config::ProviderConfig;
 use airlock_core::{ProviderName, RequestId, UserName};
 use airlock_providers::mysql::MysqlProvider;
+use airlock_providers::mysql::{Config, Target};
+use airlock_providers::{CatalogTarget, EntitlementTarget};
 use airlock_providers::{GrantSpec, Provider, ProviderError};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
@@ -111,7 +112,7 @@ impl Fixture {
         Fixture::with(|_| {}).await
     }
 
-    async fn with(tweak: impl FnOnce(&mut ProviderConfig)) -> Fixture {
+    async fn with(tweak: impl FnOnce(&mut Config)) -> Fixture {
         let t = token();
         let mut admin = admin().await;
         let (prefix, role, schema) = (format!("t{t}_"), format!("e{t}_writer"), format!("s{t}"));
@@ -131,9 +132,8 @@ impl Fixture {
             ))
             .await
             .unwrap();
-        let mut config = ProviderConfig {
-            kind: "mysql".into(),
-            url: Some(airlock_url(&airlock_user, &airlock_password, "")),
+        let mut config = Config {
+            url: airlock_url(&airlock_user, &airlock_password, ""),
             role_prefix: Some(prefix.clone()),
             ..Default::default()
         };
@@ -165,8 +165,9 @@ impl Fixture {
             requester: UserName::parse("alice").unwrap(),
             email: Some("alice@example.com".into()),
             entitlement: airlock_core::EntitlementName::parse("payments-db-write").unwrap(),
-            role: Some(self.role.clone()),
-            target: Default::default(),
+            target: EntitlementTarget::Mysql(Target {
+                role: self.role.clone(),
+            }),
             not_after,
             secret,
         }
@@ -575,9 +576,8 @@ async fn events_go_to_the_schema_the_url_names() {
     let url = airlock_url(&f.airlock_user, &f.airlock_password, &events);
     let p = MysqlProvider::new(
         ProviderName::parse("db-events").unwrap(),
-        &ProviderConfig {
-            kind: "mysql".into(),
-            url: Some(url),
+        &Config {
+            url,
             role_prefix: Some(f.prefix.clone()),
             ..Default::default()
         },
@@ -665,9 +665,8 @@ async fn remove_account_refuses_outside_the_prefix_airlock_itself_and_superusers
     let own_prefix = format!("a{}_", f.t);
     let p = MysqlProvider::new(
         ProviderName::parse("db-own").unwrap(),
-        &ProviderConfig {
-            kind: "mysql".into(),
-            url: Some(airlock_url(&f.airlock_user, &f.airlock_password, "")),
+        &Config {
+            url: airlock_url(&f.airlock_user, &f.airlock_password, ""),
             role_prefix: Some(own_prefix),
             ..Default::default()
         },
@@ -716,7 +715,9 @@ async fn hostile_names_are_quoted_not_executed() {
         .unwrap();
     f.extra_roles.push(q);
     let mut g = f.grant(in_secs(600));
-    g.role = Some(hostile_role.clone());
+    g.target = EntitlementTarget::Mysql(Target {
+        role: hostile_role.clone(),
+    });
     f.provider.apply(&g).await.unwrap();
     f.provider.apply(&g).await.unwrap();
     let default_role: Option<String> = f
@@ -761,9 +762,12 @@ async fn standing_access_reports_holders_outside_airlock_only() {
         role = f.role
     ))
     .await;
-    let entitlement = airlock_core::config::Entitlement {
-        role: Some(f.role.clone()),
-        ..test_entitlement()
+    let entitlement = CatalogTarget {
+        entitlement: airlock_core::EntitlementName::parse("payments-db-write").unwrap(),
+        provider: f.provider.name().clone(),
+        target: EntitlementTarget::Mysql(Target {
+            role: f.role.clone(),
+        }),
     };
     let got = f.provider.standing_access(&[entitlement]).await.unwrap();
     let got: Vec<_> = got
@@ -794,28 +798,13 @@ async fn standing_access_reports_holders_outside_airlock_only() {
     f.cleanup().await;
 }
 
-fn test_entitlement() -> airlock_core::config::Entitlement {
-    let toml = r#"
-        [providers.db]
-        kind = "mysql"
-        url = "mysql://root@127.0.0.1:3306/"
-
-        [[entitlement]]
-        name = "payments-db-write"
-        provider = "db"
-        role = "payments_writer"
-        max_duration = "1h"
-        approvals = { count = 0 }
-    "#;
-    let config = airlock_core::config::Config::parse(toml).expect("test config parses");
-    config.entitlement("payments-db-write").unwrap().clone()
-}
-
 #[tokio::test]
 async fn missing_role_or_admin_option_is_refused_and_leaves_no_user() {
     let mut f = Fixture::new().await;
     let mut g = f.grant(in_secs(600));
-    g.role = Some(format!("nope{}", f.t));
+    g.target = EntitlementTarget::Mysql(Target {
+        role: format!("nope{}", f.t),
+    });
     let msg = refused_detail(f.provider.apply(&g).await.unwrap_err());
     assert!(
         msg.contains(&format!("role nope{} does not exist", f.t))
@@ -831,7 +820,9 @@ async fn missing_role_or_admin_option_is_refused_and_leaves_no_user() {
     let foreign = format!("foreign{}", f.t);
     f.create_user(&foreign, None).await;
     let mut g = f.grant(in_secs(600));
-    g.role = Some(foreign.clone());
+    g.target = EntitlementTarget::Mysql(Target {
+        role: foreign.clone(),
+    });
     let msg = refused_detail(f.provider.apply(&g).await.unwrap_err());
     assert!(msg.contains("WITH ADMIN OPTION"), "{msg}");
     let user = f.account(&g);
@@ -920,9 +911,8 @@ async fn wrong_password_in_the_url_is_refused_without_echoing_it() {
     let f = Fixture::new().await;
     let p = MysqlProvider::new(
         ProviderName::parse("db-badpw").unwrap(),
-        &ProviderConfig {
-            kind: "mysql".into(),
-            url: Some(airlock_url(&f.airlock_user, "hunter2-wrong", "")),
+        &Config {
+            url: airlock_url(&f.airlock_user, "hunter2-wrong", ""),
             ..Default::default()
         },
     )
@@ -941,9 +931,8 @@ async fn unreachable_server_fails_fast_and_is_retryable() {
     // Needs no server: nothing listens on port 1.
     let p = MysqlProvider::new(
         ProviderName::parse("db-main").unwrap(),
-        &ProviderConfig {
-            kind: "mysql".into(),
-            url: Some("mysql://root@127.0.0.1:1/".into()),
+        &Config {
+            url: "mysql://root@127.0.0.1:1/".into(),
             ..Default::default()
         },
     )
@@ -966,8 +955,7 @@ async fn unreachable_server_fails_fast_and_is_retryable() {
         requester: UserName::parse("alice").unwrap(),
         email: None,
         entitlement: airlock_core::EntitlementName::parse("payments-db-write").unwrap(),
-        role: Some("r".into()),
-        target: Default::default(),
+        target: EntitlementTarget::Mysql(Target { role: "r".into() }),
         not_after: in_secs(60),
         secret: [1; 32],
     };

@@ -6,10 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use airlock_core::config::ProviderConfig;
 use airlock_core::{ProviderName, RequestId, UserName};
-use airlock_providers::postgres::PostgresProvider;
-use airlock_providers::{GrantSpec, Provider, ProviderError};
+use airlock_providers::postgres::{Config, PostgresProvider, Target};
+use airlock_providers::{EntitlementTarget, GrantSpec, Provider, ProviderError};
 use time::OffsetDateTime;
 use tokio_postgres::{Client, NoTls};
 
@@ -60,10 +59,9 @@ async fn admin() -> Client {
         .expect("connect to AIRLOCK_TEST_PG_URL")
 }
 
-fn provider_config(url: &str, prefix: &str) -> ProviderConfig {
-    ProviderConfig {
-        kind: "postgres".into(),
-        url: Some(url.into()),
+fn provider_config(url: &str, prefix: &str) -> Config {
+    Config {
+        url: url.into(),
         role_prefix: Some(prefix.into()),
         ..Default::default()
     }
@@ -106,8 +104,9 @@ impl Fixture {
             requester: UserName::parse("alice").unwrap(),
             email: Some("alice@example.com".into()),
             entitlement: airlock_core::EntitlementName::parse("payments-db-write").unwrap(),
-            role: Some(self.role.clone()),
-            target: Default::default(),
+            target: EntitlementTarget::Postgres(Target {
+                role: self.role.clone(),
+            }),
             not_after,
             secret,
         }
@@ -457,7 +456,9 @@ async fn remove_account_refuses_names_outside_the_prefix_and_removes_hostile_one
 async fn missing_entitlement_role_is_refused_with_a_hint() {
     let f = Fixture::new().await;
     let mut g = f.grant(in_secs(60));
-    g.role = Some("payments_writer_missing".into());
+    g.target = EntitlementTarget::Postgres(Target {
+        role: "payments_writer_missing".into(),
+    });
     let msg = refused_detail(f.provider.apply(&g).await.unwrap_err());
     assert!(
         msg.contains("role payments_writer_missing does not exist")
@@ -487,7 +488,9 @@ async fn hostile_entitlement_role_names_are_quoted_not_executed() {
     f.extra_roles.push(hostile.clone());
 
     let mut g = f.grant(in_secs(60));
-    g.role = Some(hostile.clone());
+    g.target = EntitlementTarget::Postgres(Target {
+        role: hostile.clone(),
+    });
     f.provider.apply(&g).await.unwrap();
     f.provider.apply(&g).await.unwrap();
     let member: bool = f
@@ -502,7 +505,9 @@ async fn hostile_entitlement_role_names_are_quoted_not_executed() {
     assert!(member, "granted exactly the oddly named role");
     assert!(f.role_exists(&victim).await);
 
-    g.role = Some(format!("nope'); DROP ROLE {victim}; --"));
+    g.target = EntitlementTarget::Postgres(Target {
+        role: format!("nope'); DROP ROLE {victim}; --"),
+    });
     f.provider.remove(&g).await.unwrap();
     assert!(f.provider.apply(&g).await.is_err());
     assert!(f.role_exists(&victim).await);
@@ -596,8 +601,7 @@ async fn unreachable_server_fails_fast_and_is_retryable() {
         requester: UserName::parse("alice").unwrap(),
         email: None,
         entitlement: airlock_core::EntitlementName::parse("payments-db-write").unwrap(),
-        role: Some("r".into()),
-        target: Default::default(),
+        target: EntitlementTarget::Postgres(Target { role: "r".into() }),
         not_after: in_secs(60),
         secret: [1; 32],
     };

@@ -11,9 +11,10 @@ use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use airlock_core::config::{EntitlementTarget, ProviderConfig};
 use airlock_core::{EntitlementName, ProviderName, RequestId, UserName};
 use airlock_providers::ssh::SshProvider;
+use airlock_providers::ssh::{Config, Target};
+use airlock_providers::EntitlementTarget;
 use airlock_providers::{
     CertificateAuthority, CredentialRequest, GrantSpec, Provider, ProviderContext, ProviderError,
 };
@@ -21,34 +22,33 @@ use sshd::{Sshd, TempDir, UserKey};
 use time::OffsetDateTime;
 
 fn provider_in(dir: &Path) -> Result<SshProvider, String> {
-    let config = ProviderConfig {
-        kind: "ssh".into(),
-        ca_key: Some("ssh_ca".into()),
-        ..Default::default()
+    let config = Config {
+        ca_key: "ssh_ca".into(),
     };
     let ctx = ProviderContext {
         config_dir: dir.to_path_buf(),
         data_dir: dir.to_path_buf(),
     };
     SshProvider::new(ProviderName::parse("ssh-prod").unwrap(), &config, &ctx)
+        .map_err(|e| e.to_string())
 }
 
-fn target(principals: &[&str]) -> EntitlementTarget {
-    EntitlementTarget {
+fn target(principals: &[&str]) -> Target {
+    Target {
         principals: principals.iter().map(|p| p.to_string()).collect(),
         extensions: vec!["permit-pty".into()],
-        ..Default::default()
+        source_address: None,
+        force_command: None,
     }
 }
 
-fn grant(target: EntitlementTarget, not_after: OffsetDateTime) -> GrantSpec {
+fn grant(target: Target, not_after: OffsetDateTime) -> GrantSpec {
     GrantSpec {
         request_id: RequestId::parse("req0ssh0test1").unwrap(),
         requester: UserName::parse("alice").unwrap(),
         email: None,
         entitlement: EntitlementName::parse("web-deploy").unwrap(),
-        role: None,
-        target,
+        target: EntitlementTarget::Ssh(target),
         not_after,
         secret: [7; 32],
     }
@@ -246,17 +246,16 @@ fn unreadable_ca_key_is_refused() {
 #[test]
 fn missing_folder_for_a_new_ca_key_is_a_clear_error() {
     let dir = TempDir::new("ssh-nofolder").unwrap();
-    let config = ProviderConfig {
-        kind: "ssh".into(),
-        ca_key: Some("no/such/folder/ssh_ca".into()),
-        ..Default::default()
+    let config = Config {
+        ca_key: "no/such/folder/ssh_ca".into(),
     };
     let ctx = ProviderContext {
         config_dir: dir.path().to_path_buf(),
         data_dir: dir.path().to_path_buf(),
     };
-    let err =
-        SshProvider::new(ProviderName::parse("ssh-prod").unwrap(), &config, &ctx).unwrap_err();
+    let err = SshProvider::new(ProviderName::parse("ssh-prod").unwrap(), &config, &ctx)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("cannot create the SSH CA key"), "{err}");
     assert!(err.contains("no/such/folder/ssh_ca"), "{err}");
 }
@@ -446,17 +445,19 @@ async fn provider_duties_need_no_target() {
 #[test]
 fn build_makes_an_ssh_provider() {
     let dir = TempDir::new("ssh-build").unwrap();
-    let config = ProviderConfig {
-        kind: "ssh".into(),
-        ca_key: Some("ssh_ca".into()),
-        ..Default::default()
+    let config = Config {
+        ca_key: "ssh_ca".into(),
     };
     let ctx = ProviderContext {
         config_dir: dir.path().to_path_buf(),
         data_dir: dir.path().to_path_buf(),
     };
-    let p =
-        airlock_providers::build(&ProviderName::parse("ssh-prod").unwrap(), &config, &ctx).unwrap();
+    let p = airlock_providers::build(
+        &ProviderName::parse("ssh-prod").unwrap(),
+        &airlock_providers::ProviderConfig::Ssh(config),
+        &ctx,
+    )
+    .unwrap();
     assert_eq!(p.kind(), "ssh");
     assert!(p.certificate_authority().is_some());
 }

@@ -6,10 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use airlock_core::audit_chain::CheckpointSigner;
-use airlock_core::config::Config;
 use airlock_core::policy::PolicyEngine;
 use airlock_core::ProviderName;
-use airlock_providers::Provider;
+use airlock_providers::{Provider, ValidatedConfig};
 use airlock_store::{Store, StoreError, StoreResult};
 use time::OffsetDateTime;
 use tokio::sync::Notify;
@@ -37,7 +36,8 @@ pub enum StartError {
 
 /// Everything `airlock serve` needs, resolved by the binary.
 pub struct ServeOptions {
-    pub config: Config,
+    /// The configuration, provider keys checked by their kinds.
+    pub config: ValidatedConfig,
     /// Operator Cedar policies (file contents).
     pub policy_text: Option<String>,
     /// Keys live here.
@@ -64,7 +64,7 @@ pub enum Fault {
 /// state this replica keeps. Everything the application does starts here;
 /// the HTTP layer adds only what HTTP needs (OIDC login, the router).
 pub struct Service {
-    pub config: Config,
+    pub config: ValidatedConfig,
     pub policy: PolicyEngine,
     pub store: Arc<dyn Store>,
     pub providers: BTreeMap<ProviderName, Arc<dyn Provider>>,
@@ -115,17 +115,14 @@ impl Service {
         let store = airlock_store::open(&opts.database_url, Some(signer))?;
         let policy = PolicyEngine::new(&opts.config, opts.policy_text.as_deref())
             .map_err(|e| StartError::Setup(e.to_string()))?;
-        let mut providers = BTreeMap::new();
         let ctx = airlock_providers::ProviderContext {
             config_dir: opts.config_dir.clone(),
             data_dir: opts.data_dir.clone(),
         };
-        for (name, pc) in &opts.config.providers {
-            providers.insert(
-                name.clone(),
-                airlock_providers::build(name, pc, &ctx).map_err(StartError::Setup)?,
-            );
-        }
+        let providers = opts
+            .config
+            .build_providers(&ctx)
+            .map_err(|e| StartError::Setup(e.to_string()))?;
         let fault = match std::env::var("AIRLOCK_FAULT").ok().as_deref() {
             Some("pause-after-provider-apply") => Some(Fault::PauseAfterProviderApply),
             _ => None,

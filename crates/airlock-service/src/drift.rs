@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use airlock_core::config::Entitlement;
 use airlock_core::{ProviderName, RequestId};
 use airlock_providers::StandingAccess;
 use serde::Serialize;
@@ -69,13 +68,7 @@ pub async fn report(app: &Arc<Service>, only: Option<&ProviderName>) -> Vec<Prov
             }
             Err(e) => d.error = Some(e.to_string()),
         }
-        let entitlements: Vec<Entitlement> = app
-            .config
-            .entitlements
-            .values()
-            .filter(|e| &e.provider == name)
-            .cloned()
-            .collect();
+        let entitlements = app.config.targets_of(name);
         match provider.standing_access(&entitlements).await {
             Ok(s) => d.standing = s,
             Err(e) => {

@@ -82,8 +82,17 @@ pub fn grant_spec(app: &Service, r: &Request) -> Result<GrantSpec, Error> {
             .get(&r.requester)
             .and_then(|u| u.email.clone()),
         entitlement: ent.name.clone(),
-        role: ent.role.clone(),
-        target: ent.target.clone(),
+        target: app
+            .config
+            .target(&ent.name)
+            .cloned()
+            .ok_or_else(|| Error::Conflict {
+                current_state: r.state.to_string(),
+                message: format!(
+                    "entitlement `{}` has no provider target in the catalog",
+                    r.entitlement
+                ),
+            })?,
         not_after,
         secret: app.keys.grant_secret(r.id.as_str(), &r.secret_salt),
     })

@@ -5,9 +5,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use airlock_core::config::Config;
 use airlock_core::request::{RequestState, ReviewDecision};
 use airlock_core::{Principal, UserName};
+use airlock_providers::ValidatedConfig;
 use airlock_service::surface::Surface;
 use airlock_service::{lifecycle, queue, ServeOptions, Service, ServiceError};
 
@@ -55,7 +55,7 @@ fn service() -> (Arc<Service>, PathBuf) {
     let prog = dir.join("noop.sh");
     std::fs::write(&prog, NOOP).unwrap();
     std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let config = Config::parse(&catalog(prog.to_str().unwrap())).unwrap();
+    let config = ValidatedConfig::parse(&catalog(prog.to_str().unwrap())).unwrap();
     let svc = Service::new(ServeOptions {
         config,
         policy_text: None,

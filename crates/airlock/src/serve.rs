@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use airlock_core::config::Config;
+use airlock_providers::ValidatedConfig;
 use anyhow::{bail, Context, Result};
 
 /// The catalog `serve --dev` writes when its data dir has none.
@@ -13,7 +13,8 @@ pub const DEV_CONFIG: &str = include_str!("dev-config.toml");
 
 /// Configuration with every path resolved.
 pub struct Resolved {
-    pub config: Config,
+    /// The configuration, provider keys checked by their kinds.
+    pub config: ValidatedConfig,
     pub policy_text: Option<String>,
     /// The configuration file's folder.
     pub config_dir: PathBuf,
@@ -30,12 +31,13 @@ fn relative_to(base: &Path, p: &str) -> PathBuf {
     }
 }
 
-/// Reads and validates a configuration file.
+/// Reads and validates a configuration file, provider keys included, so a bad
+/// key fails here (serve, policy test, offline commands) and not at first use.
 pub fn resolve(config_path: &Path, data_dir_override: Option<&Path>) -> Result<Resolved> {
     let text = std::fs::read_to_string(config_path)
         .with_context(|| format!("cannot read config {}", config_path.display()))?;
-    let config =
-        Config::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
+    let config = ValidatedConfig::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
     let base = config_path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -225,7 +227,7 @@ mod tests {
 
     #[test]
     fn dev_config_parses() {
-        Config::parse(DEV_CONFIG).unwrap();
+        ValidatedConfig::parse(DEV_CONFIG).unwrap();
     }
 
     #[test]

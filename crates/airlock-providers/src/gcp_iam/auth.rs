@@ -31,10 +31,28 @@ pub struct ServiceAccountKey {
     key: RsaKeyPair,
 }
 
+/// A `credentials` file that cannot be used; the message names the file and
+/// what to do, never the file's content.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct KeyFileError(String);
+
+/// Lets the checks below write `format!(...)?`.
+impl From<String> for KeyFileError {
+    fn from(message: String) -> Self {
+        KeyFileError(message)
+    }
+}
+
+/// The RSA signature of a token assertion failed (a broken key).
+#[derive(Debug, thiserror::Error)]
+#[error("RSA signing failed: check the `credentials` key file")]
+pub struct SigningFailed;
+
 impl ServiceAccountKey {
     /// Reads a key file (`gcloud iam service-accounts keys create` output).
     /// Errors name the file and the problem, never the file's content.
-    pub fn load(path: &Path) -> Result<ServiceAccountKey, String> {
+    pub fn load(path: &Path) -> Result<ServiceAccountKey, KeyFileError> {
         let shown = path.display();
         let text = std::fs::read(path).map_err(|e| {
             format!(
@@ -53,13 +71,13 @@ impl ServiceAccountKey {
                 e.classify()
             )
         })?;
-        let field = |name: &str| -> Result<String, String> {
+        let field = |name: &str| -> Result<String, KeyFileError> {
             json.get(name)
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .ok_or_else(|| {
-                    format!("the `credentials` file {shown} has no `{name}`; it should be a service account key file")
+                    KeyFileError::from(format!("the `credentials` file {shown} has no `{name}`; it should be a service account key file"))
                 })
         };
         let kind = field("type")?;
@@ -71,17 +89,17 @@ impl ServiceAccountKey {
             } else {
                 "(unrecognised)".into()
             };
-            return Err(format!(
+            return Err(KeyFileError(format!(
                 "the `credentials` file {shown} has type `{kind}`; airlock needs a service account key (type `service_account`)"
-            ));
+            )));
         }
         let email = field("client_email")?;
         let key_id = field("private_key_id")?;
         let token_uri = field("token_uri")?;
         if !(token_uri.starts_with("https://") || token_uri.starts_with("http://")) {
-            return Err(format!(
+            return Err(KeyFileError(format!(
                 "the `credentials` file {shown} has a `token_uri` that is not an http(s) URL"
-            ));
+            )));
         }
         let der = pem_der(&field("private_key")?).ok_or_else(|| {
             format!("`private_key` in {shown} is not a PEM \"PRIVATE KEY\" block")
@@ -98,7 +116,7 @@ impl ServiceAccountKey {
     }
 
     /// A signed JWT-bearer assertion issued at `iat` (seconds since the epoch).
-    fn assertion(&self, iat: u64) -> Result<String, String> {
+    fn assertion(&self, iat: u64) -> Result<String, SigningFailed> {
         let header = json!({"alg": "RS256", "typ": "JWT", "kid": self.key_id});
         let claims = json!({
             "iss": self.email,
@@ -120,7 +138,7 @@ impl ServiceAccountKey {
                 input.as_bytes(),
                 &mut sig,
             )
-            .map_err(|_| "RSA signing failed".to_owned())?;
+            .map_err(|_| SigningFailed)?;
         Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig)))
     }
 }
@@ -239,7 +257,9 @@ impl Tokens {
         let iat = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let assertion = key.assertion(iat).map_err(|e| self.refused(e))?;
+        let assertion = key
+            .assertion(iat)
+            .map_err(|e| self.refused(e.to_string()))?;
         let resp = self
             .http
             .post(&key.token_uri)

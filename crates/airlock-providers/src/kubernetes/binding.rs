@@ -63,15 +63,19 @@ pub struct Desired {
     pub subject: Subject,
 }
 
+/// A grant end that cannot be written as an RFC 3339 annotation.
+#[derive(Debug, thiserror::Error)]
+#[error("not_after {0} is out of range (years 0-9999)")]
+pub struct OutOfRange(time::OffsetDateTime);
+
 impl Desired {
     /// What `grant` needs, binding `cluster_role` to `user_prefix` + requester.
     pub fn for_grant(
         grant: &GrantSpec,
         cluster_role: &str,
         user_prefix: &str,
-    ) -> Result<Desired, String> {
-        let not_after = rfc3339_utc(grant.not_after)
-            .ok_or_else(|| format!("not_after {} is out of range", grant.not_after))?;
+    ) -> Result<Desired, OutOfRange> {
+        let not_after = rfc3339_utc(grant.not_after).ok_or(OutOfRange(grant.not_after))?;
         let labels = BTreeMap::from([
             (MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned()),
             (REQUEST_LABEL.to_owned(), grant.request_id.to_string()),

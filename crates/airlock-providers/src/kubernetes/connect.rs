@@ -10,7 +10,7 @@ use kube::config::Kubeconfig;
 use kube::{Client, Config};
 use tokio::sync::OnceCell;
 
-use crate::ProviderError;
+use crate::{BuildError, ProviderError};
 
 /// Connect timeout: a dead API server should fail a call quickly.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -30,15 +30,16 @@ pub struct Connection {
 impl Connection {
     /// Loads `kubeconfig` (already resolved against the config folder), or
     /// the in-cluster service account when `None`.
-    pub fn load(provider: &str, kubeconfig: Option<&Path>) -> Result<Connection, String> {
+    pub fn load(provider: &str, kubeconfig: Option<&Path>) -> Result<Connection, BuildError> {
         let mut config = match kubeconfig {
             Some(path) => from_file(provider, path)?,
-            None => Config::incluster().map_err(|e| {
-                format!(
-                    "provider {provider}: no `kubeconfig` is set, so airlock expects to run in a \
+            None => Config::incluster().map_err(|e| BuildError::Setup {
+                provider: provider.to_owned(),
+                detail: format!(
+                    "no `kubeconfig` is set, so airlock expects to run in a \
                      Kubernetes pod with a service account, but {e}: set `kubeconfig = \"FILE\"` \
                      (relative to the configuration file) or run airlock in the cluster"
-                )
+                ),
             })?,
         };
         config.connect_timeout = Some(CONNECT_TIMEOUT);
@@ -48,8 +49,9 @@ impl Connection {
         // of 429/503/504 would hold one call for minutes during an outage.
         config.default_retry = false;
         // Certificates, keys and token files are read here, so they fail at start-up too.
-        kube::client::ClientBuilder::try_from(config.clone()).map_err(|e| {
-            format!("provider {provider}: cannot set up the Kubernetes client: {e}")
+        kube::client::ClientBuilder::try_from(config.clone()).map_err(|e| BuildError::Setup {
+            provider: provider.to_owned(),
+            detail: format!("cannot set up the Kubernetes client: {e}"),
         })?;
         Ok(Connection {
             config,
@@ -76,7 +78,7 @@ impl Connection {
     }
 }
 
-fn from_file(provider: &str, path: &Path) -> Result<Config, String> {
+fn from_file(provider: &str, path: &Path) -> Result<Config, BuildError> {
     let shown = path.display();
     let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
         let why = match &e {
@@ -85,16 +87,20 @@ fn from_file(provider: &str, path: &Path) -> Result<Config, String> {
             // column, what is wrong), never the source excerpt or quoted values.
             other => redact_quoted(other.to_string().lines().next().unwrap_or_default()),
         };
-        format!(
-            "provider {provider}: kubeconfig {shown} cannot be read: {why}: point `kubeconfig` at \
-             a kubeconfig file (relative to the configuration file)"
-        )
+        BuildError::File {
+            provider: provider.to_owned(),
+            detail: format!(
+                "kubeconfig {shown} cannot be read: {why}: point `kubeconfig` at \
+                 a kubeconfig file (relative to the configuration file)"
+            ),
+        }
     })?;
-    Config::try_from(kubeconfig).map_err(|e| {
-        format!(
-            "provider {provider}: kubeconfig {shown} is not usable: {e}: it needs a \
+    Config::try_from(kubeconfig).map_err(|e| BuildError::File {
+        provider: provider.to_owned(),
+        detail: format!(
+            "kubeconfig {shown} is not usable: {e}: it needs a \
              current-context whose cluster has a `server` URL and valid certificate data"
-        )
+        ),
     })
 }
 

@@ -215,6 +215,7 @@ fn provider_configuration_mistakes_are_refused_at_start_up() {
         err.contains("`ca_key` does not apply to kind postgres"),
         "{err}"
     );
+    assert!(err.contains("[providers.x], line 6"), "{err}");
     let err = serve_error(&format!(
         "{base}[providers.x]\nkind = \"command\"\ngrant = [\"grant.sh\"]\nrevoke = [\"/bin/true\"]\n"
     ));
@@ -232,6 +233,39 @@ fn provider_configuration_mistakes_are_refused_at_start_up() {
     ));
     assert!(
         err.contains("`principals` does not apply to provider `pg`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn policy_test_refuses_a_bad_provider_key_when_loading_the_config() {
+    let dir = std::env::temp_dir().join(unique("airlock-provcfg-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("airlock.toml");
+    std::fs::write(
+        &cfg,
+        "[providers.legacy]\nkind = \"command\"\ngrant = [\"/bin/true\", \"{princpal}\"]\n\
+         revoke = [\"/bin/true\"]\n",
+    )
+    .unwrap();
+    let cases = dir.join("cases.toml");
+    std::fs::write(&cases, "").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "policy",
+            "test",
+            cases.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("[providers.legacy], line 3")
+            && err.contains("unknown placeholder {princpal}"),
         "{err}"
     );
 }

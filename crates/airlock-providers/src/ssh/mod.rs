@@ -10,7 +10,6 @@ pub mod krl;
 
 use std::path::PathBuf;
 
-use airlock_core::config::ProviderConfig;
 use airlock_core::ProviderName;
 use ssh_key::PrivateKey;
 use time::format_description::well_known::Rfc3339;
@@ -20,9 +19,12 @@ pub use ca_key::CaKeyError;
 pub use cert::{KeyRefusal, CLOCK_SKEW_SECS};
 
 use crate::{
-    CertificateAuthority, CredentialRequest, GrantSpec, ManagedAccount, Provider, ProviderContext,
-    ProviderError,
+    BuildError, CertificateAuthority, CredentialRequest, GrantSpec, ManagedAccount, Provider,
+    ProviderContext, ProviderError,
 };
+
+pub mod config;
+pub use config::{Config, Target};
 
 /// `[providers.NAME] kind = "ssh"`.
 pub struct SshProvider {
@@ -51,27 +53,28 @@ impl SshProvider {
     /// generating an Ed25519 key there if the file does not exist.
     pub fn new(
         name: ProviderName,
-        config: &ProviderConfig,
+        config: &Config,
         ctx: &ProviderContext,
-    ) -> Result<Self, String> {
-        let file = config.ca_key.as_deref().ok_or_else(|| {
-            format!("provider {name}: kind ssh needs `ca_key = \"ssh_ca\"` (an OpenSSH private key file; generated if missing)")
+    ) -> Result<Self, BuildError> {
+        config.validate().map_err(|e| BuildError::Config {
+            provider: name.to_string(),
+            detail: e.detail,
         })?;
-        if file.trim().is_empty() {
-            return Err(format!(
-                "provider {name}: `ca_key` is empty; name a file such as \"ssh_ca\""
-            ));
-        }
-        let key_path = ctx.config_dir.join(file);
-        let ca = ca_key::load_or_generate(&key_path, &format!("airlock CA {name}"))
-            .map_err(|e| format!("provider {name}: {e}"))?;
+        let key_path = ctx.config_dir.join(&config.ca_key);
+        let ca =
+            ca_key::load_or_generate(&key_path, &format!("airlock CA {name}")).map_err(|e| {
+                BuildError::File {
+                    provider: name.to_string(),
+                    detail: e.to_string(),
+                }
+            })?;
+        let encoding = |e: ssh_key::Error| BuildError::Setup {
+            provider: name.to_string(),
+            detail: format!("cannot encode the CA public key: {e}"),
+        };
         let public = ca.public_key();
-        let ca_public = public
-            .to_openssh()
-            .map_err(|e| format!("provider {name}: cannot encode the CA public key: {e}"))?;
-        let ca_blob = public
-            .to_bytes()
-            .map_err(|e| format!("provider {name}: cannot encode the CA public key: {e}"))?;
+        let ca_public = public.to_openssh().map_err(encoding)?;
+        let ca_blob = public.to_bytes().map_err(encoding)?;
         Ok(SshProvider {
             name,
             key_path,
@@ -107,7 +110,8 @@ impl SshProvider {
             Some(s) => s,
             None => return Err(self.refused("no certificate serial was allocated for this request (a server bug, please report it)")),
         };
-        let principals = &grant.target.principals;
+        let target = grant.target_of::<Target>(&self.name)?;
+        let principals = &target.principals;
         if principals.is_empty() {
             return Err(self.refused(format!(
                 "entitlement {} lists no principals; set `principals = [\"LOGIN\"]`",
@@ -127,9 +131,9 @@ impl SshProvider {
             key_id: crate::certificate_key_id(grant),
             serial,
             principals,
-            extensions: &grant.target.extensions,
-            source_address: grant.target.source_address.as_deref(),
-            force_command: grant.target.force_command.as_deref(),
+            extensions: &target.extensions,
+            source_address: target.source_address.as_deref(),
+            force_command: target.force_command.as_deref(),
             valid_after: now_secs.saturating_sub(CLOCK_SKEW_SECS),
             valid_before,
         };

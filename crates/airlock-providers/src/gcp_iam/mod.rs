@@ -16,7 +16,6 @@ mod policy;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use airlock_core::config::{Entitlement, ProviderConfig};
 use airlock_core::{ProviderName, RequestId};
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
@@ -24,10 +23,13 @@ use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
 use crate::{
-    CredentialRequest, GrantSpec, ManagedAccount, Provider, ProviderContext, ProviderError,
-    StandingAccess,
+    BuildError, CatalogTarget, CredentialRequest, GrantSpec, ManagedAccount, Provider,
+    ProviderContext, ProviderError, StandingAccess,
 };
+
+pub mod config;
 use api::{Api, ApiError};
+pub use config::{Config, Target};
 pub use policy::{expiry_expression, title as binding_title, TITLE_PREFIX};
 use policy::{Binding, Policy};
 
@@ -58,12 +60,15 @@ impl GcpIamProvider {
     /// Google (the API may be unreachable at start-up).
     pub fn new(
         name: ProviderName,
-        config: &ProviderConfig,
+        config: &Config,
         ctx: &ProviderContext,
-    ) -> Result<Self, String> {
-        let resource = config.resource.clone().ok_or_else(|| {
-            format!("provider {name}: kind gcp-iam needs `resource = \"projects/PROJECT_ID\"`")
-        })?;
+    ) -> Result<Self, BuildError> {
+        let bad = |detail: String| BuildError::Config {
+            provider: name.to_string(),
+            detail,
+        };
+        config.validate().map_err(|e| bad(e.detail))?;
+        let resource = config.resource.clone();
         let endpoint = config
             .endpoint
             .as_deref()
@@ -71,17 +76,19 @@ impl GcpIamProvider {
             .trim_end_matches('/')
             .to_owned();
         let url = reqwest::Url::parse(&endpoint)
-            .map_err(|e| format!("provider {name}: `endpoint` is not a URL: {e}"))?;
+            .map_err(|e| bad(format!("`endpoint` is not a URL: {e}")))?;
         if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
-            return Err(format!(
-                "provider {name}: `endpoint` must be an http(s) URL such as {DEFAULT_ENDPOINT}"
-            ));
+            return Err(bad(format!(
+                "`endpoint` must be an http(s) URL such as {DEFAULT_ENDPOINT}"
+            )));
         }
         let source = match &config.credentials {
             Some(file) => {
                 let path = ctx.config_dir.join(file);
-                let key = auth::ServiceAccountKey::load(&path)
-                    .map_err(|e| format!("provider {name}: {e}"))?;
+                let key = auth::ServiceAccountKey::load(&path).map_err(|e| BuildError::File {
+                    provider: name.to_string(),
+                    detail: e.to_string(),
+                })?;
                 auth::Source::Key(Box::new(key))
             }
             None => auth::Source::Metadata(
@@ -96,7 +103,10 @@ impl GcpIamProvider {
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("airlock/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("provider {name}: cannot set up the HTTP client: {e}"))?;
+            .map_err(|e| BuildError::Setup {
+                provider: name.to_string(),
+                detail: format!("cannot set up the HTTP client: {e}"),
+            })?;
         let tokens = auth::Tokens::new(name.to_string(), source, http.clone());
         let api = Api::new(name.to_string(), endpoint, resource.clone(), http, tokens);
         Ok(GcpIamProvider {
@@ -133,17 +143,7 @@ impl GcpIamProvider {
     }
 
     fn role<'a>(&self, grant: &'a GrantSpec) -> Result<&'a str, ProviderError> {
-        grant
-            .target
-            .role
-            .as_deref()
-            .or(grant.role.as_deref())
-            .ok_or_else(|| {
-                self.refused(format!(
-                    "entitlement {} names no IAM `role` (e.g. roles/spanner.databaseUser)",
-                    grant.entitlement
-                ))
-            })
+        Ok(grant.target_of::<Target>(&self.name)?.role.as_str())
     }
 
     fn member(&self, grant: &GrantSpec) -> Result<String, ProviderError> {
@@ -348,12 +348,12 @@ impl Provider for GcpIamProvider {
 
     async fn standing_access(
         &self,
-        entitlements: &[Entitlement],
+        entitlements: &[CatalogTarget],
     ) -> Result<Vec<StandingAccess>, ProviderError> {
-        let mine: Vec<(&Entitlement, &str)> = entitlements
+        let mine: Vec<(&CatalogTarget, &str)> = entitlements
             .iter()
             .filter(|e| e.provider == self.name)
-            .filter_map(|e| Some((e, e.target.role.as_deref().or(e.role.as_deref())?)))
+            .filter_map(|e| Some((e, e.target_of::<Target>()?.role.as_str())))
             .collect();
         if mine.is_empty() {
             return Ok(Vec::new());
@@ -378,7 +378,7 @@ impl Provider for GcpIamProvider {
                 };
                 for m in &b.members {
                     found.push(StandingAccess {
-                        entitlement: e.name.to_string(),
+                        entitlement: e.entitlement.to_string(),
                         principal: m.clone(),
                         detail: detail.clone(),
                     });

@@ -12,13 +12,15 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use airlock_core::config::ProviderConfig;
 use airlock_core::{ProviderName, RequestId};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::io::AsyncReadExt;
 
-use crate::{CredentialRequest, GrantSpec, ManagedAccount, Provider, ProviderError};
+use crate::{BuildError, CredentialRequest, GrantSpec, ManagedAccount, Provider, ProviderError};
+
+pub mod config;
+pub use config::{Config, Target};
 
 /// How long a program may run when `timeout` is not set.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -52,52 +54,21 @@ pub struct CommandProvider {
 }
 
 impl CommandProvider {
-    /// Validates the argv templates; does not run anything.
-    pub fn new(name: ProviderName, config: &ProviderConfig, cwd: &Path) -> Result<Self, String> {
-        let ctx = format!("[providers.{name}]");
-        let take = |key: &str, argv: &Option<Vec<String>>| -> Result<Option<Vec<String>>, String> {
-            let Some(argv) = argv else { return Ok(None) };
-            match argv.first() {
-                Some(p) if p.starts_with('/') => {}
-                _ => {
-                    return Err(format!(
-                        "{ctx}: `{key}` must start with an absolute program path (no shell is used)"
-                    ))
-                }
-            }
-            for arg in argv {
-                if arg.contains('\0') {
-                    return Err(format!("{ctx}: `{key}` has a NUL byte in `{arg}`"));
-                }
-                for p in placeholders(arg) {
-                    if key == "list" || !PLACEHOLDERS.contains(&p) {
-                        return Err(format!(
-                            "{ctx}: `{key}` uses unknown placeholder {{{p}}} (known: {})",
-                            if key == "list" {
-                                "none".to_string()
-                            } else {
-                                PLACEHOLDERS.join(", ")
-                            }
-                        ));
-                    }
-                }
-            }
-            Ok(Some(argv.clone()))
-        };
-        let grant = take("grant", &config.grant)?
-            .ok_or_else(|| format!("{ctx}: kind command needs `grant = [\"/path/prog\", ...]`"))?;
-        let revoke = take("revoke", &config.revoke)?
-            .ok_or_else(|| format!("{ctx}: kind command needs `revoke = [\"/path/prog\", ...]`"))?;
-        let list = take("list", &config.list)?;
+    /// Checks the argv templates (see [`Config::validate`]); does not run anything.
+    pub fn new(name: ProviderName, config: &Config, cwd: &Path) -> Result<Self, BuildError> {
+        config.validate().map_err(|e| BuildError::Config {
+            provider: name.to_string(),
+            detail: e.detail,
+        })?;
         let timeout = config
             .timeout
             .map(|s| Duration::from_secs(s.as_secs()))
             .unwrap_or(DEFAULT_TIMEOUT);
         Ok(CommandProvider {
             name,
-            grant,
-            revoke,
-            list,
+            grant: config.grant.clone(),
+            revoke: config.revoke.clone(),
+            list: config.list.clone(),
             timeout,
             cwd: cwd.to_path_buf(),
         })
@@ -257,6 +228,12 @@ pub fn expand(argv: &[String], values: &[(&str, String)]) -> Vec<String> {
         .collect()
 }
 
+/// The entitlement's `role`, if it sets one.
+fn role(grant: &GrantSpec) -> Option<&str> {
+    use crate::KindTarget;
+    Target::of(&grant.target).and_then(|t| t.role.as_deref())
+}
+
 fn values(grant: &GrantSpec) -> Vec<(&'static str, String)> {
     let not_after = grant
         .not_after
@@ -266,7 +243,7 @@ fn values(grant: &GrantSpec) -> Vec<(&'static str, String)> {
     vec![
         ("principal", grant.requester.to_string()),
         ("email", grant.email.clone().unwrap_or_default()),
-        ("role", grant.role.clone().unwrap_or_default()),
+        ("role", role(grant).unwrap_or_default().to_string()),
         ("entitlement", grant.entitlement.to_string()),
         ("request_id", grant.request_id.to_string()),
         ("not_after", not_after.format(&Rfc3339).unwrap_or_default()),
@@ -382,7 +359,7 @@ impl Provider for CommandProvider {
     ) -> Result<serde_json::Value, ProviderError> {
         Ok(serde_json::json!({
             "principal": grant.requester,
-            "role": grant.role,
+            "role": role(grant),
             "expires_at": OffsetDateTime::to_offset(grant.not_after, time::UtcOffset::UTC)
                 .replace_nanosecond(0)
                 .unwrap_or(grant.not_after)
@@ -418,26 +395,27 @@ mod tests {
 
     #[test]
     fn unknown_placeholders_and_relative_programs_are_refused() {
-        let mut c = ProviderConfig {
-            kind: "command".into(),
-            grant: Some(argv(&["/bin/true", "{princpal}"])),
-            revoke: Some(argv(&["/bin/true"])),
+        let mut c = Config {
+            grant: argv(&["/bin/true", "{princpal}"]),
+            revoke: argv(&["/bin/true"]),
             ..Default::default()
         };
         let name = ProviderName::parse("cmd").unwrap();
         let err = CommandProvider::new(name.clone(), &c, Path::new("/"))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(
             err.contains("{princpal}") && err.contains("principal"),
             "{err}"
         );
-        c.grant = Some(argv(&["true"]));
+        c.grant = argv(&["true"]);
         let err = CommandProvider::new(name.clone(), &c, Path::new("/"))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(err.contains("absolute"), "{err}");
-        c.grant = Some(argv(&["/bin/true"]));
+        c.grant = argv(&["/bin/true"]);
         c.list = Some(argv(&["/bin/true", "{principal}"]));
         assert!(CommandProvider::new(name, &c, Path::new("/")).is_err());
     }

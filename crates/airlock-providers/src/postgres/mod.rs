@@ -15,7 +15,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_core::config::{Entitlement, ProviderConfig};
 use airlock_core::{ProviderName, RequestId};
 use tokio::sync::Mutex;
 use tokio_postgres::config::Host;
@@ -24,8 +23,12 @@ use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
 
 use crate::rfc3339_utc;
 use crate::{
-    CredentialRequest, GrantSpec, ManagedAccount, Provider, ProviderError, StandingAccess,
+    BuildError, CatalogTarget, CredentialRequest, GrantSpec, ManagedAccount, Provider,
+    ProviderError, StandingAccess,
 };
+
+pub mod config;
+pub use config::{Config, Target};
 
 /// Prefix of the roles airlock creates when `role_prefix` is not set.
 pub const DEFAULT_ROLE_PREFIX: &str = "airlock_";
@@ -121,14 +124,19 @@ fn is(e: &tokio_postgres::Error, code: &SqlState) -> bool {
 
 impl PostgresProvider {
     /// Parses the configuration; does not connect (the target may be down).
-    pub fn new(name: ProviderName, config: &ProviderConfig) -> Result<Self, String> {
-        let url = config.url.as_deref().ok_or_else(|| {
-            format!("provider {name}: kind postgres needs `url = \"postgres://user@host:5432/db\"`")
+    pub fn new(name: ProviderName, config: &Config) -> Result<Self, BuildError> {
+        config.validate().map_err(|e| BuildError::Config {
+            provider: name.to_string(),
+            detail: e.detail,
         })?;
         // The parse error never echoes the URL, which may hold a password.
-        let mut pg: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| format!("provider {name}: `url` is not a PostgreSQL URL: {e}"))?;
+        let mut pg: tokio_postgres::Config =
+            config.url.parse().map_err(|e| BuildError::Config {
+                provider: name.to_string(),
+                detail: format!(
+                    "`url` is not a PostgreSQL URL (postgres://user@host:5432/db): {e}"
+                ),
+            })?;
         let connect_timeout = match pg.get_connect_timeout() {
             Some(t) => *t,
             None => {
@@ -457,12 +465,7 @@ impl Provider for PostgresProvider {
                 "role name {account} is longer than {MAX_ROLE_NAME_LEN} bytes: shorten role_prefix"
             )));
         }
-        let role = grant.role.as_deref().ok_or_else(|| {
-            self.refused(format!(
-                "the entitlement names no `role` to grant on {}: set `role` in it",
-                self.name
-            ))
-        })?;
+        let role = grant.target_of::<Target>(&self.name)?.role.as_str();
         self.with_conn(|c| self.apply_on(c, grant, &account, role))
             .await?;
         tracing::debug!(provider = %self.name, account, role, "applied grant");
@@ -546,11 +549,16 @@ impl Provider for PostgresProvider {
 
     async fn standing_access(
         &self,
-        entitlements: &[Entitlement],
+        entitlements: &[CatalogTarget],
     ) -> Result<Vec<StandingAccess>, ProviderError> {
         let roles: Vec<(String, String)> = entitlements
             .iter()
-            .filter_map(|e| Some((e.name.to_string(), e.role.clone()?)))
+            .filter_map(|e| {
+                Some((
+                    e.entitlement.to_string(),
+                    e.target_of::<Target>()?.role.clone(),
+                ))
+            })
             .collect();
         if roles.is_empty() {
             return Ok(Vec::new());
@@ -607,10 +615,9 @@ mod tests {
     use airlock_core::UserName;
     use time::macros::datetime;
 
-    fn config(url: &str) -> ProviderConfig {
-        ProviderConfig {
-            kind: "postgres".into(),
-            url: Some(url.into()),
+    fn config(url: &str) -> Config {
+        Config {
+            url: url.into(),
             ..Default::default()
         }
     }
@@ -621,14 +628,15 @@ mod tests {
             requester: UserName::parse("alice").unwrap(),
             email: None,
             entitlement: airlock_core::EntitlementName::parse("payments-db-write").unwrap(),
-            role: Some("payments_writer".into()),
-            target: Default::default(),
+            target: crate::EntitlementTarget::Postgres(Target {
+                role: "payments_writer".into(),
+            }),
             not_after: datetime!(2030-01-02 03:04:05.678 +02:00),
             secret: [7; 32],
         }
     }
 
-    fn provider(cfg: &ProviderConfig) -> PostgresProvider {
+    fn provider(cfg: &Config) -> PostgresProvider {
         PostgresProvider::new(ProviderName::parse("pg-main").unwrap(), cfg).unwrap()
     }
 
@@ -669,10 +677,8 @@ mod tests {
             &config("postgres://u:hunter2@h:notaport/db"),
         )
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
         assert!(err.contains("pg") && !err.contains("hunter2"), "{err}");
-        let mut missing = config("x");
-        missing.url = None;
-        assert!(PostgresProvider::new(ProviderName::parse("pg").unwrap(), &missing).is_err());
     }
 }

@@ -16,7 +16,6 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
-use airlock_core::config::{Entitlement, ProviderConfig};
 use airlock_core::{ProviderName, RequestId};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder};
@@ -24,8 +23,12 @@ use tokio::sync::Mutex;
 
 use crate::rfc3339_utc;
 use crate::{
-    CredentialRequest, GrantSpec, ManagedAccount, Provider, ProviderError, StandingAccess,
+    BuildError, CatalogTarget, CredentialRequest, GrantSpec, ManagedAccount, Provider,
+    ProviderError, StandingAccess,
 };
+
+pub mod config;
+pub use config::{Config, Target};
 use errors::{code, connection_lost, scrub, server_error, Failure};
 use session::Session;
 
@@ -66,23 +69,19 @@ pub struct MysqlProvider {
 
 impl MysqlProvider {
     /// Parses the configuration; does not connect (the server may be down).
-    pub fn new(name: ProviderName, config: &ProviderConfig) -> Result<Self, String> {
-        let url = config.url.as_deref().ok_or_else(|| {
-            format!(
-                "provider {name}: kind mysql needs `url = \"mysql://user:password@host:3306/\"`"
-            )
-        })?;
+    pub fn new(name: ProviderName, config: &Config) -> Result<Self, BuildError> {
+        let bad = |detail: String| BuildError::Config {
+            provider: name.to_string(),
+            detail,
+        };
+        config.validate().map_err(|e| bad(e.detail))?;
         // The parse error never echoes the URL, which may hold a password.
-        let opts = Opts::from_url(url).map_err(|e| {
-            format!("provider {name}: `url` is not a MariaDB URL (mysql://user:password@host:3306/schema): {e}")
+        let opts = Opts::from_url(&config.url).map_err(|e| {
+            bad(format!(
+                "`url` is not a MariaDB URL (mysql://user:password@host:3306/schema): {e}"
+            ))
         })?;
         let connection_limit = config.connection_limit.unwrap_or(DEFAULT_CONNECTION_LIMIT);
-        if connection_limit == 0 || connection_limit > i32::MAX as u32 {
-            return Err(format!(
-                "provider {name}: connection_limit must be 1 to {} (MariaDB reads 0 as unlimited)",
-                i32::MAX
-            ));
-        }
         let event_schema = opts.db_name().unwrap_or(DEFAULT_EVENT_SCHEMA).to_owned();
         let public_host = config
             .public_host
@@ -262,12 +261,7 @@ impl Provider for MysqlProvider {
                 "user name {user} is longer than {MAX_USER_NAME_LEN} characters: shorten role_prefix"
             )));
         }
-        let role = grant.role.as_deref().ok_or_else(|| {
-            self.refused(format!(
-                "the entitlement names no `role` to grant on {}: set `role` in it",
-                self.name
-            ))
-        })?;
+        let role = grant.target_of::<Target>(&self.name)?.role.as_str();
         let not_after = sql::utc_datetime(grant.not_after).ok_or_else(|| {
             self.refused(format!(
                 "not_after {} is outside what a MariaDB event can be scheduled at (1970 to {})",
@@ -393,11 +387,16 @@ impl Provider for MysqlProvider {
 
     async fn standing_access(
         &self,
-        entitlements: &[Entitlement],
+        entitlements: &[CatalogTarget],
     ) -> Result<Vec<StandingAccess>, ProviderError> {
         let roles: Vec<(String, String)> = entitlements
             .iter()
-            .filter_map(|e| Some((e.name.to_string(), e.role.clone()?)))
+            .filter_map(|e| {
+                Some((
+                    e.entitlement.to_string(),
+                    e.target_of::<Target>()?.role.clone(),
+                ))
+            })
             .collect();
         if roles.is_empty() {
             return Ok(Vec::new());
@@ -466,10 +465,9 @@ mod tests {
     use airlock_core::UserName;
     use time::macros::datetime;
 
-    fn config(url: &str) -> ProviderConfig {
-        ProviderConfig {
-            kind: "mysql".into(),
-            url: Some(url.into()),
+    fn config(url: &str) -> Config {
+        Config {
+            url: url.into(),
             ..Default::default()
         }
     }
@@ -480,15 +478,21 @@ mod tests {
             requester: UserName::parse("alice").unwrap(),
             email: None,
             entitlement: airlock_core::EntitlementName::parse("payments-db-write").unwrap(),
-            role: Some("payments_writer".into()),
-            target: Default::default(),
+            target: crate::EntitlementTarget::Mysql(Target {
+                role: "payments_writer".into(),
+            }),
             not_after: datetime!(2030-01-02 03:04:05.678 +02:00),
             secret: [7; 32],
         }
     }
 
-    fn provider(cfg: &ProviderConfig) -> Result<MysqlProvider, String> {
+    fn provider(cfg: &Config) -> Result<MysqlProvider, BuildError> {
         MysqlProvider::new(ProviderName::parse("db-main").unwrap(), cfg)
+    }
+
+    /// The message of a configuration `provider` refuses.
+    fn refusal(cfg: &Config) -> String {
+        provider(cfg).err().expect("refused").to_string()
     }
 
     #[test]
@@ -521,17 +525,18 @@ mod tests {
     #[test]
     fn new_does_not_connect_and_refuses_bad_config_without_echoing_the_password() {
         assert!(provider(&config("mysql://x@127.0.0.1:1/")).is_ok());
-        let err = provider(&config("mysql://u:hunter2@h:notaport/"))
-            .err()
-            .unwrap();
+        let err = refusal(&config("mysql://u:hunter2@h:notaport/"));
         assert!(err.contains("db-main") && !err.contains("hunter2"), "{err}");
-        let err = provider(&config("postgres://u:hunter2@h/")).err().unwrap();
+        let err = refusal(&config("postgres://u:hunter2@h/"));
         assert!(!err.contains("hunter2"), "{err}");
         let mut zero = config("mysql://x@h/");
         zero.connection_limit = Some(0);
-        assert!(provider(&zero).err().unwrap().contains("connection_limit"));
-        let mut missing = config("x");
-        missing.url = None;
-        assert!(provider(&missing).err().unwrap().contains("needs `url"));
+        assert!(refusal(&zero).contains("connection_limit"));
+        let name = ProviderName::parse("db-main").unwrap();
+        let missing = airlock_core::config::RawKeys::from_table(toml::Table::new());
+        let err = crate::ProviderConfig::read(&name, "mysql", &missing)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs `url"), "{err}");
     }
 }

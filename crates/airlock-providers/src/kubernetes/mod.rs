@@ -12,7 +12,6 @@ mod connect;
 
 use std::collections::BTreeMap;
 
-use airlock_core::config::{Entitlement, ProviderConfig};
 use airlock_core::ProviderName;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
@@ -25,9 +24,12 @@ use binding::{BindingObject, Desired};
 pub use connect::{CONNECT_TIMEOUT, IO_TIMEOUT};
 
 use crate::{
-    CredentialRequest, GrantSpec, ManagedAccount, Provider, ProviderContext, ProviderError,
-    StandingAccess,
+    BuildError, CatalogTarget, CredentialRequest, GrantSpec, ManagedAccount, Provider,
+    ProviderContext, ProviderError, StandingAccess,
 };
+
+pub mod config;
+pub use config::{Config, Target};
 
 /// How often apply/remove re-read an object that changed under them before giving up.
 const MAX_ATTEMPTS: usize = 5;
@@ -44,15 +46,14 @@ impl KubernetesProvider {
     /// missing or broken file fails at start-up; connects on first use.
     pub fn new(
         name: ProviderName,
-        config: &ProviderConfig,
+        config: &Config,
         ctx: &ProviderContext,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BuildError> {
+        config.validate().map_err(|e| BuildError::Config {
+            provider: name.to_string(),
+            detail: e.detail,
+        })?;
         let user_prefix = config.user_prefix.clone().unwrap_or_default();
-        if user_prefix.chars().any(char::is_control) || user_prefix.len() > 128 {
-            return Err(format!(
-                "provider {name}: user_prefix must be at most 128 printable characters (e.g. \"oidc:\")"
-            ));
-        }
         let path = config.kubeconfig.as_ref().map(|k| ctx.config_dir.join(k));
         let conn = connect::Connection::load(name.as_str(), path.as_deref())?;
         Ok(KubernetesProvider {
@@ -87,13 +88,8 @@ impl KubernetesProvider {
         &self,
         grant: &'g GrantSpec,
     ) -> Result<(&'g str, Option<&'g str>), ProviderError> {
-        let role = grant.target.cluster_role.as_deref().ok_or_else(|| {
-            self.refused(format!(
-                "entitlement {} names no `cluster_role` to bind on {}: set `cluster_role` in it",
-                grant.entitlement, self.name
-            ))
-        })?;
-        Ok((role, grant.target.namespace.as_deref()))
+        let t = grant.target_of::<Target>(&self.name)?;
+        Ok((t.cluster_role.as_str(), t.namespace.as_deref()))
     }
 
     /// Creates the binding, or converges an existing one onto it: unchanged
@@ -260,8 +256,8 @@ impl Provider for KubernetesProvider {
 
     async fn apply(&self, grant: &GrantSpec) -> Result<(), ProviderError> {
         let (role, namespace) = self.target(grant)?;
-        let desired =
-            Desired::for_grant(grant, role, &self.user_prefix).map_err(|e| self.refused(e))?;
+        let desired = Desired::for_grant(grant, role, &self.user_prefix)
+            .map_err(|e| self.refused(e.to_string()))?;
         let what = describe(namespace, &desired.name);
         let client = self.client().await?;
         match namespace {
@@ -280,7 +276,7 @@ impl Provider for KubernetesProvider {
 
     async fn remove(&self, grant: &GrantSpec) -> Result<(), ProviderError> {
         let name = binding::binding_name(&grant.request_id);
-        let namespace = grant.target.namespace.as_deref();
+        let (_, namespace) = self.target(grant)?;
         let what = describe(namespace, &name);
         let client = self.client().await?;
         match namespace {
@@ -358,12 +354,12 @@ impl Provider for KubernetesProvider {
 
     async fn standing_access(
         &self,
-        entitlements: &[Entitlement],
+        entitlements: &[CatalogTarget],
     ) -> Result<Vec<StandingAccess>, ProviderError> {
-        let wanted: Vec<(&Entitlement, &str)> = entitlements
+        let wanted: Vec<(&CatalogTarget, &Target)> = entitlements
             .iter()
             .filter(|e| e.provider == self.name)
-            .filter_map(|e| Some((e, e.target.cluster_role.as_deref()?)))
+            .filter_map(|e| Some((e, e.target_of::<Target>()?)))
             .collect();
         if wanted.is_empty() {
             return Ok(Vec::new());
@@ -378,8 +374,8 @@ impl Provider for KubernetesProvider {
             )
             .await?;
         let mut by_namespace: BTreeMap<&str, Vec<RoleBinding>> = BTreeMap::new();
-        for (e, _) in &wanted {
-            if let Some(ns) = e.target.namespace.as_deref() {
+        for (_, t) in &wanted {
+            if let Some(ns) = t.namespace.as_deref() {
                 if !by_namespace.contains_key(ns) {
                     let api: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
                     let rbs = self
@@ -393,7 +389,8 @@ impl Provider for KubernetesProvider {
             r.kind == "ClusterRole" && r.name == role
         };
         let mut out = Vec::new();
-        for (e, role) in wanted {
+        for (e, t) in wanted {
+            let role = t.cluster_role.as_str();
             // A ClusterRoleBinding grants the role in every namespace, so it
             // is standing access for namespaced entitlements too.
             for crb in crbs
@@ -403,7 +400,7 @@ impl Provider for KubernetesProvider {
                 let name = crb.metadata.name.as_deref().unwrap_or_default();
                 for s in crb.subjects() {
                     out.push(StandingAccess {
-                        entitlement: e.name.to_string(),
+                        entitlement: e.entitlement.to_string(),
                         principal: binding::principal(s, None),
                         detail: format!(
                             "ClusterRoleBinding {name} binds ClusterRole {role} cluster-wide outside airlock"
@@ -411,7 +408,7 @@ impl Provider for KubernetesProvider {
                     });
                 }
             }
-            let Some(ns) = e.target.namespace.as_deref() else {
+            let Some(ns) = t.namespace.as_deref() else {
                 continue;
             };
             for rb in by_namespace[ns]
@@ -421,7 +418,7 @@ impl Provider for KubernetesProvider {
                 let name = rb.metadata.name.as_deref().unwrap_or_default();
                 for s in rb.subjects() {
                     out.push(StandingAccess {
-                        entitlement: e.name.to_string(),
+                        entitlement: e.entitlement.to_string(),
                         principal: binding::principal(s, Some(ns)),
                         detail: format!(
                             "RoleBinding {ns}/{name} binds ClusterRole {role} outside airlock"

@@ -76,6 +76,23 @@ impl CatalogTarget {
     pub fn target_of<T: KindTarget>(&self) -> Option<&T> {
         T::of(&self.target)
     }
+
+    /// `(entitlement, role)` for each entitlement of kind `T`: what the
+    /// database providers compare their role memberships with.
+    pub fn roles_of<T: KindTarget>(
+        entitlements: &[CatalogTarget],
+        role: impl Fn(&T) -> &str,
+    ) -> Vec<(String, String)> {
+        entitlements
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    e.entitlement.to_string(),
+                    role(e.target_of::<T>()?).to_string(),
+                ))
+            })
+            .collect()
+    }
 }
 
 /// An account a provider holds that looks like airlock's (for drift checks).

@@ -266,29 +266,14 @@ async fn decide(app: &Arc<App>, slack: &Slack, payload: Payload) -> String {
     };
     let verb = decision.as_str();
     let outcome = async {
+        use airlock_service::{lifecycle, proxy::review as runs};
+        let (svc, via) = (&app.svc, Surface::Slack);
         let state = if is_run {
-            let id = RunId::parse(&value)?;
-            let r = airlock_service::proxy::review::review(
-                &app.svc,
-                &who,
-                id,
-                decision,
-                None,
-                Surface::Slack,
-            )
-            .await?;
+            let r = runs::review(svc, &who, RunId::parse(&value)?, decision, None, via).await?;
             format!("run `{}` is now *{}*", r.id, r.state.as_str())
         } else {
             let id = RequestId::parse(&value)?;
-            let r = airlock_service::lifecycle::review(
-                &app.svc,
-                &who,
-                id,
-                decision,
-                None,
-                Surface::Slack,
-            )
-            .await?;
+            let r = lifecycle::review(svc, &who, id, decision, None, via).await?;
             format!("request `{}` is now *{}*", r.id, r.state)
         };
         Ok::<_, airlock_service::ServiceError>(state)

@@ -89,6 +89,62 @@ macro_rules! params {
 }
 pub(crate) use params;
 
+/// A list statement built from optional filters. Each clause's `$?` takes the
+/// next parameter number, so one filter combination is always the same text
+/// (cacheable) and no value is ever spliced into the SQL.
+pub(crate) struct ListQuery<'a> {
+    sql: String,
+    args: Vec<Value<'a>>,
+}
+
+impl<'a> ListQuery<'a> {
+    /// Starts from `SELECT … WHERE TRUE`.
+    pub(crate) fn new(select: String) -> Self {
+        ListQuery {
+            sql: select,
+            args: Vec::new(),
+        }
+    }
+
+    /// Adds ` AND clause`, each `$?` in it bound to the next of `values`.
+    pub(crate) fn and(&mut self, clause: &str, values: impl IntoIterator<Item = Value<'a>>) {
+        let mut text = String::with_capacity(clause.len() + 4);
+        let mut parts = clause.split("$?");
+        text.push_str(parts.next().unwrap_or_default());
+        let mut values = values.into_iter();
+        for part in parts {
+            self.args.push(values.next().unwrap_or(Value::Null));
+            text.push_str(&format!("${}", self.args.len()));
+            text.push_str(part);
+        }
+        self.sql.push_str(" AND ");
+        self.sql.push_str(&text);
+    }
+
+    /// Keyset page: newest first, strictly after the cursor `(created_at, id)`
+    /// of the previous page's last row, at most `limit` rows.
+    pub(crate) fn page(
+        mut self,
+        after: Option<(i64, &'a str)>,
+        limit: i64,
+    ) -> (String, Vec<Value<'a>>) {
+        if let Some((at, id)) = after {
+            self.args.push(at.into());
+            self.args.push(id.into());
+            let (a, i) = (self.args.len() - 1, self.args.len());
+            self.sql.push_str(&format!(
+                " AND (created_at < ${a} OR (created_at = ${a} AND id > ${i}))"
+            ));
+        }
+        self.args.push(limit.into());
+        self.sql.push_str(&format!(
+            " ORDER BY created_at DESC, id LIMIT ${}",
+            self.args.len()
+        ));
+        (self.sql, self.args)
+    }
+}
+
 /// One column of a result row as the database returned it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Cell<'a> {

@@ -389,15 +389,7 @@ impl Provider for MysqlProvider {
         &self,
         entitlements: &[CatalogTarget],
     ) -> Result<Vec<StandingAccess>, ProviderError> {
-        let roles: Vec<(String, String)> = entitlements
-            .iter()
-            .filter_map(|e| {
-                Some((
-                    e.entitlement.to_string(),
-                    e.target_of::<Target>()?.role.clone(),
-                ))
-            })
-            .collect();
+        let roles = CatalogTarget::roles_of(entitlements, |t: &Target| &t.role);
         if roles.is_empty() {
             return Ok(Vec::new());
         }

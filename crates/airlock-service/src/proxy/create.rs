@@ -127,6 +127,31 @@ pub(super) async fn audit_refusal(
     app.db(move |s| s.append_audit(&[draft], now)).await
 }
 
+/// Asks Cedar whether `who` may run `resource`; a refusal is audited with
+/// `data` (plus the deciding policies) and answered with the policy's reason.
+pub(super) async fn decide_or_refuse(
+    app: &Arc<Service>,
+    who: &Principal,
+    action: ProxyAction,
+    resource: ProxyResource<'_>,
+    ctx: &ProxyContext,
+    subject: String,
+    mut data: serde_json::Value,
+) -> Result<airlock_core::policy::Decision, ServiceError> {
+    let name = match &resource {
+        ProxyResource::Tool(t) => t.name.to_string(),
+        ProxyResource::Operation(o) => o.name.to_string(),
+    };
+    let d = app.policy.decide_proxy(who, action, resource, true, ctx);
+    if d.allowed {
+        return Ok(d);
+    }
+    data["reason"] = json!("policy");
+    data["policies"] = json!(d.policies);
+    audit_refusal(app, who, subject, data).await?;
+    Err(Error::forbidden(PolicyEngine::explain_proxy_refusal(action, &name, &d)).into())
+}
+
 /// Everything about a new run except what the store decides.
 pub(super) struct Draft {
     pub run: Run,
@@ -322,22 +347,16 @@ pub async fn exec(
         params: BTreeMap::new(),
         rule_action: rule.action.as_str().into(),
     };
-    let d = app.policy.decide_proxy(
+    let d = decide_or_refuse(
+        app,
         who,
         ProxyAction::Exec,
         ProxyResource::Tool(tool),
-        true,
         &ctx,
-    );
-    if !d.allowed {
-        audit_refusal(app, who, sub, json!({"args": input.args, "rule": rule.describe(), "reason": "policy", "policies": d.policies})).await?;
-        return Err(Error::forbidden(PolicyEngine::explain_proxy_refusal(
-            ProxyAction::Exec,
-            tool.name.as_str(),
-            &d,
-        ))
-        .into());
-    }
+        sub,
+        json!({"args": input.args, "rule": rule.describe()}),
+    )
+    .await?;
     let mut argv = Vec::with_capacity(input.args.len() + 1);
     argv.push(tool.path.clone());
     argv.extend(input.args.iter().cloned());

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use airlock_core::approval::ApprovalRule;
 use airlock_core::audit_chain::AuditDraft;
 use airlock_core::operation::Operation;
-use airlock_core::policy::{PolicyEngine, ProxyAction, ProxyContext, ProxyResource};
+use airlock_core::policy::{ProxyAction, ProxyContext, ProxyResource};
 use airlock_core::rate::{retry_after_secs, Rate, RateDecision};
 use airlock_core::run::{DryRun, RunState, RunTransition};
 use airlock_core::tool::Tool;
@@ -18,7 +18,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::create::{
-    audit_refusal, base_run, check_reason, store_new, Created, Draft, ProxyError, RateLimited,
+    base_run, check_reason, decide_or_refuse, store_new, Created, Draft, ProxyError, RateLimited,
 };
 use super::execution::{job_for, start};
 use super::executor::{self, Sinks};
@@ -173,28 +173,16 @@ pub async fn run_operation(
         }
         .into(),
     };
-    let d = app.policy.decide_proxy(
+    let d = decide_or_refuse(
+        app,
         who,
         ProxyAction::Operation,
         ProxyResource::Operation(op),
-        true,
         &ctx,
-    );
-    if !d.allowed {
-        audit_refusal(
-            app,
-            who,
-            format!("operation:{}", op.name),
-            json!({"params": prepared.params, "reason": "policy", "policies": d.policies}),
-        )
-        .await?;
-        return Err(Error::forbidden(PolicyEngine::explain_proxy_refusal(
-            ProxyAction::Operation,
-            op.name.as_str(),
-            &d,
-        ))
-        .into());
-    }
+        format!("operation:{}", op.name),
+        json!({"params": prepared.params}),
+    )
+    .await?;
     if input.dry_run_only {
         let Some(argv) = &prepared.dry_run_argv else {
             return Err(Error::invalid(

@@ -6,7 +6,7 @@ use airlock_core::request::{Request, RequestId, RequestState};
 use time::OffsetDateTime;
 
 use super::reviews::REQUEST_REVIEWS;
-use super::{access, audit, duplicate, params, Db, Row, Tx, Value};
+use super::{access, audit, duplicate, params, Db, ListQuery, Row, Tx};
 use crate::codec::{self, RequestRow, REQUEST_COLUMNS};
 use crate::{
     CertificateRecord, Change, RequestFilter, Store, StoreError, StoreResult, TokenRecord,
@@ -111,51 +111,34 @@ impl<D: Db> Store for D {
     }
 
     fn list_requests(&self, filter: &RequestFilter) -> StoreResult<Vec<Request>> {
+        let mut q = ListQuery::new(format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE TRUE"));
+        if let Some(state) = filter.state {
+            q.and("state = $?", [state.as_str().into()]);
+        }
+        if let Some(requester) = &filter.requester {
+            q.and("requester = $?", [requester.as_str().into()]);
+        }
+        if let Some(ents) = &filter.entitlements {
+            // One list parameter instead of a variable-length IN list keeps the statement cacheable.
+            q.and("entitlement = ANY($?)", [ents.as_slice().into()]);
+        }
+        if filter.open_post_review {
+            q.and("breakglass AND NOT post_review_closed", []);
+        }
+        if let Some((user, ents)) = &filter.visible_to {
+            q.and(
+                "(requester = $? OR entitlement = ANY($?))",
+                [user.as_str().into(), ents.as_slice().into()],
+            );
+        }
         let after = filter
             .after
             .as_ref()
             .map(|(at, id)| (codec::micros(*at), id.as_str()));
-        let mut sql = format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE TRUE");
-        let mut args: Vec<Value<'_>> = Vec::new();
-        if let Some(state) = filter.state {
-            args.push(state.as_str().into());
-            sql.push_str(&format!(" AND state = ${}", args.len()));
-        }
-        if let Some(requester) = &filter.requester {
-            args.push(requester.as_str().into());
-            sql.push_str(&format!(" AND requester = ${}", args.len()));
-        }
-        if let Some(ents) = &filter.entitlements {
-            // One list parameter instead of a variable-length IN list keeps the statement cacheable.
-            args.push(ents.as_slice().into());
-            sql.push_str(&format!(" AND entitlement = ANY(${})", args.len()));
-        }
-        if filter.open_post_review {
-            sql.push_str(" AND breakglass AND NOT post_review_closed");
-        }
-        if let Some((user, ents)) = &filter.visible_to {
-            args.push(user.as_str().into());
-            args.push(ents.as_slice().into());
-            sql.push_str(&format!(
-                " AND (requester = ${} OR entitlement = ANY(${}))",
-                args.len() - 1,
-                args.len()
-            ));
-        }
-        if let Some((at, id)) = after {
-            args.push(at.into());
-            args.push(id.into());
-            sql.push_str(&format!(
-                " AND (created_at < ${0} OR (created_at = ${0} AND id > ${1}))",
-                args.len() - 1,
-                args.len()
-            ));
-        }
-        args.push(codec::effective_limit(filter.limit, codec::MAX_LIST_LIMIT).into());
-        sql.push_str(&format!(
-            " ORDER BY created_at DESC, id LIMIT ${}",
-            args.len()
-        ));
+        let (sql, args) = q.page(
+            after,
+            codec::effective_limit(filter.limit, codec::MAX_LIST_LIMIT),
+        );
         self.read(|tx| {
             let rows = tx.rows(&sql, &args, request_row)?;
             with_reviews(tx, rows)

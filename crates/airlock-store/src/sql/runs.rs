@@ -7,7 +7,7 @@ use airlock_core::run::{Run, RunId};
 use time::OffsetDateTime;
 
 use super::reviews::RUN_REVIEWS;
-use super::{audit, duplicate, params, Db, LockKey, Row, Tx, Value};
+use super::{audit, duplicate, params, Db, ListQuery, LockKey, Row, Tx};
 use crate::codec;
 use crate::runs::{
     due_runs_condition, encode_doc, run_not_found, LeaseChange, NewRun, RateCheck, RateEvent,
@@ -164,34 +164,21 @@ impl<D: Db> RunStore for D {
     }
 
     fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>> {
+        let mut q = ListQuery::new(format!("SELECT {RUN_COLUMNS} FROM runs WHERE TRUE"));
+        if let Some(state) = filter.state {
+            q.and("state = $?", [state.as_str().into()]);
+        }
+        if let Some(requester) = &filter.requester {
+            q.and("requester = $?", [requester.as_str().into()]);
+        }
         let after = filter
             .after
             .as_ref()
             .map(|(at, id)| (codec::micros(*at), id.as_str()));
-        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE TRUE");
-        let mut args: Vec<Value<'_>> = Vec::new();
-        if let Some(state) = filter.state {
-            args.push(state.as_str().into());
-            sql.push_str(&format!(" AND state = ${}", args.len()));
-        }
-        if let Some(requester) = &filter.requester {
-            args.push(requester.as_str().into());
-            sql.push_str(&format!(" AND requester = ${}", args.len()));
-        }
-        if let Some((at, id)) = after {
-            args.push(at.into());
-            args.push(id.into());
-            sql.push_str(&format!(
-                " AND (created_at < ${0} OR (created_at = ${0} AND id > ${1}))",
-                args.len() - 1,
-                args.len()
-            ));
-        }
-        args.push(codec::effective_limit(filter.limit, codec::MAX_LIST_LIMIT).into());
-        sql.push_str(&format!(
-            " ORDER BY created_at DESC, id LIMIT ${}",
-            args.len()
-        ));
+        let (sql, args) = q.page(
+            after,
+            codec::effective_limit(filter.limit, codec::MAX_LIST_LIMIT),
+        );
         let runs = self.read(|tx| {
             let rows = tx.rows(&sql, &args, run_row)?;
             decode_all(tx, rows)

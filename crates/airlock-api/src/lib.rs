@@ -6,6 +6,8 @@
 pub mod access;
 pub mod page;
 pub mod problem;
+pub mod requests;
+pub mod runs;
 pub mod stream;
 
 pub use problem::Problem;

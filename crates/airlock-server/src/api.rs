@@ -23,6 +23,7 @@ use crate::auth::{hash_token, new_token, Caller};
 use crate::problem::ApiError;
 use airlock_service::audit::verify_audit_chain;
 use airlock_service::lifecycle::{self, fmt_time};
+use airlock_service::views::{request_view, request_views};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -287,7 +288,7 @@ async fn create_request(
     ApiJson(b): ApiJson<NewRequest>,
 ) -> Result<Response, ApiError> {
     let r = lifecycle::create(&app.svc, &p, &b.entitlement, &b.duration, &b.reason, false).await?;
-    Ok(json_response(StatusCode::CREATED, r))
+    Ok(json_response(StatusCode::CREATED, request_view(&r)))
 }
 
 async fn create_breakglass(
@@ -296,7 +297,7 @@ async fn create_breakglass(
     ApiJson(b): ApiJson<NewRequest>,
 ) -> Result<Response, ApiError> {
     let r = lifecycle::create(&app.svc, &p, &b.entitlement, &b.duration, &b.reason, true).await?;
-    Ok(json_response(StatusCode::CREATED, r))
+    Ok(json_response(StatusCode::CREATED, request_view(&r)))
 }
 
 /// `?state=&mine=&to_review=&limit=` for request and run lists.
@@ -341,7 +342,7 @@ async fn list_requests(
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let page = lifecycle::list(&app.svc, &p, &q.params()).await?;
     Ok(with_next(
-        json_response(StatusCode::OK, page.items),
+        json_response(StatusCode::OK, request_views(&page.items)),
         "/api/v1/requests",
         &q,
         page.next,
@@ -387,7 +388,7 @@ async fn show_request(
         .await?
         .filter(|r| airlock_service::visibility::may_read_request(&app, &p, r))
         .ok_or_else(|| airlock_service::visibility::hidden(format!("request `{id}`")))?;
-    Ok(json_response(StatusCode::OK, r))
+    Ok(json_response(StatusCode::OK, request_view(&r)))
 }
 
 #[derive(Deserialize)]
@@ -406,7 +407,7 @@ async fn review_request(
 ) -> Result<Response, ApiError> {
     let decision = ReviewDecision::parse(&b.decision)?;
     let r = lifecycle::review(&app.svc, &p, parse_id(&id)?, decision, b.comment, surface).await?;
-    Ok(json_response(StatusCode::OK, r))
+    Ok(json_response(StatusCode::OK, request_view(&r)))
 }
 
 #[derive(Deserialize, Default)]
@@ -431,7 +432,7 @@ async fn withdraw_request(
 ) -> Result<Response, ApiError> {
     let _: CommentBody = optional_body(&body)?;
     let r = lifecycle::withdraw(&app.svc, &p, parse_id(&id)?).await?;
-    Ok(json_response(StatusCode::OK, r))
+    Ok(json_response(StatusCode::OK, request_view(&r)))
 }
 
 async fn revoke_request(
@@ -442,7 +443,7 @@ async fn revoke_request(
 ) -> Result<Response, ApiError> {
     let b: CommentBody = optional_body(&body)?;
     let r = lifecycle::revoke(&app.svc, &p, parse_id(&id)?, b.comment).await?;
-    Ok(json_response(StatusCode::OK, r))
+    Ok(json_response(StatusCode::OK, request_view(&r)))
 }
 
 async fn credentials(
@@ -480,7 +481,7 @@ async fn grants(State(app): AppState, Caller(p): Caller) -> Result<Response, Api
         ..Default::default()
     };
     let list = app.svc.db(move |s| s.list_requests(&filter)).await?;
-    Ok(json_response(StatusCode::OK, list))
+    Ok(json_response(StatusCode::OK, request_views(&list)))
 }
 
 #[derive(Deserialize)]

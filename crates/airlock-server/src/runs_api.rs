@@ -30,6 +30,7 @@ use airlock_service::proxy::frames::{self, frame, json_frame, Kind};
 use airlock_service::proxy::hub::Chunk;
 use airlock_service::proxy::operation::{self, OperationInput};
 use airlock_service::proxy::{execution, review};
+use airlock_service::views::{run_view, run_views};
 
 type AppState = State<Arc<App>>;
 
@@ -133,7 +134,7 @@ fn stream_response(rx: mpsc::Receiver<Bytes>) -> Response {
 fn created_response(c: Created) -> Response {
     match c {
         Created::Attached { frames, .. } => stream_response(frames),
-        Created::Stored(run) => json_response(StatusCode::CREATED, run),
+        Created::Stored(run) => json_response(StatusCode::CREATED, run_view(&run)),
         Created::DryRunOnly(v) => json_response(StatusCode::OK, v),
     }
 }
@@ -275,7 +276,7 @@ async fn list_runs(
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let page = airlock_service::proxy::list(&app.svc, &p, &q.params()).await?;
     Ok(with_next(
-        json_response(StatusCode::OK, page.items),
+        json_response(StatusCode::OK, run_views(&page.items)),
         "/api/v1/runs",
         &q,
         page.next,
@@ -290,7 +291,7 @@ async fn show_run(
     let run = load(&app, &parse_run_id(&id)?).await?;
     // The run carries its dry-run output: the same rule as the transcript.
     check_reader(&app, &p, &run)?;
-    Ok(json_response(StatusCode::OK, run))
+    Ok(json_response(StatusCode::OK, run_view(&run)))
 }
 
 #[derive(Deserialize)]
@@ -317,7 +318,7 @@ async fn review_run(
         surface,
     )
     .await?;
-    Ok(json_response(StatusCode::OK, run))
+    Ok(json_response(StatusCode::OK, run_view(&run)))
 }
 
 #[derive(Deserialize, Default)]
@@ -346,7 +347,7 @@ async fn start_run(
     let _: CommentBody = optional_body(&body)?;
     let c = execution::start(&app.svc, Some(&p), parse_run_id(&id)?, true).await?;
     Ok(match c {
-        Created::Stored(run) => json_response(StatusCode::OK, run),
+        Created::Stored(run) => json_response(StatusCode::OK, run_view(&run)),
         other => created_response(other),
     })
 }
@@ -359,7 +360,7 @@ async fn cancel_run(
 ) -> Result<Response, ApiError> {
     let b: CommentBody = optional_body(&body)?;
     let run = review::cancel(&app.svc, &p, parse_run_id(&id)?, b.comment).await?;
-    Ok(json_response(StatusCode::OK, run))
+    Ok(json_response(StatusCode::OK, run_view(&run)))
 }
 
 fn check_reader(app: &App, who: &airlock_core::Principal, run: &Run) -> Result<(), ApiError> {
@@ -416,7 +417,7 @@ async fn follow(
     check_reader(&app, &p, &run)?;
     let (tx, rx) = mpsc::channel(32);
     tokio::spawn(async move {
-        let _ = tx.send(json_frame(Kind::Start, &run)).await;
+        let _ = tx.send(json_frame(Kind::Start, &run_view(&run))).await;
         let mut replayed = false;
         if let Some(live) = app.proxy.get(&id) {
             let (so_far, mut more) = live.follow();
@@ -470,7 +471,7 @@ async fn follow(
                 }
             }
         }
-        let _ = tx.send(json_frame(Kind::End, &done)).await;
+        let _ = tx.send(json_frame(Kind::End, &run_view(&done))).await;
     });
     Ok(stream_response(rx))
 }

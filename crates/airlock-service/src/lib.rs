@@ -21,6 +21,7 @@ pub mod reconciler;
 pub mod surface;
 pub mod tlog;
 pub mod tokens;
+pub mod views;
 pub mod visibility;
 
 pub use context::{Fault, ServeOptions, Service, StartError};

@@ -148,9 +148,10 @@ impl Client {
     ) -> Result<T> {
         let body = body.map(serde_json::to_value).transpose()?;
         let text = self.send(method, path, body.as_ref())?.into_string()?;
-        serde_json::from_str(&text).map_err(|e| {
-            anyhow!("the server's answer to {method} {path} is not what this CLI expects ({e}); upgrade airlock")
-        })
+        decode_answer(
+            &format!("the server's answer to {method} {path}"),
+            text.as_bytes(),
+        )
     }
 
     /// POST a JSON body.
@@ -163,4 +164,11 @@ impl Client {
     pub fn stream(&self, method: &str, path: &str, body: Option<&Value>) -> Result<ureq::Response> {
         self.send_on(&self.streaming, method, path, body)
     }
+}
+
+/// Decodes an answer of a known shape; `what` names it in the error (an older
+/// CLI meets a server whose answers changed: say to upgrade, not a serde error alone).
+pub fn decode_answer<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| anyhow!("{what} is not what this CLI expects ({e}); upgrade airlock"))
 }

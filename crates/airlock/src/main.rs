@@ -27,6 +27,7 @@ mod tlog;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use airlock_api::requests::RequestView;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
@@ -418,7 +419,7 @@ fn run(cli: Cli) -> Result<i32> {
             wait,
         } => {
             let c = client();
-            let r = c.post(
+            let r = c.post_as(
                 "/api/v1/requests",
                 &json!({"entitlement": entitlement, "duration": duration, "reason": reason}),
             )?;
@@ -431,7 +432,7 @@ fn run(cli: Cli) -> Result<i32> {
             wait,
         } => {
             let c = client();
-            let r = c.post(
+            let r = c.post_as(
                 "/api/v1/breakglass",
                 &json!({"entitlement": entitlement, "duration": duration, "reason": reason}),
             )?;
@@ -450,15 +451,15 @@ fn run(cli: Cli) -> Result<i32> {
             if proxy::is_run_id(&id) {
                 return proxy::review(&client(), out, &id, decision, comment);
             }
-            let r = client().post(
+            let r: RequestView = client().post_as(
                 &format!("/api/v1/requests/{}/reviews", path_id(&id)?),
                 &json!({"decision": decision, "comment": comment}),
             )?;
-            emit(out, &r, output::request_detail);
+            emit_as(out, &r, output::request_detail);
         }
         Command::Show { id } => {
-            let r = client().get(&format!("/api/v1/requests/{}", path_id(&id)?))?;
-            emit(out, &r, output::request_detail);
+            let r: RequestView = client().get_as(&format!("/api/v1/requests/{}", path_id(&id)?))?;
+            emit_as(out, &r, output::request_detail);
         }
         Command::List {
             state,
@@ -478,32 +479,23 @@ fn run(cli: Cli) -> Result<i32> {
             if to_review {
                 q.push("to_review=true".into());
             }
-            let r = client().get(&format!("/api/v1/requests?{}", q.join("&")))?;
-            emit(out, &r, |v| {
-                let rows: Vec<String> = v
-                    .as_array()
-                    .map(|a| a.iter().map(output::request_line).collect())
-                    .unwrap_or_default();
-                if rows.is_empty() {
-                    "no requests".into()
-                } else {
-                    rows.join("\n")
-                }
-            });
+            let r: Vec<RequestView> =
+                client().get_as(&format!("/api/v1/requests?{}", q.join("&")))?;
+            emit_as(out, &r, |v| output::request_list(v));
         }
         Command::Withdraw { id } => {
-            let r = client().post(
+            let r: RequestView = client().post_as(
                 &format!("/api/v1/requests/{}/withdraw", path_id(&id)?),
                 &json!({}),
             )?;
-            emit(out, &r, output::request_line);
+            emit_as(out, &r, output::request_line);
         }
         Command::Revoke { id, comment } => {
-            let r = client().post(
+            let r: RequestView = client().post_as(
                 &format!("/api/v1/requests/{}/revoke", path_id(&id)?),
                 &json!({"comment": comment}),
             )?;
-            emit(out, &r, output::request_line);
+            emit_as(out, &r, output::request_line);
         }
         Command::Credentials {
             id,
@@ -903,18 +895,18 @@ fn human_verify(v: &Value) -> String {
 }
 
 /// Prints the request and, with `--wait`, follows it to a settled state.
-fn finish_request(c: &Client, out: Output, r: Value, wait: bool) -> Result<i32> {
+fn finish_request(c: &Client, out: Output, r: RequestView, wait: bool) -> Result<i32> {
     if !wait {
-        emit(out, &r, output::request_line);
+        emit_as(out, &r, output::request_line);
         return Ok(0);
     }
-    let id = r["id"].as_str().unwrap_or_default().to_string();
+    let id = r.id.clone();
     let started = Instant::now();
     let spinner = ['|', '/', '-', '\\'];
     let mut i = 0;
     let mut cur = r;
     loop {
-        let state = cur["state"].as_str().unwrap_or("").to_string();
+        let state = cur.state.clone();
         match state.as_str() {
             "pending" | "approved" => {
                 if out == Output::Text {
@@ -926,13 +918,13 @@ fn finish_request(c: &Client, out: Output, r: Value, wait: bool) -> Result<i32> 
                 }
                 i += 1;
                 std::thread::sleep(Duration::from_millis(500));
-                cur = c.get(&format!("/api/v1/requests/{id}"))?;
+                cur = c.get_as(&format!("/api/v1/requests/{id}"))?;
             }
             _ => {
                 if out == Output::Text {
                     eprintln!();
                 }
-                emit(out, &cur, output::request_detail);
+                emit_as(out, &cur, output::request_detail);
                 return Ok(if state == "active" { 0 } else { 1 });
             }
         }

@@ -1,56 +1,55 @@
 //! Human-readable rendering of API objects; `--output json` bypasses this.
 
+use airlock_api::requests::{RequestView, ReviewView};
 use serde_json::Value;
 
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(|x| x.as_str()).unwrap_or("-")
+/// One review, as request and run details show it (`bob approve at T — why`).
+pub fn review_line(v: &ReviewView) -> String {
+    format!(
+        "review: {} {} at {}{}",
+        v.reviewer,
+        v.decision,
+        v.at,
+        v.comment
+            .as_deref()
+            .map(|c| format!(" — {c}"))
+            .unwrap_or_default()
+    )
 }
 
 /// One line for a request.
-pub fn request_line(r: &Value) -> String {
-    let bg = if r.get("breakglass").and_then(Value::as_bool) == Some(true) {
-        "  BREAK-GLASS"
-    } else {
-        ""
-    };
-    let until = match r.get("not_after").and_then(Value::as_str) {
+pub fn request_line(r: &RequestView) -> String {
+    let bg = if r.breakglass { "  BREAK-GLASS" } else { "" };
+    let until = match &r.not_after {
         Some(t) => format!("  until {t}"),
         None => String::new(),
     };
     format!(
         "{}  {:<9}  {}  by {}  ({}s){until}{bg}",
-        s(r, "id"),
-        s(r, "state"),
-        s(r, "entitlement"),
-        s(r, "requester"),
-        r.get("requested_duration")
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
+        r.id, r.state, r.entitlement, r.requester, r.requested_duration
     )
 }
 
 /// A detailed view of one request.
-pub fn request_detail(r: &Value) -> String {
+pub fn request_detail(r: &RequestView) -> String {
     let mut out = request_line(r);
-    out.push_str(&format!("\n  reason: {}", s(r, "reason")));
-    if let Some(reviews) = r.get("reviews").and_then(Value::as_array) {
-        for v in reviews {
-            out.push_str(&format!(
-                "\n  review: {} {} at {}{}",
-                s(v, "reviewer"),
-                s(v, "decision"),
-                s(v, "at"),
-                v.get("comment")
-                    .and_then(Value::as_str)
-                    .map(|c| format!(" — {c}"))
-                    .unwrap_or_default()
-            ));
-        }
+    out.push_str(&format!("\n  reason: {}", r.reason));
+    for v in &r.reviews {
+        out.push_str(&format!("\n  {}", review_line(v)));
     }
-    if let Some(err) = r.pointer("/grant/last_error").and_then(Value::as_str) {
+    if let Some(err) = &r.grant.last_error {
         out.push_str(&format!("\n  last provider error: {err}"));
     }
     out
+}
+
+/// Requests, one line each.
+pub fn request_list(rs: &[RequestView]) -> String {
+    if rs.is_empty() {
+        "no requests".into()
+    } else {
+        rs.iter().map(request_line).collect::<Vec<_>>().join("\n")
+    }
 }
 
 /// `airlock drift` as text: one block per provider.
@@ -86,4 +85,36 @@ pub fn drift_report(v: &Value) -> String {
         out.push("no providers".into());
     }
     out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_detail_reads_as_before() {
+        let r: RequestView = serde_json::from_value(serde_json::json!({
+            "id": "abcdefgh23", "entitlement": "pg-read", "requester": "alice",
+            "reason": "INC-1", "state": "active", "requested_duration": 1800,
+            "not_before": "2026-12-03T10:00:00Z", "not_after": "2026-12-03T10:30:00Z",
+            "breakglass": true, "post_review_closed": false,
+            "reviews": [
+                {"reviewer": "bob", "decision": "approve", "comment": null, "at": "2026-12-03T10:01:00Z"},
+                {"reviewer": "carol", "decision": "deny", "comment": "no", "at": "2026-12-03T10:02:00Z"},
+            ],
+            "grant": {"phase": "applied", "attempts": 1, "last_error": "timeout", "next_attempt_at": null},
+            "created_at": "2026-12-03T09:59:00Z", "updated_at": "2026-12-03T10:02:00Z",
+        }))
+        .unwrap();
+        let want = [
+            "abcdefgh23  active     pg-read  by alice  (1800s)  until 2026-12-03T10:30:00Z  BREAK-GLASS",
+            "  reason: INC-1",
+            "  review: bob approve at 2026-12-03T10:01:00Z",
+            "  review: carol deny at 2026-12-03T10:02:00Z — no",
+            "  last provider error: timeout",
+        ]
+        .join("\n");
+        assert_eq!(request_detail(&r), want);
+        assert_eq!(request_list(&[]), "no requests");
+    }
 }

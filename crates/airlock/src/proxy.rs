@@ -6,13 +6,16 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+use airlock_api::runs::{DryRunPreview, DryRunView, RunView};
 use airlock_api::stream::{self, Kind};
+use airlock_api::Problem;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::client::Client;
-use crate::{emit, Output};
+use crate::client::{decode_answer, Client};
+use crate::output::review_line;
+use crate::{emit, emit_as, Output};
 
 /// Exit status when a run was killed at its timeout (as `timeout(1)`).
 const EXIT_TIMED_OUT: i32 = 124;
@@ -87,109 +90,104 @@ fn s<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or("-")
 }
 
+/// A value as JSON text (`null`, `3`, `["sre"]`), as details print numbers
+/// that may be absent and lists of reviewers.
+fn json_text(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
 /// An argv as a person would type it (quoted where needed, escapes visible).
-pub fn argv_display(v: &Value) -> String {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .map(|x| {
-                    let x = x.as_str().unwrap_or("");
-                    let plain = !x.is_empty()
-                        && x.bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b));
-                    if plain {
-                        x.to_string()
-                    } else {
-                        format!("{x:?}")
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
+pub fn argv_display(argv: &[String]) -> String {
+    argv.iter()
+        .map(|x| {
+            let plain = !x.is_empty()
+                && x.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b));
+            if plain {
+                x.to_string()
+            } else {
+                format!("{x:?}")
+            }
         })
-        .unwrap_or_default()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// One line for a run.
-pub fn run_line(r: &Value) -> String {
-    let what = match r.get("operation").and_then(Value::as_str) {
+pub fn run_line(r: &RunView) -> String {
+    let what = match &r.operation {
         Some(op) => format!("operation {op}"),
-        None => argv_display(&r["argv"]),
+        None => argv_display(&r.argv),
     };
+    format!("{}  {:<12}  by {}  {what}", r.id, r.state, r.requester)
+}
+
+/// Runs, one line each.
+fn run_list(rs: &[RunView]) -> String {
+    if rs.is_empty() {
+        "no runs".into()
+    } else {
+        rs.iter().map(run_line).collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// What an operation's dry run ran and said, indented under a heading line.
+fn dry_run_text(d: &DryRunView) -> String {
     format!(
-        "{}  {:<12}  by {}  {what}",
-        s(r, "id"),
-        s(r, "state"),
-        s(r, "requester")
+        "{} (exit {})\n{}",
+        argv_display(&d.argv),
+        json_text(&d.exit_code),
+        indent(&d.output)
     )
 }
 
 /// A detailed view of one run.
-pub fn run_detail(r: &Value) -> String {
+pub fn run_detail(r: &RunView) -> String {
     let mut out = run_line(r);
-    out.push_str(&format!("\n  argv: {}", argv_display(&r["argv"])));
-    if let Some(p) = r.get("params").and_then(Value::as_object) {
-        let ps: Vec<String> = p
-            .iter()
-            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-            .collect();
+    out.push_str(&format!("\n  argv: {}", argv_display(&r.argv)));
+    if let Some(p) = &r.params {
+        let ps: Vec<String> = p.iter().map(|(k, v)| format!("{k}={v}")).collect();
         out.push_str(&format!("\n  params: {}", ps.join(" ")));
     }
-    out.push_str(&format!(
-        "\n  rule: {}\n  reason: {}",
-        s(r, "rule"),
-        s(r, "reason")
-    ));
-    if r["approvals"]["count"].as_u64().unwrap_or(0) > 0 {
+    out.push_str(&format!("\n  rule: {}\n  reason: {}", r.rule, r.reason));
+    if r.approvals.count > 0 {
         out.push_str(&format!(
             "\n  approvals: {} of {}",
-            r["approvals"]["count"], r["approvals"]["reviewers"]
+            r.approvals.count,
+            json_text(&r.approvals.reviewers)
         ));
     }
-    for v in r["reviews"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "\n  review: {} {} at {}{}",
-            s(v, "reviewer"),
-            s(v, "decision"),
-            s(v, "at"),
-            v.get("comment")
-                .and_then(Value::as_str)
-                .map(|c| format!(" — {c}"))
-                .unwrap_or_default()
-        ));
+    for v in &r.reviews {
+        out.push_str(&format!("\n  {}", review_line(v)));
     }
-    if let Some(d) = r.get("dry_run").filter(|d| d.is_object()) {
-        out.push_str(&format!(
-            "\n  dry run: {} (exit {})\n{}",
-            argv_display(&d["argv"]),
-            d["exit_code"],
-            indent(s(d, "output"))
-        ));
+    if let Some(d) = &r.dry_run {
+        out.push_str(&format!("\n  dry run: {}", dry_run_text(d)));
     }
-    for (k, label) in [
-        ("started_at", "started"),
-        ("finished_at", "finished"),
-        ("next_allowed_at", "next allowed"),
-        ("lapses_at", "lapses"),
+    for (t, label) in [
+        (&r.started_at, "started"),
+        (&r.finished_at, "finished"),
+        (&r.next_allowed_at, "next allowed"),
+        (&r.lapses_at, "lapses"),
     ] {
-        if let Some(t) = r.get(k).and_then(Value::as_str) {
+        if let Some(t) = t {
             out.push_str(&format!("\n  {label}: {t}"));
         }
     }
-    if !r["exit_code"].is_null() {
-        out.push_str(&format!("\n  exit code: {}", r["exit_code"]));
+    if let Some(c) = r.exit_code {
+        out.push_str(&format!("\n  exit code: {c}"));
     }
-    if let Some(h) = r.get("transcript_sha256").and_then(Value::as_str) {
+    if let Some(h) = &r.transcript_sha256 {
         out.push_str(&format!(
             "\n  transcript: {} bytes, sha256 {h}{}",
-            r["transcript_bytes"],
-            if r["transcript_truncated"].as_bool() == Some(true) {
+            json_text(&r.transcript_bytes),
+            if r.transcript_truncated {
                 " (truncated)"
             } else {
                 ""
             }
         ));
     }
-    if let Some(e) = r.get("error").and_then(Value::as_str) {
+    if let Some(e) = &r.error {
         out.push_str(&format!("\n  error: {e}"));
     }
     out
@@ -203,14 +201,14 @@ fn indent(text: &str) -> String {
 }
 
 /// The exit status `airlock exec` ends with for a finished run.
-pub fn exit_code_of(run: &Value) -> i32 {
-    match s(run, "state") {
+pub fn exit_code_of(run: &RunView) -> i32 {
+    match run.state.as_str() {
         "succeeded" => 0,
         "timed_out" => EXIT_TIMED_OUT,
-        "failed" => run["exit_code"]
-            .as_i64()
+        "failed" => run
+            .exit_code
             .filter(|c| *c != 0)
-            .map(|c| c.clamp(1, 255) as i32)
+            .map(|c| c.clamp(1, 255))
             .unwrap_or(1),
         _ => 1,
     }
@@ -242,7 +240,7 @@ fn copy_payload(r: &mut dyn Read, len: usize, buf: &mut [u8], w: &mut dyn Write)
 }
 
 /// Copies a run stream to the terminal; returns the finished run.
-fn follow_stream(resp: ureq::Response, out: Output) -> Result<Value> {
+fn follow_stream(resp: ureq::Response, out: Output) -> Result<RunView> {
     // ureq buffers the socket; payloads go from its buffer straight to our output.
     let mut r = resp.into_reader();
     let mut buf = vec![0u8; 256 * 1024];
@@ -258,14 +256,19 @@ fn follow_stream(resp: ureq::Response, out: Output) -> Result<Value> {
         if len > stream::MAX_FRAME {
             bail!("the server sent a frame of {len} bytes; refusing");
         }
-        let json = |r: &mut dyn Read| -> Result<Value> {
+        let payload = |r: &mut dyn Read| -> Result<Vec<u8>> {
             let mut payload = vec![0u8; len];
             r.read_exact(&mut payload)
                 .context("the output stream was cut")?;
-            Ok(serde_json::from_slice(&payload).unwrap_or(Value::Null))
+            Ok(payload)
         };
         match Kind::from_u8(kind) {
-            Some(Kind::Start) => run_id = s(&json(&mut r)?, "id").to_string(),
+            // Only named in messages: a start frame this CLI cannot read does not stop the output.
+            Some(Kind::Start) => {
+                run_id = serde_json::from_slice::<RunView>(&payload(&mut r)?)
+                    .map(|run| run.id)
+                    .unwrap_or_else(|_| "-".into())
+            }
             Some(Kind::Stdout) if out == Output::Text => {
                 copy_payload(&mut r, len, &mut buf, &mut std::io::stdout().lock())?
             }
@@ -276,13 +279,15 @@ fn follow_stream(resp: ureq::Response, out: Output) -> Result<Value> {
                 copy_payload(&mut r, len, &mut buf, &mut std::io::stderr().lock())?;
                 eprintln!();
             }
-            Some(Kind::End) => return json(&mut r),
+            Some(Kind::End) => {
+                return decode_answer("the server's end-of-run frame", &payload(&mut r)?)
+            }
             Some(Kind::Error) => {
-                let v = json(&mut r)?;
+                let detail = Problem::detail_of(&String::from_utf8_lossy(&payload(&mut r)?));
                 bail!(
                     "{} (run {run_id}; see `airlock run show {run_id}`)",
-                    v["detail"]
-                        .as_str()
+                    detail
+                        .as_deref()
                         .unwrap_or("the server could not follow the run")
                 );
             }
@@ -292,19 +297,16 @@ fn follow_stream(resp: ureq::Response, out: Output) -> Result<Value> {
 }
 
 /// Ends a streamed run: a summary line unless it simply succeeded.
-fn finish(out: Output, run: &Value) -> i32 {
+fn finish(out: Output, run: &RunView) -> i32 {
     match out {
-        Output::Json => emit(out, run, run_detail),
+        Output::Json => emit_as(out, run, run_detail),
         Output::Text => {
-            if s(run, "state") != "succeeded" {
+            if run.state != "succeeded" {
                 eprintln!(
                     "airlock: run {} {}{}",
-                    s(run, "id"),
-                    s(run, "state"),
-                    match (
-                        run["exit_code"].as_i64(),
-                        run.get("error").and_then(Value::as_str)
-                    ) {
+                    run.id,
+                    run.state,
+                    match (run.exit_code, run.error.as_deref()) {
                         (_, Some(e)) => format!(": {e}"),
                         (Some(c), None) => format!(" (exit {c})"),
                         (None, None) => String::new(),
@@ -327,28 +329,26 @@ fn handle_created(c: &Client, out: Output, resp: ureq::Response, no_wait: bool) 
         let run = follow_stream(resp, out)?;
         return Ok(finish(out, &run));
     }
-    let v: Value = serde_json::from_str(&resp.into_string()?)?;
-    if v.get("id").is_none() {
-        // A dry run only: what would run and what the dry run said.
-        emit(out, &v, |v| {
-            let d = &v["dry_run"];
+    let text = resp.into_string()?;
+    // A run has an id; a dry run alone (no run created) has none.
+    let has_id = serde_json::from_str::<Value>(&text)
+        .map(|v| v.get("id").is_some())
+        .unwrap_or(true);
+    if !has_id {
+        let p: DryRunPreview = decode_answer("the server's dry-run answer", text.as_bytes())?;
+        emit_as(out, &p, |p| {
             format!(
-                "would run: {}\ndry run:   {} (exit {})\n{}",
-                argv_display(&v["argv"]),
-                argv_display(&d["argv"]),
-                d["exit_code"],
-                indent(s(d, "output"))
+                "would run: {}\ndry run:   {}",
+                argv_display(&p.argv),
+                dry_run_text(&p.dry_run)
             )
         });
-        return Ok(if v["dry_run"]["exit_code"] == json!(0) {
-            0
-        } else {
-            1
-        });
+        return Ok(if p.dry_run.exit_code == Some(0) { 0 } else { 1 });
     }
-    if no_wait || s(&v, "state") != "pending" {
-        emit(out, &v, run_detail);
-        return Ok(match s(&v, "state") {
+    let v: RunView = decode_answer("the server's new run", text.as_bytes())?;
+    if no_wait || v.state != "pending" {
+        emit_as(out, &v, run_detail);
+        return Ok(match v.state.as_str() {
             "pending" | "running" | "approved" | "succeeded" => 0,
             _ => exit_code_of(&v),
         });
@@ -358,29 +358,25 @@ fn handle_created(c: &Client, out: Output, resp: ureq::Response, no_wait: bool) 
 
 /// Waits (with a progress line) until a pending run is decided, then starts
 /// it here and streams its output.
-fn wait_and_stream(c: &Client, out: Output, run: Value) -> Result<i32> {
-    let id = s(&run, "id").to_string();
+fn wait_and_stream(c: &Client, out: Output, run: RunView) -> Result<i32> {
+    let id = run.id.clone();
     if out == Output::Text {
-        if let Some(d) = run.get("dry_run").filter(|d| d.is_object()) {
-            eprintln!(
-                "dry run: {} (exit {})\n{}",
-                argv_display(&d["argv"]),
-                d["exit_code"],
-                indent(s(d, "output"))
-            );
+        if let Some(d) = &run.dry_run {
+            eprintln!("dry run: {}", dry_run_text(d));
         }
         eprintln!(
             "run {id} needs approval ({} of {}); ask a reviewer: airlock review {id} --approve",
-            run["approvals"]["count"], run["approvals"]["reviewers"]
+            run.approvals.count,
+            json_text(&run.approvals.reviewers)
         );
     }
     let started = Instant::now();
     let spinner = ['|', '/', '-', '\\'];
     let mut cur = run;
     let mut i = 0;
-    while s(&cur, "state") == "pending" {
+    while cur.state == "pending" {
         if out == Output::Text {
-            let have = cur["reviews"].as_array().map(|a| a.len()).unwrap_or(0);
+            let have = cur.reviews.len();
             eprint!(
                 "\r{} {id} pending, {have} review(s), waiting {}s ",
                 spinner[i % 4],
@@ -389,16 +385,16 @@ fn wait_and_stream(c: &Client, out: Output, run: Value) -> Result<i32> {
         }
         i += 1;
         std::thread::sleep(Duration::from_millis(500));
-        cur = c.get(&format!("/api/v1/runs/{id}"))?;
+        cur = c.get_as(&format!("/api/v1/runs/{id}"))?;
     }
     if out == Output::Text {
         eprintln!();
     }
-    match s(&cur, "state") {
+    match cur.state.as_str() {
         "approved" => {}
         "running" => return follow(c, out, &id),
         _ => {
-            emit(out, &cur, run_detail);
+            emit_as(out, &cur, run_detail);
             return Ok(exit_code_of(&cur));
         }
     }
@@ -412,8 +408,9 @@ fn wait_and_stream(c: &Client, out: Output, run: Value) -> Result<i32> {
             Ok(finish(out, &run))
         }
         Ok(resp) => {
-            let v: Value = serde_json::from_str(&resp.into_string()?)?;
-            emit(out, &v, run_detail);
+            let v: RunView =
+                decode_answer("the server's started run", resp.into_string()?.as_bytes())?;
+            emit_as(out, &v, run_detail);
             Ok(exit_code_of(&v))
         }
         // Started elsewhere meanwhile (e.g. after the grace period): follow it.
@@ -517,8 +514,8 @@ pub fn operation(c: &Client, out: Output, cmd: OperationCommand) -> Result<i32> 
 pub fn run(c: &Client, out: Output, cmd: RunCommand) -> Result<i32> {
     match cmd {
         RunCommand::Show { id } => {
-            let v = c.get(&format!("/api/v1/runs/{}", run_path_id(&id)?))?;
-            emit(out, &v, run_detail);
+            let v: RunView = c.get_as(&format!("/api/v1/runs/{}", run_path_id(&id)?))?;
+            emit_as(out, &v, run_detail);
         }
         RunCommand::List {
             state,
@@ -538,18 +535,8 @@ pub fn run(c: &Client, out: Output, cmd: RunCommand) -> Result<i32> {
             if to_review {
                 q.push("to_review=true".into());
             }
-            let v = c.get(&format!("/api/v1/runs?{}", q.join("&")))?;
-            emit(out, &v, |v| {
-                let rows: Vec<String> = v
-                    .as_array()
-                    .map(|a| a.iter().map(run_line).collect())
-                    .unwrap_or_default();
-                if rows.is_empty() {
-                    "no runs".into()
-                } else {
-                    rows.join("\n")
-                }
-            });
+            let v: Vec<RunView> = c.get_as(&format!("/api/v1/runs?{}", q.join("&")))?;
+            emit_as(out, &v, |v| run_list(v));
         }
         RunCommand::Transcript { id } => {
             let mut body = c
@@ -571,11 +558,11 @@ pub fn run(c: &Client, out: Output, cmd: RunCommand) -> Result<i32> {
         }
         RunCommand::Follow { id } => return follow(c, out, run_path_id(&id)?),
         RunCommand::Cancel { id, comment } => {
-            let v = c.post(
+            let v: RunView = c.post_as(
                 &format!("/api/v1/runs/{}/cancel", run_path_id(&id)?),
                 &json!({"comment": comment}),
             )?;
-            emit(out, &v, run_detail);
+            emit_as(out, &v, run_detail);
         }
     }
     Ok(0)
@@ -589,10 +576,80 @@ pub fn review(
     decision: &str,
     comment: Option<String>,
 ) -> Result<i32> {
-    let v = c.post(
+    let v: RunView = c.post_as(
         &format!("/api/v1/runs/{}/reviews", run_path_id(id)?),
         &json!({"decision": decision, "comment": comment}),
     )?;
-    emit(out, &v, run_detail);
+    emit_as(out, &v, run_detail);
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(v: Value) -> RunView {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn sample() -> Value {
+        json!({
+            "id": "run_abcdefgh", "tool": "kubectl",
+            "argv": ["/usr/bin/kubectl", "delete", "pod x"], "operation": null,
+            "params": {"ns": "payments"}, "requester": "alice", "reason": "INC-1",
+            "state": "failed", "detached": false, "rule": "rule 2",
+            "approvals": {"count": 1, "reviewers": ["sre"]}, "exit_code": 3,
+            "started_at": "2026-12-03T10:00:00Z", "finished_at": null,
+            "transcript_sha256": "ab", "transcript_bytes": 10, "output_bytes": 10,
+            "transcript_truncated": true,
+            "dry_run": {"argv": ["/usr/bin/kubectl", "get"], "exit_code": null,
+                        "output": "a\nb\n", "output_sha256": "cd", "truncated": false, "error": null},
+            "error": "exit 3", "next_allowed_at": null, "lapses_at": null,
+            "reviews": [{"reviewer": "bob", "decision": "approve", "comment": "ok",
+                         "at": "2026-12-03T10:01:00Z"}],
+            "created_at": "2026-12-03T09:59:00Z", "updated_at": "2026-12-03T10:02:00Z",
+        })
+    }
+
+    #[test]
+    fn a_run_detail_reads_as_before() {
+        let want = [
+            "run_abcdefgh  failed        by alice  /usr/bin/kubectl delete \"pod x\"",
+            "  argv: /usr/bin/kubectl delete \"pod x\"",
+            "  params: ns=payments",
+            "  rule: rule 2",
+            "  reason: INC-1",
+            "  approvals: 1 of [\"sre\"]",
+            "  review: bob approve at 2026-12-03T10:01:00Z — ok",
+            "  dry run: /usr/bin/kubectl get (exit null)",
+            "    | a",
+            "    | b",
+            "  started: 2026-12-03T10:00:00Z",
+            "  exit code: 3",
+            "  transcript: 10 bytes, sha256 ab (truncated)",
+            "  error: exit 3",
+        ]
+        .join("\n");
+        assert_eq!(run_detail(&run(sample())), want);
+    }
+
+    #[test]
+    fn exit_codes_follow_the_run() {
+        let mut v = sample();
+        assert_eq!(exit_code_of(&run(v.clone())), 3);
+        v["exit_code"] = json!(-9);
+        assert_eq!(exit_code_of(&run(v.clone())), 1);
+        v["state"] = json!("timed_out");
+        assert_eq!(exit_code_of(&run(v.clone())), EXIT_TIMED_OUT);
+        v["state"] = json!("succeeded");
+        assert_eq!(exit_code_of(&run(v)), 0);
+    }
+
+    #[test]
+    fn json_output_is_the_answer_as_it_came() {
+        // `--output json` re-serializes the view: same fields, same order.
+        let v = sample();
+        let text = serde_json::to_string(&run(v.clone())).unwrap();
+        assert_eq!(text, v.to_string());
+    }
 }

@@ -74,7 +74,7 @@ pub enum Created {
     /// Stored (pending, or running without a client attached).
     Stored(Run),
     /// Only an operation's dry run ran: what would run and what the dry run said.
-    DryRunOnly(serde_json::Value),
+    DryRunOnly(airlock_api::runs::DryRunPreview),
 }
 
 /// Body of `POST /api/v1/runs`.

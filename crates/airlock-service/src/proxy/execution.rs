@@ -153,7 +153,9 @@ async fn execute_claimed(
 ) {
     let live = app.proxy.register(&run.id, job.cap);
     if let Some(tx) = &client {
-        let _ = tx.send(json_frame(Kind::Start, &run)).await;
+        let _ = tx
+            .send(json_frame(Kind::Start, &crate::views::run_view(&run)))
+            .await;
     }
     let renewer = tokio::spawn(renew(app.clone(), run.id.clone(), live.clone()));
     let outcome = executor::execute(
@@ -171,7 +173,9 @@ async fn execute_claimed(
     drop(live);
     match (&client, finished) {
         (Some(tx), Ok(r)) => {
-            let _ = tx.send(json_frame(Kind::End, &r)).await;
+            let _ = tx
+                .send(json_frame(Kind::End, &crate::views::run_view(&r)))
+                .await;
         }
         (Some(tx), Err(e)) => {
             let _ = tx

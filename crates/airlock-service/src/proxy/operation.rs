@@ -216,9 +216,9 @@ pub async fn run_operation(
         );
         let at = app.now();
         app.db(move |s| s.append_audit(&[outcome], at)).await?;
-        return Ok(Created::DryRunOnly(json!({
-            "operation": op.name, "params": prepared.params, "argv": prepared.argv, "dry_run": dr,
-        })));
+        return Ok(Created::DryRunOnly(crate::views::dry_run_preview(
+            &op.name, &prepared, &dr,
+        )));
     }
     let mut run = base_run(
         who,

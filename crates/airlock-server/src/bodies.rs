@@ -89,11 +89,11 @@ pub fn parse_body(kind: BodyKind, bytes: &[u8]) -> Result<(), BodyError> {
             let b: crate::api::NewRequest = json(bytes)?;
             span(&b.duration)?;
         }
-        BodyKind::Review => {
+        BodyKind::Review | BodyKind::RunReview => {
             let b: crate::api::ReviewBody = json(bytes)?;
             ReviewDecision::parse(&b.decision).map_err(|e| e.to_string())?;
         }
-        BodyKind::Comment => {
+        BodyKind::Comment | BodyKind::RunComment => {
             let _: crate::api::CommentBody =
                 crate::api::optional_body(&Bytes::copy_from_slice(bytes)).map_err(detail)?;
         }
@@ -126,14 +126,6 @@ pub fn parse_body(kind: BodyKind, bytes: &[u8]) -> Result<(), BodyError> {
         }
         BodyKind::Operation => {
             let _: crate::runs_api::OperationBody = json(bytes)?;
-        }
-        BodyKind::RunReview => {
-            let b: crate::runs_api::ReviewBody = json(bytes)?;
-            ReviewDecision::parse(&b.decision).map_err(|e| e.to_string())?;
-        }
-        BodyKind::RunComment => {
-            let _: crate::runs_api::CommentBody =
-                crate::runs_api::optional_body(&Bytes::copy_from_slice(bytes)).map_err(detail)?;
         }
         BodyKind::DevicePoll => {
             let _: crate::oidc::device::PollBody = json(bytes)?;

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::api::{with_next, ApiJson, ListQuery};
+use crate::api::{json as json_response, optional_body, with_next, ApiJson, CommentBody, ListQuery, ReviewBody};
 use crate::app::App;
 use crate::auth::Caller;
 use crate::auth::Via;
@@ -112,10 +112,6 @@ fn rate_limited(r: &RateLimited) -> Response {
         h.insert(header::RETRY_AFTER, v);
     }
     resp
-}
-
-fn json_response(status: StatusCode, v: impl serde::Serialize) -> Response {
-    (status, axum::Json(v)).into_response()
 }
 
 /// A chunked response of frames.
@@ -294,13 +290,6 @@ async fn show_run(
     Ok(json_response(StatusCode::OK, run_view(&run)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ReviewBody {
-    pub(crate) decision: String,
-    pub(crate) comment: Option<String>,
-}
-
 async fn review_run(
     State(app): AppState,
     Caller(p): Caller,
@@ -319,22 +308,6 @@ async fn review_run(
     )
     .await?;
     Ok(json_response(StatusCode::OK, run_view(&run)))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CommentBody {
-    pub(crate) comment: Option<String>,
-}
-
-pub(crate) fn optional_body<T: serde::de::DeserializeOwned + Default>(
-    bytes: &Bytes,
-) -> Result<T, ApiError> {
-    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }
 
 /// The requester starts an approved run here and streams its output.

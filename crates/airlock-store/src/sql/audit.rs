@@ -4,7 +4,7 @@
 use airlock_core::audit_chain::{AuditDraft, Checkpoint, CheckpointSigner, SealedEvent};
 use time::OffsetDateTime;
 
-use super::{params, Db, Row, Tx};
+use super::{params, Db, Row, Tx, Value};
 use crate::codec;
 use crate::StoreResult;
 
@@ -58,6 +58,20 @@ fn insert_checkpoint(tx: &mut dyn Tx, cp: &Checkpoint) -> StoreResult<()> {
 }
 
 /// Extends the chain inside `tx`; the caller's commit makes events and effect durable together.
+/// Events per multi-row insert (3 parameters each; far below either
+/// database's parameter limit).
+const INSERT_CHUNK: usize = 250;
+
+static INSERT_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let rows: Vec<String> = (0..INSERT_CHUNK)
+        .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+        .collect();
+    format!(
+        "INSERT INTO audit_events (seq, body, hash) VALUES {}",
+        rows.join(", ")
+    )
+});
+
 pub(crate) fn append(
     tx: &mut dyn Tx,
     signer: Option<&CheckpointSigner>,
@@ -69,7 +83,24 @@ pub(crate) fn append(
     }
     let head = read_head(tx)?;
     let sealed = codec::seal_drafts(head, now, drafts, signer);
-    for e in &sealed.events {
+    // Full chunks go in one statement each: per-row statement overhead was a
+    // measurable share of an append (bench 4d); the rest row by row, so only
+    // two statement texts exist.
+    let mut chunks = sealed.events.chunks_exact(INSERT_CHUNK);
+    for chunk in &mut chunks {
+        let args: Vec<Value<'_>> = chunk
+            .iter()
+            .flat_map(|e| {
+                [
+                    Value::Int(e.seq as i64),
+                    Value::Blob(&e.body),
+                    Value::Blob(&e.hash[..]),
+                ]
+            })
+            .collect();
+        tx.execute(&INSERT_MANY, &args)?;
+    }
+    for e in chunks.remainder() {
         tx.execute(
             "INSERT INTO audit_events (seq, body, hash) VALUES ($1, $2, $3)",
             params![e.seq as i64, &e.body, &e.hash[..]],

@@ -105,6 +105,10 @@ pub struct ServerConfig {
     pub metrics_token: Option<String>,
     /// If set, `/metrics` is served only on this `host:port` (the main listener answers 404).
     pub metrics_listen: Option<String>,
+    /// On SIGTERM: how long in-flight requests, streams and reconciler passes
+    /// may take to finish before the process exits anyway.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: Span,
 }
 
 impl ServerConfig {
@@ -144,6 +148,9 @@ fn default_drift_interval() -> Span {
 fn default_catalog_refresh() -> Span {
     Span::from_secs(300).expect("300 is a valid span")
 }
+fn default_shutdown_grace() -> Span {
+    Span::from_secs(20).expect("20 is a valid span")
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -162,6 +169,7 @@ impl Default for ServerConfig {
             max_concurrent_runs: default_max_concurrent_runs(),
             metrics_token: None,
             metrics_listen: None,
+            shutdown_grace: default_shutdown_grace(),
         }
     }
 }
@@ -459,6 +467,12 @@ impl Config {
         check_services(&raw.server, &services, &entitlements, &operations)?;
         check_breakglass(&raw.server, &services, &entitlements)?;
         check_metrics(&raw.server)?;
+        if raw.server.shutdown_grace.as_secs() > 600 {
+            return Err(invalid(
+                "[server] shutdown_grace may be at most 10m: a replica that takes longer to stop \
+                 holds up rollouts (work it cannot finish is picked up by another replica)",
+            ));
+        }
         raw.notify.validate()?;
         if let Some(o) = &raw.auth.oidc {
             o.validate()?;
@@ -1022,6 +1036,16 @@ mod metrics_tests {
 
     fn server(extra: &str) -> Result<Config, ConfigError> {
         Config::parse(&format!("[server]\n{extra}\n"))
+    }
+
+    #[test]
+    fn shutdown_grace_defaults_to_20s_and_is_bounded() {
+        assert_eq!(server("").unwrap().server.shutdown_grace.as_secs(), 20);
+        let c = server("shutdown_grace = \"5s\"").unwrap();
+        assert_eq!(c.server.shutdown_grace.as_secs(), 5);
+        let e = server("shutdown_grace = \"11m\"").unwrap_err().to_string();
+        assert!(e.contains("shutdown_grace may be at most 10m"), "{e}");
+        assert!(server("shutdown_grace = \"0s\"").is_err());
     }
 
     #[test]

@@ -36,17 +36,21 @@ impl App {
 }
 
 /// Serves the API on `listener` (and runs background loops if configured)
-/// until `shutdown` resolves.
+/// until `shutdown` resolves; then drains: stops accepting, lets open
+/// requests and streams finish and the reconciler and proxy loops end their
+/// pass, and returns. Bound the wait from outside (`[server] shutdown_grace`).
 pub async fn run(
     app: Arc<App>,
     listener: TcpListener,
     reconcile: bool,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // The loops that lease work: a drain waits for them to hand it back.
+    let mut leasing = tokio::task::JoinSet::new();
     if reconcile {
         tokio::spawn(airlock_service::context::check_providers(app.svc.clone()));
-        tokio::spawn(airlock_service::reconciler::run(app.svc.clone()));
-        tokio::spawn(airlock_service::proxy::background::run(app.svc.clone()));
+        leasing.spawn(airlock_service::reconciler::run(app.svc.clone()));
+        leasing.spawn(airlock_service::proxy::background::run(app.svc.clone()));
         tokio::spawn(airlock_service::reconciler::run_drift(app.svc.clone()));
         airlock_service::notify::spawn_all(&app.svc);
     }
@@ -70,6 +74,7 @@ pub async fn run(
             }
         });
     }
+    let svc = app.svc.clone();
     let router = crate::api::router(app);
     // No Nagle delay: run output streams in small frames, and a reused
     // connection must not wait for a delayed ACK between them.
@@ -77,10 +82,22 @@ pub async fn run(
         let _ = tcp.set_nodelay(true);
     });
     // The peer address limits unauthenticated device-login starts per client.
-    axum::serve(
+    let served = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
-    .await
+    .with_graceful_shutdown({
+        let svc = svc.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("draining: no new connections; finishing open requests and passes");
+            svc.stop();
+        }
+    })
+    .await;
+    // Also when the listener failed: nothing may stay leased to us.
+    svc.stop();
+    while leasing.join_next().await.is_some() {}
+    tracing::info!("drained");
+    served
 }

@@ -19,7 +19,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::api::{json as json_response, optional_body, with_next, ApiJson, CommentBody, ListQuery, ReviewBody};
+use crate::api::{
+    json as json_response, optional_body, with_next, ApiJson, CommentBody, ListQuery, ReviewBody,
+};
 use crate::app::App;
 use crate::auth::Caller;
 use crate::auth::Via;

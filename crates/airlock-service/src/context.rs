@@ -96,6 +96,8 @@ pub struct Service {
     pub audit_verified: tokio::sync::Mutex<Option<airlock_core::audit_chain::ChainVerifier>>,
     /// Tree-head signer and Merkle proof cache of the audit log.
     pub tlog: crate::tlog::Tlog,
+    /// Set once the replica drains (SIGTERM): loops finish their pass and stop.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Service {
@@ -158,7 +160,27 @@ impl Service {
             touched: Default::default(),
             audit_verified: Default::default(),
             tlog,
+            stopping: tokio::sync::watch::Sender::new(false),
         }))
+    }
+
+    /// Starts draining: background loops finish the pass they are in and stop
+    /// taking new work, so nothing is left leased to this replica.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+        self.wake.notify_waiters();
+    }
+
+    /// Whether [`stop`](Self::stop) was called.
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Resolves once [`stop`](Self::stop) is called.
+    pub async fn stopped(&self) {
+        let mut rx = self.stopping.subscribe();
+        // The sender lives as long as `self`, so waiting cannot fail.
+        let _ = rx.wait_for(|s| *s).await;
     }
 
     /// The current time; read here at the edge and passed down.

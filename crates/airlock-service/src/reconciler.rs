@@ -29,9 +29,11 @@ fn backoff(attempts: u32) -> time::Duration {
     time::Duration::seconds(1i64 << attempts.min(6))
 }
 
-/// Runs forever: claim, process, sleep until the next deadline (≤ 1 s) or a wake-up.
+/// Runs until the service stops: claim, process, sleep until the next
+/// deadline (≤ 1 s) or a wake-up. A pass in progress is finished first, so a
+/// draining replica leaves no request leased to itself.
 pub async fn run(app: Arc<Service>) {
-    loop {
+    while !app.is_stopping() {
         let n = pass(&app).await;
         if n >= BATCH as usize {
             continue;
@@ -47,6 +49,7 @@ pub async fn run(app: Arc<Service>) {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = app.wake.notified() => {}
+            _ = app.stopped() => {}
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use airlock_providers::ValidatedConfig;
 use anyhow::{bail, Context, Result};
@@ -170,14 +171,35 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     .map_err(|e| anyhow::anyhow!(e))?;
     say_ready(addr, dev_token.as_deref(), &resolved.data_dir);
     tracing::info!(addr = %addr, database = %redact(&resolved.database_url), "airlock serving");
+    let grace = Duration::from_secs(app.config.server.shutdown_grace.as_secs());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        airlock_server::app::run(Arc::clone(&app), listener, true, shutdown_signal()).await?;
-        Ok::<(), anyhow::Error>(())
-    })
+    let served = runtime.block_on({
+        let app = Arc::clone(&app);
+        async move {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let svc = app.svc.clone();
+            let server = airlock_server::app::run(app, listener, true, shutdown_signal());
+            tokio::select! {
+                r = server => r?,
+                () = async { svc.stopped().await; tokio::time::sleep(grace).await } => {
+                    tracing::warn!(grace_seconds = grace.as_secs(),
+                        "shutdown_grace is over with work still open; exiting anyway \
+                         (runs still executing are recorded as failed by the next replica)");
+                }
+            }
+            Ok::<(), anyhow::Error>(())
+        }
+    });
+    // Tasks still open are dropped here, while `app` keeps the store alive:
+    // the PostgreSQL store's synchronous client must be dropped outside the
+    // runtime (inside it, its destructor panics and the process aborts).
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    drop(app);
+    served?;
+    tracing::info!("airlock stopped");
+    Ok(())
 }
 
 fn say_ready(addr: std::net::SocketAddr, dev_token: Option<&str>, data_dir: &Path) {

@@ -13,9 +13,9 @@ const BATCH: u32 = 64;
 /// Longest sleep between passes.
 const TICK: Duration = Duration::from_secs(1);
 
-/// Runs forever.
+/// Runs until the service stops (the pass in progress is finished first).
 pub async fn run(app: Arc<Service>) {
-    loop {
+    while !app.is_stopping() {
         let now = app.now();
         match app.db(move |s| s.due_runs(now, BATCH)).await {
             Ok(ids) => {
@@ -30,6 +30,7 @@ pub async fn run(app: Arc<Service>) {
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
             _ = app.proxy.wake.notified() => {}
+            _ = app.stopped() => {}
         }
     }
 }

@@ -287,6 +287,32 @@ impl Server {
         }
     }
 
+    /// SIGTERM, as `systemctl stop` or a Kubernetes rollout sends it; waits
+    /// up to `secs` for the process to exit (then `kill -9` and panics).
+    pub fn terminate(&mut self, secs: u64) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("server is running");
+        let sent = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM failed");
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!(
+                    "server did not exit within {secs}s of SIGTERM; log: {}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn set_env(&mut self, env: Vec<(String, String)>) {
         self.env = env;
     }

@@ -23,6 +23,7 @@ mod receiver;
 mod routing;
 mod scoping;
 mod setup;
+mod shutdown;
 mod slack;
 mod ssh;
 mod transparency;

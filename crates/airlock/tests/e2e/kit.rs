@@ -114,6 +114,9 @@ pub struct Setup {
     pub catalog: Option<String>,
     pub env: Vec<(String, String)>,
     pub server_extra: String,
+    /// PostgreSQL store only: reach the database through this loopback port
+    /// (a forwarder the test can cut) instead of AIRLOCK_TEST_PG_URL's.
+    pub store_port: Option<u16>,
 }
 
 impl Setup {
@@ -124,6 +127,7 @@ impl Setup {
             catalog: None,
             env: vec![],
             server_extra: String::new(),
+            store_port: None,
         }
     }
 }
@@ -195,7 +199,14 @@ impl Server {
                 pg().batch_execute(&format!("CREATE SCHEMA {schema}"))
                     .unwrap();
                 let sep = if pg_url().contains('?') { '&' } else { '?' };
-                format!("{}{sep}options=-csearch_path%3D{schema}", pg_url())
+                let url = match setup.store_port {
+                    Some(port) => {
+                        let (_, real) = pg_host_port();
+                        pg_url().replacen(&format!(":{real}/"), &format!(":{port}/"), 1)
+                    }
+                    None => pg_url(),
+                };
+                format!("{url}{sep}options=-csearch_path%3D{schema}")
             }
         };
         let catalog = setup.catalog.unwrap_or_else(|| default_catalog(&prefix));

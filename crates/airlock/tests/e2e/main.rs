@@ -15,6 +15,7 @@ mod mysql;
 mod notify_email;
 mod notify_webhook;
 mod oidc;
+mod outage;
 mod providers;
 mod proxy;
 mod proxy_kit;

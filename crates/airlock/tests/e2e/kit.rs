@@ -117,6 +117,9 @@ pub struct Setup {
     /// PostgreSQL store only: reach the database through this loopback port
     /// (a forwarder the test can cut) instead of AIRLOCK_TEST_PG_URL's.
     pub store_port: Option<u16>,
+    /// PostgreSQL store only: this URL as it is (its default schema), e.g.
+    /// the multi-host URL of the failover pair.
+    pub store_url: Option<String>,
 }
 
 impl Setup {
@@ -128,6 +131,7 @@ impl Setup {
             env: vec![],
             server_extra: String::new(),
             store_port: None,
+            store_url: None,
         }
     }
 }
@@ -193,6 +197,7 @@ impl Server {
         let mut schema_name = None;
         let database = match setup.db {
             Db::Sqlite => "sqlite://airlock.db".to_string(),
+            Db::Postgres if setup.store_url.is_some() => setup.store_url.clone().unwrap(),
             Db::Postgres => {
                 let schema = unique("s");
                 schema_name = Some(schema.clone());

@@ -6,6 +6,7 @@ mod kit;
 mod audit;
 mod authz;
 mod crash;
+mod failover;
 mod gcp;
 mod input;
 mod kubernetes;

@@ -17,6 +17,7 @@ macro_rules! say {
 
 mod access;
 mod client;
+mod docs;
 mod login;
 mod offline;
 mod output;
@@ -52,8 +53,8 @@ struct Cli {
     /// API token.
     #[arg(long, env = "AIRLOCK_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
-    /// Output format.
-    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text, global = true)]
+    /// Output format (default from AIRLOCK_OUTPUT, else text).
+    #[arg(long, short = 'o', value_enum, env = "AIRLOCK_OUTPUT", default_value_t = Output::Text, global = true)]
     output: Output,
     #[command(subcommand)]
     command: Command,
@@ -65,8 +66,20 @@ pub(crate) enum Output {
     Json,
 }
 
+/// Shells `airlock completions` writes a script for.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Print a shell completion script: `source <(airlock completions bash)`.
+    Completions { shell: Shell },
+    /// Write man pages (airlock.1 and one per subcommand) into DIR, for packages.
+    Man { dir: PathBuf },
     /// Run the server.
     Serve {
         /// Configuration file (TOML).
@@ -394,11 +407,27 @@ fn run(cli: Cli) -> Result<i32> {
     // Without AIRLOCK_TOKEN, client commands use the token `airlock login` saved.
     let token = match (&cli.token, &cli.command) {
         (Some(t), _) => Some(t.clone()),
-        (None, Command::Serve { .. } | Command::Login | Command::Logout) => None,
+        (
+            None,
+            Command::Serve { .. }
+            | Command::Login
+            | Command::Logout
+            | Command::Completions { .. }
+            | Command::Man { .. },
+        ) => None,
         (None, _) => login::saved_token()?,
     };
     let client = || Client::new(&cli.addr, token.clone());
     match cli.command {
+        Command::Completions { shell } => docs::completions(shell, &mut std::io::stdout())?,
+        Command::Man { dir } => {
+            let pages = docs::man_pages(&dir)?;
+            if out == Output::Json {
+                println!("{}", json!({"dir": dir, "pages": pages}));
+            } else {
+                println!("wrote {} man pages to {}", pages.len(), dir.display());
+            }
+        }
         Command::Serve {
             config,
             dev,

@@ -5,6 +5,7 @@ mod kit;
 
 mod audit;
 mod authz;
+mod cli_docs;
 mod crash;
 mod failover;
 mod gcp;

@@ -205,46 +205,7 @@ async fn metrics(
         )
             .into_response());
     }
-    let counts = app.svc.db(|s| s.count_by_state()).await?;
-    let states: Vec<(String, u64)> = RequestState::ALL
-        .iter()
-        .map(|st| {
-            (
-                st.to_string(),
-                counts
-                    .iter()
-                    .find(|(s, _)| s == st)
-                    .map(|(_, n)| *n)
-                    .unwrap_or(0),
-            )
-        })
-        .collect();
-    let pending = app
-        .svc
-        .db(|s| {
-            s.list_requests(&airlock_store::RequestFilter {
-                state: Some(RequestState::Pending),
-                limit: 1000,
-                ..Default::default()
-            })
-        })
-        .await?;
-    let now = app.now();
-    let ages: Vec<i64> = pending
-        .iter()
-        .map(|r| (now - r.created_at).whole_seconds().max(0))
-        .collect();
-    let open_reviews = app.svc.db(|s| s.count_open_post_reviews()).await?;
-    let mut text = app.metrics.render(&states, &ages);
-    text.push_str(&airlock_service::metrics::render_breakglass_open(
-        open_reviews,
-    ));
-    if !app.notifiers.is_empty() {
-        text.push_str(
-            &app.metrics
-                .render_notify(&airlock_service::notify::lags(&app.svc).await?),
-        );
-    }
+    let text = airlock_service::metrics::scrape(&app.svc).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

@@ -52,6 +52,7 @@ pub async fn run(
         leasing.spawn(airlock_service::reconciler::run(app.svc.clone()));
         leasing.spawn(airlock_service::proxy::background::run(app.svc.clone()));
         tokio::spawn(airlock_service::reconciler::run_drift(app.svc.clone()));
+        tokio::spawn(airlock_service::audit::watch(app.svc.clone()));
         airlock_service::notify::spawn_all(&app.svc);
     }
     // Every replica signs; the store makes a second signature of one size a no-op.

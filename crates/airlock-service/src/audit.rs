@@ -56,5 +56,36 @@ pub async fn verify_audit_chain(
     if report.ok {
         *kept = Some(state);
     }
+    app.metrics
+        .audit_verified(report.ok, report.events, app.now().unix_timestamp());
     Ok(report)
+}
+
+/// How often every replica verifies the audit log by itself (incremental,
+/// so a pass costs the events appended since the last one).
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Verifies the audit log shortly after start-up and then every minute, so
+/// `airlock_audit_chain_ok` tells monitoring about a rewrite without anyone
+/// running `airlock audit verify`. A failure is also logged as an error.
+pub async fn watch(app: Arc<Service>) {
+    let mut wait = std::time::Duration::from_secs(2);
+    while !app.is_stopping() {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = app.stopped() => break,
+        }
+        wait = WATCH_EVERY;
+        match verify_audit_chain(&app).await {
+            Ok(r) if r.ok => {}
+            Ok(r) => tracing::error!(
+                first_bad_seq = ?r.first_bad_seq,
+                problem = r.problem.as_deref().unwrap_or(""),
+                "the audit log does not verify: run `airlock audit verify` and treat this as an incident"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not verify the audit log; retrying in a minute")
+            }
+        }
+    }
 }

@@ -86,9 +86,48 @@ pub struct Metrics {
     pub catalog_failures: AtomicU64,
     /// Per notification sink: (delivered, failed attempts, dropped).
     pub notify: Mutex<std::collections::BTreeMap<String, (u64, u64, u64)>>,
+    /// Last audit verification on this replica: 0 not yet, 1 ok, 2 failed.
+    pub audit_state: AtomicU64,
+    /// Events the last audit verification covered.
+    pub audit_events: AtomicU64,
+    /// Unix time of the last audit verification.
+    pub audit_checked_at: AtomicU64,
 }
 
 impl Metrics {
+    /// Records the outcome of an audit verification at `unix` seconds.
+    pub fn audit_verified(&self, ok: bool, events: u64, unix: i64) {
+        self.audit_state
+            .store(if ok { 1 } else { 2 }, Ordering::Relaxed);
+        self.audit_events.store(events, Ordering::Relaxed);
+        self.audit_checked_at
+            .store(unix.max(0) as u64, Ordering::Relaxed);
+    }
+
+    /// The audit gauges; none before the first verification (an alert on
+    /// `airlock_audit_chain_ok == 0` must not fire on a fresh start).
+    fn render_audit(&self, out: &mut String) {
+        let state = self.audit_state.load(Ordering::Relaxed);
+        if state == 0 {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "# HELP airlock_audit_chain_ok Whether the last verification of the audit chain and its signed checkpoints passed (1) or failed (0).
+# TYPE airlock_audit_chain_ok gauge
+airlock_audit_chain_ok {}
+# HELP airlock_audit_verified_events Events the last audit verification covered.
+# TYPE airlock_audit_verified_events gauge
+airlock_audit_verified_events {}
+# HELP airlock_audit_verified_timestamp_seconds Unix time of the last audit verification.
+# TYPE airlock_audit_verified_timestamp_seconds gauge
+airlock_audit_verified_timestamp_seconds {}",
+            u64::from(state == 1),
+            self.audit_events.load(Ordering::Relaxed),
+            self.audit_checked_at.load(Ordering::Relaxed)
+        );
+    }
+
     /// Counts one provider error.
     pub fn provider_error(&self, provider: &str) {
         if let Ok(mut m) = self.provider_errors.lock() {
@@ -177,9 +216,18 @@ impl Metrics {
     }
 
     /// Renders everything; `states` are current request counts per state,
-    /// `pending_ages` the ages in seconds of pending requests.
-    pub fn render(&self, states: &[(String, u64)], pending_ages: &[i64]) -> String {
+    /// `pending_ages` the ages in seconds of pending requests, `overdue` the
+    /// active grants past `not_after` by more than [`OVERDUE_AFTER`].
+    pub fn render(&self, states: &[(String, u64)], pending_ages: &[i64], overdue: u64) -> String {
         let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP airlock_grants_past_not_after Active grants whose not_after passed more than {}s ago (the reconciler should have ended them).
+# TYPE airlock_grants_past_not_after gauge
+airlock_grants_past_not_after {overdue}",
+            OVERDUE_AFTER.whole_seconds()
+        );
+        self.render_audit(&mut out);
         let _ = writeln!(
             out,
             "# HELP airlock_requests Requests by state.\n# TYPE airlock_requests gauge"
@@ -237,6 +285,48 @@ impl Metrics {
         );
         out
     }
+}
+
+/// How long past `not_after` an active grant counts as overdue: the
+/// reconciler normally ends one within a second.
+pub const OVERDUE_AFTER: time::Duration = time::Duration::seconds(5);
+
+/// The whole `/metrics` text of this replica: request counts, pending ages,
+/// overdue grants, open post-incident reviews and, with notifiers, their lag.
+pub async fn scrape(app: &std::sync::Arc<crate::Service>) -> crate::ServiceResult<String> {
+    use airlock_core::request::RequestState;
+    let counts = app.db_untracked(|s| s.count_by_state()).await?;
+    let states: Vec<(String, u64)> = RequestState::ALL
+        .iter()
+        .map(|st| {
+            let n = counts.iter().find(|(s, _)| s == st).map_or(0, |(_, n)| *n);
+            (st.to_string(), n)
+        })
+        .collect();
+    let pending = app
+        .db_untracked(|s| {
+            s.list_requests(&airlock_store::RequestFilter {
+                state: Some(RequestState::Pending),
+                limit: 1000,
+                ..Default::default()
+            })
+        })
+        .await?;
+    let now = app.now();
+    let ages: Vec<i64> = pending
+        .iter()
+        .map(|r| (now - r.created_at).whole_seconds().max(0))
+        .collect();
+    let overdue = app
+        .db_untracked(move |s| s.count_overdue_grants(now - OVERDUE_AFTER))
+        .await?;
+    let open_reviews = app.db_untracked(|s| s.count_open_post_reviews()).await?;
+    let mut text = app.metrics.render(&states, &ages, overdue);
+    text.push_str(&render_breakglass_open(open_reviews));
+    if !app.notifiers.is_empty() {
+        text.push_str(&app.metrics.render_notify(&crate::notify::lags(app).await?));
+    }
+    Ok(text)
 }
 
 /// The `airlock_breakglass_open_reviews` gauge: post-incident reviews not closed yet.

@@ -54,6 +54,7 @@ macro_rules! store_conformance_tests {
             chat_messages_round_trip,
             count_by_state_reports_every_state,
             open_post_reviews_are_listed_and_counted_in_any_state,
+            overdue_grants_are_active_ones_past_not_after,
             certificates_get_unique_serials_and_are_revoked_with_their_request,
             ping_succeeds,
         );
@@ -1426,6 +1427,27 @@ pub fn open_post_reviews_are_listed_and_counted_in_any_state(make: &MakeStore) {
         .collect();
     assert_eq!(open, vec![rid(1).to_string(), rid(0).to_string()]);
     assert_eq!(store.count_open_post_reviews().expect("count"), 2);
+}
+
+/// Only active grants whose window ended count as overdue.
+pub fn overdue_grants_are_active_ones_past_not_after(make: &MakeStore) {
+    let store = make(None);
+    let now = t0() + Duration::hours(1);
+    for (n, st, not_after) in [
+        (0, RequestState::Active, Some(now - Duration::seconds(5))),
+        (1, RequestState::Active, Some(now + Duration::seconds(5))),
+        (2, RequestState::Expired, Some(now - Duration::seconds(5))),
+        (3, RequestState::Active, Some(now - Duration::minutes(30))),
+        (4, RequestState::Pending, None),
+    ] {
+        let mut r = sample(n, t0() + Duration::seconds(n.into()));
+        r.state = st;
+        r.not_before = not_after.map(|t| t - Duration::minutes(10));
+        r.not_after = not_after;
+        create(&*store, &r, t0());
+    }
+    assert_eq!(store.count_overdue_grants(now).expect("count"), 2);
+    assert_eq!(store.count_overdue_grants(t0()).expect("count"), 0);
 }
 
 /// A healthy store answers `ping`.

@@ -248,6 +248,10 @@ pub trait Store: RunStore + NotifyStore + AccessStore + Send + Sync {
     /// Break-glass requests whose post-incident review is not closed yet (for metrics).
     fn count_open_post_reviews(&self) -> StoreResult<u64>;
 
+    /// Active grants whose `not_after` is before `before` (for metrics: access
+    /// outliving its window means the reconciler is stuck or behind).
+    fn count_overdue_grants(&self, before: OffsetDateTime) -> StoreResult<u64>;
+
     /// Allocates a unique certificate serial for a grant, records it with the
     /// certificate's end of validity, and appends `audit(serial)` in the same
     /// transaction. Serials start at 1 and never repeat.

@@ -305,6 +305,17 @@ impl<D: Db> Store for D {
         Ok(n.max(0) as u64)
     }
 
+    fn count_overdue_grants(&self, before: OffsetDateTime) -> StoreResult<u64> {
+        let n: i64 = self.read(|tx| {
+            tx.one(
+                "SELECT COUNT(*) FROM requests WHERE state = 'active' AND not_after < $1",
+                params![codec::micros(before)],
+                |r| r.get(0),
+            )
+        })?;
+        Ok(n.max(0) as u64)
+    }
+
     fn issue_certificate(
         &self,
         cert: &CertificateRecord,

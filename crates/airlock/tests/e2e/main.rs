@@ -13,6 +13,7 @@ mod input;
 mod kubernetes;
 mod lifecycle;
 mod locks;
+mod monitoring;
 mod mysql;
 mod notify_email;
 mod notify_webhook;

@@ -65,17 +65,28 @@ pub async fn verify_audit_chain(
 /// so a pass costs the events appended since the last one).
 const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Verifies the audit log shortly after start-up and then every minute, so
-/// `airlock_audit_chain_ok` tells monitoring about a rewrite without anyone
-/// running `airlock audit verify`. A failure is also logged as an error.
+/// Every this many watch passes, the kept prefix is dropped and the whole
+/// log is verified again: an incremental pass would not re-read an old event
+/// whose body was edited in place without touching the hashes after it.
+const FULL_EVERY: u32 = 60;
+
+/// Verifies the audit log shortly after start-up and then every minute
+/// (the whole log again every hour), so `airlock_audit_chain_ok` tells
+/// monitoring about a rewrite without anyone running `airlock audit verify`.
+/// A failure is also logged as an error.
 pub async fn watch(app: Arc<Service>) {
     let mut wait = std::time::Duration::from_secs(2);
+    let mut pass = 0u32;
     while !app.is_stopping() {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = app.stopped() => break,
         }
         wait = WATCH_EVERY;
+        pass = pass.wrapping_add(1);
+        if pass.is_multiple_of(FULL_EVERY) {
+            *app.audit_verified.lock().await = None;
+        }
         match verify_audit_chain(&app).await {
             Ok(r) if r.ok => {}
             Ok(r) => tracing::error!(

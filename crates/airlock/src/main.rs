@@ -57,8 +57,23 @@ struct Cli {
     #[arg(long, short = 'o', value_enum, env = "AIRLOCK_OUTPUT", default_value_t = Output::Text, global = true)]
     output: Output,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
+
+/// What `airlock` alone prints: the few commands most people need.
+const GUIDE: &str = "\
+airlock: just-in-time, approved, audited access to production.
+
+  airlock login                                  sign in (or set AIRLOCK_TOKEN)
+  airlock entitlements                           what you may ask for
+  airlock request ENT --for 30m --reason \"…\"     ask; add --wait to follow it
+  airlock status                                 your grants, and what waits for you
+  airlock review ID --approve | --deny           decide on someone else's request
+  airlock credentials ID                         use an active grant
+  airlock exec -- TOOL ARGS…                     run a catalog tool on the server
+
+Server: airlock serve --dev (local SQLite, example catalog).
+Everything else: airlock --help, airlock COMMAND --help, man airlock.";
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Output {
@@ -128,6 +143,9 @@ enum Command {
         #[arg(long)]
         comment: Option<String>,
     },
+    /// My active grants with time left, requests waiting for my review, and
+    /// open post-incident reviews.
+    Status,
     /// Show one request.
     Show { id: String },
     /// List requests.
@@ -405,7 +423,11 @@ fn path_id(id: &str) -> Result<&str> {
 fn run(cli: Cli) -> Result<i32> {
     let out = cli.output;
     // Without AIRLOCK_TOKEN, client commands use the token `airlock login` saved.
-    let token = match (&cli.token, &cli.command) {
+    let Some(command) = cli.command else {
+        say!("{GUIDE}");
+        return Ok(0);
+    };
+    let token = match (&cli.token, &command) {
         (Some(t), _) => Some(t.clone()),
         (
             None,
@@ -418,7 +440,21 @@ fn run(cli: Cli) -> Result<i32> {
         (None, _) => login::saved_token()?,
     };
     let client = || Client::new(&cli.addr, token.clone());
-    match cli.command {
+    match command {
+        Command::Status => {
+            let c = client();
+            let active: Vec<RequestView> = c.get_as("/api/v1/requests?mine=true&state=active")?;
+            let queue: Vec<RequestView> = c.get_as("/api/v1/requests?to_review=true")?;
+            let (post_reviews, to_review): (Vec<_>, Vec<_>) =
+                queue.into_iter().partition(|r| r.breakglass);
+            let status = output::Status {
+                active,
+                to_review,
+                post_reviews,
+            };
+            let now = time::OffsetDateTime::now_utc();
+            emit_as(out, &status, |s| output::status(s, now));
+        }
         Command::Completions { shell } => docs::completions(shell, &mut std::io::stdout())?,
         Command::Man { dir } => {
             let pages = docs::man_pages(&dir)?;

@@ -43,6 +43,74 @@ pub fn request_detail(r: &RequestView) -> String {
     out
 }
 
+/// `airlock status`: what is mine and what waits for me.
+#[derive(serde::Serialize)]
+pub struct Status {
+    /// My grants that are active now.
+    pub active: Vec<RequestView>,
+    /// Pending requests I may review.
+    pub to_review: Vec<RequestView>,
+    /// Break-glass grants whose post-incident review I may close.
+    pub post_reviews: Vec<RequestView>,
+}
+
+/// Time left until an RFC 3339 instant, as `1h 05m` / `4m 10s` / `ended`.
+pub fn time_left(until: &str, now: time::OffsetDateTime) -> String {
+    let Ok(t) = time::OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339)
+    else {
+        return "?".into();
+    };
+    let secs = (t - now).whole_seconds();
+    match secs {
+        s if s <= 0 => "ended".into(),
+        s if s >= 3600 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
+        s => format!("{}m {:02}s", s / 60, s % 60),
+    }
+}
+
+/// `airlock status` as text: three short sections, each saying what to do.
+pub fn status(s: &Status, now: time::OffsetDateTime) -> String {
+    let mut out = Vec::new();
+    if s.active.is_empty() {
+        out.push("no active grants (airlock request ENT --for 30m --reason …)".to_string());
+    } else {
+        out.push("active grants:".into());
+        for r in &s.active {
+            let left = r
+                .not_after
+                .as_deref()
+                .map_or("?".into(), |t| time_left(t, now));
+            out.push(format!(
+                "  {}  {}  {left} left  (airlock credentials {})",
+                r.id, r.entitlement, r.id
+            ));
+        }
+    }
+    if s.to_review.is_empty() {
+        out.push("nothing waits for your review".into());
+    } else {
+        out.push("waiting for your review (airlock review ID --approve|--deny):".into());
+        for r in &s.to_review {
+            out.push(format!(
+                "  {}  {}  by {}: {}",
+                r.id, r.entitlement, r.requester, r.reason
+            ));
+        }
+    }
+    if !s.post_reviews.is_empty() {
+        out.push(
+            "break-glass post-incident reviews to close (airlock review ID --approve):".into(),
+        );
+        for r in &s.post_reviews {
+            out.push(format!(
+                "  {}  {}  by {}: {}",
+                r.id, r.entitlement, r.requester, r.reason
+            ));
+        }
+    }
+    out.join("\n")
+}
+
 /// Requests, one line each.
 pub fn request_list(rs: &[RequestView]) -> String {
     if rs.is_empty() {
@@ -116,5 +184,61 @@ mod tests {
         .join("\n");
         assert_eq!(request_detail(&r), want);
         assert_eq!(request_list(&[]), "no requests");
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn req(id: &str, not_after: Option<&str>, breakglass: bool) -> RequestView {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "entitlement": "pg-read", "requester": "alice", "reason": "INC-9",
+            "state": "active", "requested_duration": 3600, "not_before": null,
+            "not_after": not_after, "breakglass": breakglass, "post_review_closed": false,
+            "reviews": [], "grant": {"phase": "applied", "attempts": 0, "last_error": null,
+            "next_attempt_at": null}, "created_at": "2026-12-04T09:00:00Z",
+            "updated_at": "2026-12-04T09:00:00Z",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn time_left_reads_like_a_clock_and_never_goes_negative() {
+        let now = datetime!(2026-12-04 10:00:00 UTC);
+        assert_eq!(time_left("2026-12-04T11:05:30Z", now), "1h 05m");
+        assert_eq!(time_left("2026-12-04T10:04:10Z", now), "4m 10s");
+        assert_eq!(time_left("2026-12-04T09:59:59Z", now), "ended");
+        assert_eq!(time_left("soon", now), "?");
+    }
+
+    #[test]
+    fn status_names_each_section_and_what_to_do() {
+        let now = datetime!(2026-12-04 10:00:00 UTC);
+        let empty = Status {
+            active: vec![],
+            to_review: vec![],
+            post_reviews: vec![],
+        };
+        assert_eq!(
+            status(&empty, now),
+            "no active grants (airlock request ENT --for 30m --reason …)\nnothing waits for your review"
+        );
+        let full = Status {
+            active: vec![req("a1", Some("2026-12-04T10:30:00Z"), false)],
+            to_review: vec![req("p1", None, false)],
+            post_reviews: vec![req("b1", Some("2026-12-04T10:10:00Z"), true)],
+        };
+        let text = status(&full, now);
+        assert!(
+            text.contains("  a1  pg-read  30m 00s left  (airlock credentials a1)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("waiting for your review")
+                && text.contains("  p1  pg-read  by alice: INC-9")
+        );
+        assert!(text.contains("post-incident reviews to close") && text.contains("  b1  "));
     }
 }

@@ -91,3 +91,86 @@ fn airlock_output_sets_the_default_output_format() {
     assert!(stderr(&out).contains("yaml"), "{}", stderr(&out));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn airlock_alone_prints_a_short_guide_and_exits_0() {
+    let out = Command::new(BIN)
+        .env_remove("AIRLOCK_TOKEN")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in [
+        "airlock request",
+        "airlock status",
+        "airlock review",
+        "airlock serve --dev",
+    ] {
+        assert!(text.contains(cmd), "{cmd} missing from the guide: {text}");
+    }
+    assert!(
+        text.lines().count() < 20,
+        "a guide, not the whole help: {text}"
+    );
+}
+
+#[test]
+fn status_shows_my_grants_with_time_left_and_what_waits_for_me() {
+    let s = Server::start(Setup::new(Db::Sqlite));
+    let (alice, bob) = (s.token("alice"), s.token("bob"));
+    let active = s.active_grant(&alice, &bob, "1h", "INC-11");
+    let pending = id_of(&s.json(
+        &alice,
+        &[
+            "request",
+            "payments-db-write",
+            "--for",
+            "30m",
+            "--reason",
+            "INC-12",
+        ],
+    ));
+    let breakglass = id_of(&s.json(
+        &bob,
+        &[
+            "breakglass",
+            "payments-breakglass",
+            "--for",
+            "15m",
+            "--reason",
+            "INC-13 outage",
+        ],
+    ));
+    let mine = s.json(&alice, &["status"]);
+    let ids = |k: &str| -> Vec<String> {
+        mine[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids("active"), std::slice::from_ref(&active));
+    assert_eq!(
+        ids("to_review"),
+        Vec::<String>::new(),
+        "never one's own requests"
+    );
+    assert_eq!(
+        ids("post_reviews"),
+        std::slice::from_ref(&breakglass),
+        "{mine}"
+    );
+    let theirs = s.json(&bob, &["status"]);
+    let to_review: Vec<&str> = theirs["to_review"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(to_review, [pending.as_str()], "{theirs}");
+    let text = s.cli(&alice, &["status"]);
+    assert!(text.status.success(), "{}", stderr(&text));
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains(&active) && text.contains(" left "), "{text}");
+}

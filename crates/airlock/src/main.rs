@@ -18,6 +18,7 @@ macro_rules! say {
 mod access;
 mod client;
 mod docs;
+mod init;
 mod login;
 mod offline;
 mod output;
@@ -91,6 +92,15 @@ enum Shell {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write a commented starter airlock.toml, policy.cedar and policy-tests.toml into DIR.
+    Init {
+        /// Where to write them (created if missing; existing files are never overwritten).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Provider sections to include: postgres, ssh (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "postgres,ssh")]
+        provider: Vec<String>,
+    },
     /// Print a shell completion script: `source <(airlock completions bash)`.
     Completions { shell: Shell },
     /// Write man pages (airlock.1 and one per subcommand) into DIR, for packages.
@@ -435,6 +445,7 @@ fn run(cli: Cli) -> Result<i32> {
             | Command::Login
             | Command::Logout
             | Command::Completions { .. }
+            | Command::Init { .. }
             | Command::Man { .. },
         ) => None,
         (None, _) => login::saved_token()?,
@@ -454,6 +465,23 @@ fn run(cli: Cli) -> Result<i32> {
             };
             let now = time::OffsetDateTime::now_utc();
             emit_as(out, &status, |s| output::status(s, now));
+        }
+        Command::Init { dir, provider } => {
+            let written = init::write(&dir, &provider)?;
+            let config = dir.join("airlock.toml");
+            if out == Output::Json {
+                say!("{}", json!({"dir": dir, "files": written}));
+            } else {
+                for p in &written {
+                    say!("wrote {}", p.display());
+                }
+                say!(
+                    "next: airlock serve --config {}   (check it first: airlock policy test {} --config {})",
+                    config.display(),
+                    dir.join("policy-tests.toml").display(),
+                    config.display()
+                );
+            }
         }
         Command::Completions { shell } => docs::completions(shell, &mut std::io::stdout())?,
         Command::Man { dir } => {

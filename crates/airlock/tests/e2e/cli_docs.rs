@@ -174,3 +174,67 @@ fn status_shows_my_grants_with_time_left_and_what_waits_for_me() {
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains(&active) && text.contains(" left "), "{text}");
 }
+
+#[test]
+fn init_writes_a_starter_that_serve_starts_from_and_whose_policy_tests_pass() {
+    use std::io::{BufRead, BufReader};
+    for providers in ["postgres,ssh", "ssh"] {
+        let dir = std::env::temp_dir().join(unique("airlock-init-"));
+        let out = Command::new(BIN)
+            .args(["init", "--provider", providers, "--output", "json"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["files"].as_array().unwrap().len(), 3, "{v}");
+        let config = dir.join("airlock.toml");
+        let cases = Command::new(BIN)
+            .args(["policy", "test"])
+            .arg(dir.join("policy-tests.toml"))
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&cases.stdout);
+        assert!(
+            cases.status.success() && text.contains("3 passed, 0 failed"),
+            "{text}{}",
+            stderr(&cases)
+        );
+        // Starts without edits, whatever of its providers this machine can reach.
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .env("AIRLOCK_BOOTSTRAP_TOKEN", "init-test-bootstrap-token")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            line.starts_with("airlock listening on http://127.0.0.1:"),
+            "{providers}: {line:?}"
+        );
+        let again = Command::new(BIN).arg("init").arg(&dir).output().unwrap();
+        assert_eq!(again.status.code(), Some(1));
+        assert!(
+            stderr(&again).contains("never overwrites"),
+            "{}",
+            stderr(&again)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let out = Command::new(BIN)
+        .args(["init", "--provider", "postgres,mysqll"])
+        .arg(std::env::temp_dir().join(unique("airlock-init-")))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("`mysqll`"), "{}", stderr(&out));
+}

@@ -152,6 +152,20 @@ impl ProviderError {
     }
 }
 
+/// One check of `airlock doctor`: a privilege or setting airlock needs on
+/// the target, whether it holds, and the statement that fixes it if not.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    /// What was checked, e.g. `CREATEROLE`.
+    pub check: String,
+    /// Whether it holds.
+    pub ok: bool,
+    /// What was found, in words.
+    pub detail: String,
+    /// What to run on the target to fix it (when not `ok`).
+    pub fix: Option<String>,
+}
+
 /// The adapter boundary for one provider instance.
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync {
@@ -174,6 +188,12 @@ pub trait Provider: Send + Sync {
         &self,
         _entitlements: &[CatalogTarget],
     ) -> Result<Vec<StandingAccess>, ProviderError> {
+        Ok(Vec::new())
+    }
+    /// Every privilege airlock needs on the target for these entitlements,
+    /// checked (read-only) for `airlock doctor`; kinds without checks beyond
+    /// [`check`](Self::check) return none.
+    async fn doctor(&self, _entitlements: &[CatalogTarget]) -> Result<Vec<Finding>, ProviderError> {
         Ok(Vec::new())
     }
     /// What the requester needs to use the grant (JSON object).

@@ -18,6 +18,7 @@ macro_rules! say {
 mod access;
 mod client;
 mod docs;
+mod doctor;
 mod init;
 mod login;
 mod offline;
@@ -100,6 +101,12 @@ enum Command {
         /// Provider sections to include: postgres, ssh (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "postgres,ssh")]
         provider: Vec<String>,
+    },
+    /// Check that each provider answers and that airlock holds every privilege it needs there.
+    Doctor {
+        /// Configuration file (TOML).
+        #[arg(long, env = "AIRLOCK_CONFIG")]
+        config: PathBuf,
     },
     /// Print a shell completion script: `source <(airlock completions bash)`.
     Completions { shell: Shell },
@@ -446,6 +453,7 @@ fn run(cli: Cli) -> Result<i32> {
             | Command::Logout
             | Command::Completions { .. }
             | Command::Init { .. }
+            | Command::Doctor { .. }
             | Command::Man { .. },
         ) => None,
         (None, _) => login::saved_token()?,
@@ -466,6 +474,7 @@ fn run(cli: Cli) -> Result<i32> {
             let now = time::OffsetDateTime::now_utc();
             emit_as(out, &status, |s| output::status(s, now));
         }
+        Command::Doctor { config } => return doctor::doctor(out, &config),
         Command::Init { dir, provider } => {
             let written = init::write(&dir, &provider)?;
             let config = dir.join("airlock.toml");

@@ -23,7 +23,7 @@ use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
 
 use crate::rfc3339_utc;
 use crate::{
-    BuildError, CatalogTarget, CredentialRequest, GrantSpec, ManagedAccount, Provider,
+    BuildError, CatalogTarget, CredentialRequest, Finding, GrantSpec, ManagedAccount, Provider,
     ProviderError, StandingAccess,
 };
 
@@ -547,6 +547,91 @@ impl Provider for PostgresProvider {
         Ok(self.credentials_json(grant))
     }
 
+    async fn doctor(&self, entitlements: &[CatalogTarget]) -> Result<Vec<Finding>, ProviderError> {
+        // One check per role, naming every entitlement that grants it.
+        let mut by_role: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (entitlement, role) in CatalogTarget::roles_of(entitlements, |t: &Target| &t.role) {
+            by_role
+                .entry(role)
+                .or_default()
+                .push(entitlement.to_string());
+        }
+        let roles: Vec<(String, String)> = by_role
+            .into_iter()
+            .map(|(r, e)| (e.join(", "), r))
+            .collect();
+        let roles = &roles;
+        self.with_conn(|c| async move {
+            let me = c
+                .client
+                .query_one(
+                    "SELECT current_user::text, rolsuper, rolcreaterole,                      current_setting('server_version_num')::int                      FROM pg_roles WHERE rolname = current_user",
+                    &[],
+                )
+                .await?;
+            let (user, superuser, createrole, version): (String, bool, bool, i32) =
+                (me.get(0), me.get(1), me.get(2), me.get(3));
+            let who = ident(&user);
+            let mut out = Vec::new();
+            if superuser {
+                out.push(Finding {
+                    check: "superuser".into(),
+                    ok: true,
+                    detail: format!("{user} is a superuser: every check below holds (a role with only CREATEROLE, pg_signal_backend and ADMIN on the entitlement roles is enough)"),
+                    fix: None,
+                });
+            }
+            out.push(Finding {
+                check: "CREATEROLE".into(),
+                ok: superuser || createrole,
+                detail: format!("{user} {} create and drop the per-grant login roles", if superuser || createrole { "may" } else { "may not" }),
+                fix: (!superuser && !createrole).then(|| format!("ALTER ROLE {who} CREATEROLE;")),
+            });
+            let signal: bool = c
+                .client
+                .query_one("SELECT pg_has_role(current_user, 'pg_signal_backend', 'MEMBER')", &[])
+                .await?
+                .get(0);
+            out.push(Finding {
+                check: "pg_signal_backend".into(),
+                ok: superuser || signal,
+                detail: format!("{user} {} end the sessions of a revoked or expired grant", if superuser || signal { "may" } else { "may not" }),
+                fix: (!superuser && !signal).then(|| format!("GRANT pg_signal_backend TO {who};")),
+            });
+            for (entitlement, role) in roles {
+                let exists = c
+                    .client
+                    .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[role])
+                    .await?
+                    .is_some();
+                if !exists {
+                    out.push(Finding {
+                        check: format!("role {role}"),
+                        ok: false,
+                        detail: format!("{role} does not exist (granted by {entitlement})"),
+                        fix: Some(format!("CREATE ROLE {} NOLOGIN;  -- then GRANT it the privileges the entitlement stands for", ident(role))),
+                    });
+                    continue;
+                }
+                // Before PostgreSQL 16, CREATEROLE alone may grant any non-superuser role.
+                let admin: bool = superuser
+                    || (version < 160000 && createrole)
+                    || c.client
+                        .query_one("SELECT pg_has_role(current_user, $1, 'MEMBER WITH ADMIN OPTION')", &[role])
+                        .await?
+                        .get::<_, bool>(0);
+                out.push(Finding {
+                    check: format!("ADMIN on {role}"),
+                    ok: admin,
+                    detail: format!("{user} {} grant {role} (for {entitlement})", if admin { "may" } else { "may not" }),
+                    fix: (!admin).then(|| format!("GRANT {} TO {who} WITH ADMIN OPTION;", ident(role))),
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn standing_access(
         &self,
         entitlements: &[CatalogTarget],
@@ -598,6 +683,19 @@ impl PostgresProvider {
             "database": self.database,
             "expires_at": rfc3339_utc(grant.not_after),
         })
+    }
+}
+
+/// A role name as a PostgreSQL identifier in a statement people copy.
+fn ident(name: &str) -> String {
+    let plain = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
     }
 }
 

@@ -7,6 +7,7 @@ mod audit;
 mod authz;
 mod cli_docs;
 mod crash;
+mod doctor;
 mod failover;
 mod gcp;
 mod input;

@@ -119,17 +119,7 @@ fn status_shows_my_grants_with_time_left_and_what_waits_for_me() {
     let s = Server::start(Setup::new(Db::Sqlite));
     let (alice, bob) = (s.token("alice"), s.token("bob"));
     let active = s.active_grant(&alice, &bob, "1h", "INC-11");
-    let pending = id_of(&s.json(
-        &alice,
-        &[
-            "request",
-            "payments-db-write",
-            "--for",
-            "30m",
-            "--reason",
-            "INC-12",
-        ],
-    ));
+    let pending = s.pending_request(&alice, "30m", "INC-12");
     let breakglass = id_of(&s.json(
         &bob,
         &[

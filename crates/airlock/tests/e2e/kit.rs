@@ -369,6 +369,21 @@ impl Server {
 
     /// Requests `payments-db-write`, has `reviewer` approve it and waits until
     /// the grant is active; returns the request id.
+    /// A pending request for `payments-db-write`; returns its id.
+    pub fn pending_request(&self, requester: &str, duration: &str, reason: &str) -> String {
+        id_of(&self.json(
+            requester,
+            &[
+                "request",
+                "payments-db-write",
+                "--for",
+                duration,
+                "--reason",
+                reason,
+            ],
+        ))
+    }
+
     pub fn active_grant(
         &self,
         requester: &str,

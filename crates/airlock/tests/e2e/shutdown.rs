@@ -17,17 +17,7 @@ both_stores!(
         let mut s = Server::start(setup);
         let (alice, bob) = (s.token("alice"), s.token("bob"));
         let active = s.active_grant(&alice, &bob, "1h", "INC-31");
-        let pending = id_of(&s.json(
-            &alice,
-            &[
-                "request",
-                "payments-db-write",
-                "--for",
-                "30m",
-                "--reason",
-                "INC-32",
-            ],
-        ));
+        let pending = s.pending_request(&alice, "30m", "INC-32");
         let asked = Instant::now();
         let status = s.terminate(90);
         let log = s.log_text();

@@ -129,32 +129,44 @@ forbid(principal, action == Action::"request", resource)
 when { context.duration > 1800 && !context.mfa };
 "#;
 
-const POLICY_TESTS: &str = r#"# Policy test cases: airlock policy test policy-tests.toml --config airlock.toml
+const POLICY_TESTS_HEADER: &str =
+    "# Policy test cases: airlock policy test policy-tests.toml --config airlock.toml\n";
 
-[[case]]
-name = "alice may ask for 20 minutes"
-principal = "alice"
-action = "request"
-entitlement = "{ENT}"
-context = { duration = "20m" }
-expect = "allow"
+/// (name, principal, action, context, expected decision) of the starter cases.
+const CASES: [(&str, &str, &str, &str, &str); 3] = [
+    (
+        "alice may ask for 20 minutes",
+        "alice",
+        "request",
+        r#"{ duration = "20m" }"#,
+        "allow",
+    ),
+    (
+        "45 minutes need MFA",
+        "alice",
+        "request",
+        r#"{ duration = "45m" }"#,
+        "deny",
+    ),
+    (
+        "bob reviews alice",
+        "bob",
+        "review",
+        r#"{ requester = "alice" }"#,
+        "allow",
+    ),
+];
 
-[[case]]
-name = "45 minutes need MFA"
-principal = "alice"
-action = "request"
-entitlement = "{ENT}"
-context = { duration = "45m" }
-expect = "deny"
-
-[[case]]
-name = "bob reviews alice"
-principal = "bob"
-action = "review"
-entitlement = "{ENT}"
-context = { requester = "alice" }
-expect = "allow"
-"#;
+fn policy_tests(entitlement: &str) -> String {
+    let mut out = POLICY_TESTS_HEADER.to_string();
+    for (name, principal, action, context, expect) in CASES {
+        out.push_str(&format!(
+            "\n[[case]]\nname = \"{name}\"\nprincipal = \"{principal}\"\naction = \"{action}\"\n\
+             entitlement = \"{entitlement}\"\ncontext = {context}\nexpect = \"{expect}\"\n"
+        ));
+    }
+    out
+}
 
 /// The three files for `kinds` (a subset of [`KINDS`], in any order).
 pub fn files(kinds: &[String]) -> Result<Vec<(&'static str, String)>> {
@@ -199,7 +211,7 @@ pub fn files(kinds: &[String]) -> Result<Vec<(&'static str, String)>> {
     Ok(vec![
         ("airlock.toml", toml),
         ("policy.cedar", POLICY.to_string()),
-        ("policy-tests.toml", POLICY_TESTS.replace("{ENT}", ent)),
+        ("policy-tests.toml", policy_tests(ent)),
     ])
 }
 

@@ -18,21 +18,6 @@ mariadb_find() {
   return 1
 }
 
-mariadb_install() {
-  [[ "$(id -u)" == 0 ]] || die "MariaDB (mariadbd, mariadb-install-db) is missing; install mariadb-server or set AIRLOCK_TEST_MYSQL_URL"
-  command -v apt-get >/dev/null || die "MariaDB is missing and apt-get is not available; install mariadb-server or set AIRLOCK_TEST_MYSQL_URL"
-  say "installing MariaDB (apt-get)"
-  # Only the binaries are needed: do not let the package start its own server.
-  local policy=/usr/sbin/policy-rc.d created=0
-  if [[ ! -e "$policy" ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created=1
-  fi
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mariadb-server mariadb-client >/dev/null
-  ((created)) && rm -f "$policy"
-  return 0
-}
-
 mariadb_stop() {
   [[ -n "$mariadb_dir" ]] || return 0
   if [[ -f "$mariadb_dir/mariadbd.pid" ]]; then
@@ -55,7 +40,7 @@ mariadb_start() {
   local server install client run_as=() user_opt
   server="$(mariadb_find mariadbd mysqld)" && install="$(mariadb_find mariadb-install-db mysql_install_db)" \
     && client="$(mariadb_find mariadb mysql)" || {
-    mariadb_install
+    apt_install MariaDB mariadb-server mariadb-client
     server="$(mariadb_find mariadbd mysqld)" || die "MariaDB installed but mariadbd not found"
     install="$(mariadb_find mariadb-install-db mysql_install_db)" || die "MariaDB installed but mariadb-install-db not found"
     client="$(mariadb_find mariadb mysql)" || die "MariaDB installed but the mariadb client not found"

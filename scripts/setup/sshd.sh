@@ -11,25 +11,7 @@
 sshd_setup() {
   local sshd=/usr/sbin/sshd
   if [[ ! -x "$sshd" ]] || ! command -v ssh >/dev/null || ! command -v ssh-keygen >/dev/null; then
-    [[ "$(id -u)" == 0 ]] || die "OpenSSH (sshd, ssh, ssh-keygen) is missing; install openssh-server and openssh-client"
-    command -v apt-get >/dev/null || die "OpenSSH is missing and apt-get is not available; install openssh-server and openssh-client"
-    say "installing OpenSSH (apt-get)"
-    # A policy-rc.d that answers 101 stops the package from starting a system
-    # sshd on port 22; only ours (on free ports) should run.
-    local policy=/usr/sbin/policy-rc.d made_policy=0
-    if [[ ! -e "$policy" ]]; then
-      printf '#!/bin/sh\nexit 101\n' >"$policy"
-      chmod 755 "$policy"
-      made_policy=1
-    fi
-    local rc=0
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq || rc=$?
-    if [[ "$rc" == 0 ]]; then
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        openssh-server openssh-client >/dev/null || rc=$?
-    fi
-    [[ "$made_policy" == 1 ]] && rm -f "$policy"
-    [[ "$rc" == 0 ]] || die "apt-get could not install openssh-server/openssh-client"
+    apt_install "OpenSSH (sshd, ssh, ssh-keygen)" openssh-server openssh-client
     [[ -x "$sshd" ]] || die "openssh-server installed but $sshd is missing"
   fi
   if [[ "$(id -u)" == 0 && ! -d /run/sshd ]]; then

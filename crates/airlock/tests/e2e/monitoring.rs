@@ -74,17 +74,7 @@ fn a_live_server_exposes_every_metric_the_kit_uses_and_promtool_lints_it_clean()
     setup.extra = "\n[[notify.webhook]]\nurl = \"http://127.0.0.1:9/hook\"\nsecret_file = \"webhook.secret\"\n".into();
     let s = Server::start_with_files(setup, &[("webhook.secret", "monitoring-test-secret\n")]);
     let alice = s.token("alice");
-    s.json(
-        &alice,
-        &[
-            "request",
-            "payments-db-write",
-            "--for",
-            "10m",
-            "--reason",
-            "INC-7",
-        ],
-    );
+    s.pending_request(&alice, "10m", "INC-7");
     // The audit watch verifies the log shortly after start-up.
     let deadline = Instant::now() + Duration::from_secs(20);
     let scrape = loop {

@@ -8,6 +8,7 @@ pub mod page;
 pub mod problem;
 pub mod requests;
 pub mod runs;
+pub mod sessions;
 pub mod stream;
 
 pub use problem::Problem;

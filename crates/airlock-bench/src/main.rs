@@ -10,6 +10,7 @@
 
 mod audit;
 mod expiry;
+mod gateway;
 mod gcp;
 mod harness;
 mod lifecycle;
@@ -112,6 +113,11 @@ const BENCHES: &[(&str, &str, Bench)] = &[
         proxy::run,
     ),
     ("serve", "idle RSS of airlock serve", serve_rss::run),
+    (
+        "gateway",
+        "gateway: TCP throughput, pgbench, connect latency, idle sessions",
+        gateway::run,
+    ),
     ("ssh", "SSH certificate signing and approve→login", ssh::run),
     (
         "notify",

@@ -231,6 +231,8 @@ const ENTITLEMENT_KEYS: &[&str] = &[
     "requesters",
     "service",
     "mfa",
+    "access",
+    "target",
 ];
 
 #[derive(Deserialize)]
@@ -250,6 +252,69 @@ struct RawEntitlement {
     service: Option<crate::ServiceName>,
     #[serde(default)]
     mfa: bool,
+    #[serde(default)]
+    access: Access,
+    target: Option<String>,
+}
+
+/// How a grant is used: the provider's credentials handed to the person, or
+/// only through the gateway (which holds the credential itself), or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// `airlock credentials` hands out the provider's secret (the default).
+    #[default]
+    Credentials,
+    /// Only `airlock connect`: the secret never leaves the server.
+    Gateway,
+    /// Both ways.
+    Both,
+}
+
+impl Access {
+    /// Whether `airlock credentials` may hand out the secret.
+    pub fn allows_credentials(self) -> bool {
+        self != Access::Gateway
+    }
+
+    /// Whether `airlock connect` may open a gateway session.
+    pub fn allows_gateway(self) -> bool {
+        self != Access::Credentials
+    }
+
+    /// The configuration and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Credentials => "credentials",
+            Access::Gateway => "gateway",
+            Access::Both => "both",
+        }
+    }
+}
+
+/// Checks a gateway `target = "host:port"`.
+fn check_gateway_target(ctx: &str, t: &str) -> Result<(), ConfigError> {
+    let bad = || {
+        invalid(format!(
+            "{ctx}: target `{}` must be `host:port` (e.g. `db.internal:5432`)",
+            t.chars().take(80).collect::<String>()
+        ))
+    };
+    let (host, port) = t.rsplit_once(':').ok_or_else(bad)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty()
+        || host.len() > 253
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:_".contains(&b))
+        || port.parse::<u16>().map_or(true, |p| p == 0)
+    {
+        return Err(bad());
+    }
+    Ok(())
 }
 
 /// What a request's reason must look like.
@@ -324,6 +389,11 @@ pub struct Entitlement {
     pub service: Option<crate::ServiceName>,
     /// Requesters must have logged in with multi-factor authentication.
     pub mfa: bool,
+    /// `access`: credentials, gateway or both.
+    pub access: Access,
+    /// `target = "host:port"`: where a gateway session relays bytes (kinds
+    /// whose gateway speaks the protocol, such as postgres, know their target).
+    pub gateway_target: Option<String>,
 }
 
 /// The validated configuration.
@@ -433,6 +503,14 @@ impl Config {
                         .transpose()?,
                 },
             };
+            if let Some(t) = &e.target {
+                check_gateway_target(&ctx, t)?;
+                if !e.access.allows_gateway() {
+                    return Err(invalid(format!(
+                        "{ctx}: `target` is only used by the gateway: set `access = \"gateway\"` (or \"both\"), or remove it"
+                    )));
+                }
+            }
             for r in e.requesters.iter().flatten() {
                 crate::principal::check_entry(r)
                     .map_err(|err| invalid(format!("{ctx}: requesters entry `{r}`: {err}")))?;
@@ -456,6 +534,8 @@ impl Config {
                 requesters: e.requesters.unwrap_or_default(),
                 service: e.service,
                 mfa: e.mfa,
+                access: e.access,
+                gateway_target: e.target,
             };
             if entitlements.insert(e.name.clone(), ent).is_some() {
                 return Err(invalid(format!("{ctx} is defined twice")));

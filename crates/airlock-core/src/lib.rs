@@ -19,6 +19,7 @@ pub mod rate;
 pub mod request;
 pub mod run;
 pub mod service;
+pub mod session;
 pub mod tool;
 
 pub use duration::Span;

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 mod checks;
 pub mod command;
 mod errors;
+pub mod gateway;
 pub mod gcp_iam;
 pub mod kubernetes;
 pub mod mysql;
@@ -206,6 +207,11 @@ pub trait Provider: Send + Sync {
     /// GCP IAM), so requests from principals without one are refused up front.
     fn requires_email(&self) -> bool {
         false
+    }
+    /// How the gateway logs in to the target as this grant, for kinds whose
+    /// protocol it speaks (see [`gateway::SPEAKS`]); `None` for the rest.
+    fn gateway_login(&self, _grant: &GrantSpec) -> Option<gateway::Upstream> {
+        None
     }
     /// Set when `credentials` mints certificates: each needs a store-allocated
     /// serial (recorded, so it can be revoked) and the CA publishes a revocation list.

@@ -52,6 +52,17 @@ impl ValidatedConfig {
                 continue;
             };
             let target = provider.read_target(name, &e.provider, &e.target)?;
+            if e.access.allows_gateway()
+                && e.gateway_target.is_none()
+                && !crate::gateway::speaks(provider.kind())
+            {
+                return Err(ConfigError::Core(airlock_core::config::ConfigError::Invalid(format!(
+                    "[[entitlement]] `{name}`: access = \"{}\" needs `target = \"host:port\"`: the gateway speaks the protocol of {} only, not of kind {}",
+                    e.access.as_str(),
+                    crate::gateway::SPEAKS.join(", "),
+                    provider.kind()
+                ))));
+            }
             targets.insert(name.clone(), target);
         }
         Ok(ValidatedConfig {

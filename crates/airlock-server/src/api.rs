@@ -136,6 +136,7 @@ pub fn router(app: Arc<App>) -> Router {
             post(crate::slack_interactions::handle),
         )
         .merge(crate::runs_api::routes())
+        .merge(crate::gateway_api::routes())
         .merge(crate::web::routes())
         .merge(crate::oidc::routes())
         .fallback(|| async {

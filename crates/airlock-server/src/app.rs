@@ -55,6 +55,8 @@ pub async fn run(
         tokio::spawn(airlock_service::audit::watch(app.svc.clone()));
         airlock_service::notify::spawn_all(&app.svc);
     }
+    // Every replica holds gateway sessions, and ends those of replicas that died.
+    leasing.spawn(airlock_service::gateway::watch(app.svc.clone()));
     // Every replica signs; the store makes a second signature of one size a no-op.
     tokio::spawn(airlock_service::tlog::run(app.svc.clone()));
     // Routing needs the catalog before the first request is served.

@@ -8,6 +8,7 @@ pub mod app;
 mod audit_api;
 pub mod auth;
 pub mod bodies;
+pub mod gateway_api;
 pub mod identity;
 pub mod oidc;
 pub mod problem;

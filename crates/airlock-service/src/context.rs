@@ -78,6 +78,8 @@ pub struct Service {
     pub data_dir: PathBuf,
     /// Tool-proxy runs executing in this process.
     pub proxy: crate::proxy::Hub,
+    /// Gateway sessions this replica holds.
+    pub gateway: crate::gateway::Hub,
     /// The configuration file's folder (secret files are relative to it).
     pub config_dir: PathBuf,
     /// Notification sinks following the audit chain.
@@ -151,6 +153,7 @@ impl Service {
             fault,
             data_dir: opts.data_dir,
             proxy,
+            gateway: Default::default(),
             config_dir: opts.config_dir,
             notifiers,
             audit_tick: tokio::sync::watch::Sender::new(0),

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod context;
 pub mod drift;
 pub mod error;
+pub mod gateway;
 pub mod keys;
 pub mod lifecycle;
 pub mod locks;

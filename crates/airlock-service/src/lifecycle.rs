@@ -54,7 +54,7 @@ fn grant(phase: GrantPhase) -> GrantStatus {
     }
 }
 
-fn entitlement_of<'a>(app: &'a Service, r: &Request) -> Result<&'a Entitlement, Error> {
+pub(crate) fn entitlement_of<'a>(app: &'a Service, r: &Request) -> Result<&'a Entitlement, Error> {
     app.config
         .entitlement(r.entitlement.as_str())
         .map_err(|_| Error::Conflict {
@@ -510,6 +510,13 @@ pub async fn credentials(
         .into());
     }
     let ent = entitlement_of(app, &r)?;
+    if !ent.access.allows_credentials() {
+        return Err(Error::forbidden(format!(
+            "entitlement {} is used through the gateway only (access = \"gateway\"): its credential never leaves the server; run `airlock connect {}`",
+            ent.name, r.id
+        ))
+        .into());
+    }
     let spec = grant_spec(app, &r)?;
     let provider = app.provider(&ent.provider)?;
     let mut input = CredentialRequest {

@@ -56,6 +56,7 @@ macro_rules! store_conformance_tests {
             open_post_reviews_are_listed_and_counted_in_any_state,
             overdue_grants_are_active_ones_past_not_after,
             certificates_get_unique_serials_and_are_revoked_with_their_request,
+            gateway_sessions_record_watch_and_end_once,
             ping_succeeds,
         );
     };
@@ -1448,6 +1449,184 @@ pub fn overdue_grants_are_active_ones_past_not_after(make: &MakeStore) {
     }
     assert_eq!(store.count_overdue_grants(now).expect("count"), 2);
     assert_eq!(store.count_overdue_grants(t0()).expect("count"), 0);
+}
+
+/// A gateway session: started with its event, recorded in order, watched
+/// (lease renewed, termination and grant state seen), ended exactly once,
+/// and found abandoned only when its lease ran out while open.
+pub fn gateway_sessions_record_watch_and_end_once(make: &MakeStore) {
+    use crate::sessions::{SessionEnd, SessionFilter};
+    use airlock_core::session::{EndReason, Session, SessionId, SessionKind};
+    let store = make(None);
+    let mut r = sample(0, t0());
+    r.state = RequestState::Active;
+    create(&*store, &r, t0());
+    let session = |n: u32, at: OffsetDateTime| Session {
+        id: SessionId::parse(&format!("ses_{n:08}")).expect("valid id"),
+        request_id: r.id.clone(),
+        entitlement: r.entitlement.clone(),
+        user: user("alice"),
+        kind: SessionKind::Postgres,
+        replica: "replica-a".into(),
+        started_at: at,
+        ended_at: None,
+        bytes_up: 0,
+        bytes_down: 0,
+        end_reason: None,
+        recording_sha256: None,
+        terminate_requested: None,
+        lease_until: at + Duration::seconds(30),
+    };
+    let (a, b) = (session(1, t0()), session(2, t0() + Duration::seconds(1)));
+    let before = head(&*store);
+    for s in [&a, &b] {
+        store
+            .start_session(
+                s,
+                &draft("session.started", &format!("session:{}", s.id)),
+                s.started_at,
+            )
+            .expect("start");
+    }
+    assert_eq!(head(&*store), before + 2);
+    assert!(matches!(
+        store.start_session(&a, &draft("session.started", "x"), t0()),
+        Err(StoreError::Duplicate(_))
+    ));
+    assert_eq!(head(&*store), before + 2, "a refused start writes no event");
+    assert_eq!(store.get_session(&a.id).expect("get"), Some(a.clone()));
+
+    // Chunks come back in seq order whatever the insert order; a repeat is ignored.
+    for (seq, body) in [(1, &b"world\n"[..]), (0, b"hello "), (1, b"again")] {
+        store.append_recording(&a.id, seq, body).expect("append");
+    }
+    assert_eq!(
+        store.session_recording(&a.id).expect("recording"),
+        b"hello world\n"
+    );
+    assert!(store
+        .session_recording(&b.id)
+        .expect("recording")
+        .is_empty());
+
+    // Watching renews leases and reports what the holder must act on.
+    let ids = vec![a.id.to_string(), b.id.to_string()];
+    let later = t0() + Duration::minutes(5);
+    assert!(store
+        .request_session_terminate(
+            &b.id,
+            "bob",
+            &draft("session.terminate_requested", "x"),
+            t0()
+        )
+        .expect("terminate"));
+    let mut seen = store.watch_sessions(&ids, Some(later)).expect("watch");
+    seen.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].terminate_requested, None);
+    assert_eq!(seen[1].terminate_requested.as_deref(), Some("bob"));
+    assert!(seen.iter().all(|w| w.request_state == RequestState::Active));
+    assert_eq!(
+        store
+            .get_session(&a.id)
+            .expect("get")
+            .expect("a")
+            .lease_until,
+        later
+    );
+    assert!(store
+        .abandoned_sessions(later - Duration::seconds(1), 10)
+        .expect("abandoned")
+        .is_empty());
+
+    let end = SessionEnd {
+        reason: EndReason::ClientClosed,
+        bytes_up: 12,
+        bytes_down: 3_000_000_000,
+        recording_sha256: "ab".repeat(32),
+    };
+    let at_end = t0() + Duration::minutes(2);
+    assert!(store
+        .end_session(&a.id, &end, &draft("session.ended", "x"), at_end)
+        .expect("end"));
+    let h = head(&*store);
+    assert!(!store
+        .end_session(&a.id, &end, &draft("session.ended", "x"), at_end)
+        .expect("end"));
+    assert_eq!(head(&*store), h, "a second end writes no event");
+    assert!(!store
+        .request_session_terminate(
+            &a.id,
+            "bob",
+            &draft("session.terminate_requested", "x"),
+            t0()
+        )
+        .expect("terminate"));
+    let got = store.get_session(&a.id).expect("get").expect("a");
+    assert_eq!(got.ended_at, Some(at_end));
+    assert_eq!(got.end_reason, Some(EndReason::ClientClosed));
+    assert_eq!((got.bytes_up, got.bytes_down), (12, 3_000_000_000));
+    assert_eq!(got.recording_sha256, Some("ab".repeat(32)));
+
+    // Only b is open; once its lease ran out it is abandoned.
+    let open = store
+        .list_sessions(&SessionFilter {
+            open: true,
+            ..Default::default()
+        })
+        .expect("list");
+    assert_eq!(
+        open.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+        vec![b.id.clone()]
+    );
+    let all = store
+        .list_sessions(&SessionFilter {
+            request: Some(r.id.clone()),
+            ..Default::default()
+        })
+        .expect("list");
+    assert_eq!(
+        all.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+        vec![b.id.clone(), a.id.clone()]
+    );
+    let none = store
+        .list_sessions(&SessionFilter {
+            scope: Some((user("bob"), vec![])),
+            ..Default::default()
+        })
+        .expect("list");
+    assert!(none.is_empty(), "bob neither made nor reviews these");
+    let mine = store
+        .list_sessions(&SessionFilter {
+            scope: Some((user("alice"), vec![])),
+            ..Default::default()
+        })
+        .expect("list");
+    assert_eq!(mine.len(), 2);
+    let reviews = store
+        .list_sessions(&SessionFilter {
+            scope: Some((user("bob"), vec![r.entitlement.to_string()])),
+            replica: Some("replica-a".into()),
+            ..Default::default()
+        })
+        .expect("list");
+    assert_eq!(reviews.len(), 2);
+    let elsewhere = store
+        .list_sessions(&SessionFilter {
+            replica: Some("replica-b".into()),
+            ..Default::default()
+        })
+        .expect("list");
+    assert!(elsewhere.is_empty());
+    let unrenewed = store.watch_sessions(&ids, None).expect("watch");
+    assert_eq!(unrenewed.len(), 2);
+    let gone = store
+        .abandoned_sessions(later + Duration::seconds(1), 10)
+        .expect("abandoned");
+    assert_eq!(
+        gone.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+        vec![b.id.clone()]
+    );
 }
 
 /// A healthy store answers `ping`.

@@ -21,6 +21,7 @@ pub mod conformance_runs;
 mod notify;
 mod pg;
 mod runs;
+mod sessions;
 mod sql;
 mod sqlite;
 
@@ -30,6 +31,7 @@ pub use pg::PgStore;
 pub use runs::{
     LeaseChange, NewRun, RateCheck, RateEvent, RunChange, RunFilter, RunLease, RunStore, Transcript,
 };
+pub use sessions::{SessionEnd, SessionFilter, SessionStore, SessionWatch};
 pub use sqlite::SqliteStore;
 
 /// What can go wrong in the store.
@@ -151,7 +153,7 @@ impl TokenRecord {
 
 /// The storage boundary. Implementations are synchronous; async callers use
 /// `spawn_blocking`. Runs of the tool proxy are in the [`RunStore`] part.
-pub trait Store: RunStore + NotifyStore + AccessStore + Send + Sync {
+pub trait Store: RunStore + NotifyStore + AccessStore + SessionStore + Send + Sync {
     /// Stores a new request and its audit events atomically.
     fn create_request(
         &self,

@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0005_identities_locks.sql"),
     include_str!("../migrations/postgres/0006_transparency_log.sql"),
     include_str!("../migrations/postgres/0007_secret_salt.sql"),
+    include_str!("../migrations/postgres/0008_gateway_sessions.sql"),
 ];
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;

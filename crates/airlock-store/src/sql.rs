@@ -20,6 +20,7 @@ mod notify;
 mod requests;
 mod reviews;
 mod runs;
+mod sessions;
 
 /// A statement parameter.
 #[derive(Debug, Clone, Copy)]

@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0005_identities_locks.sql"),
     include_str!("../migrations/sqlite/0006_transparency_log.sql"),
     include_str!("../migrations/sqlite/0007_secret_salt.sql"),
+    include_str!("../migrations/sqlite/0008_gateway_sessions.sql"),
 ];
 
 /// SQLite-backed [`Store`](crate::Store).

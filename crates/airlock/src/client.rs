@@ -40,6 +40,16 @@ impl Client {
         }
     }
 
+    /// The server address (`AIRLOCK_ADDR`).
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The bearer token, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<ureq::Response> {
         self.send_on(&self.agent, method, path, body)
     }

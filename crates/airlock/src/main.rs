@@ -17,6 +17,7 @@ macro_rules! say {
 
 mod access;
 mod client;
+mod connect;
 mod docs;
 mod doctor;
 mod init;
@@ -191,6 +192,27 @@ enum Command {
         /// (`airlock credentials ID --public-key k.pub > k-cert.pub`).
         #[arg(long, value_name = "FILE")]
         public_key: Option<PathBuf>,
+    },
+    /// Tunnel to an active grant through the server's gateway, which holds
+    /// the credential: a local listener (each connection is one recorded
+    /// session), `--stdio` for ssh's ProxyCommand, or `-- CMD ARGS…` run with
+    /// PGHOST/PGPORT/PGDATABASE (PostgreSQL) or AIRLOCK_CONNECT_ADDR set.
+    Connect {
+        id: String,
+        /// Local address to listen on (default: a free loopback port).
+        #[arg(long, value_name = "ADDR", conflicts_with = "stdio")]
+        listen: Option<String>,
+        /// Relay one session over stdin/stdout.
+        #[arg(long)]
+        stdio: bool,
+        /// A command to run against the listener; exits with its status.
+        #[arg(last = true, value_name = "CMD ARG", conflicts_with = "stdio")]
+        command: Vec<String>,
+    },
+    /// Gateway sessions (list, events, terminate).
+    Session {
+        #[command(subcommand)]
+        command: connect::SessionCommand,
     },
     /// SSH certificate authority of a provider.
     Ssh {
@@ -749,6 +771,24 @@ fn run(cli: Cli) -> Result<i32> {
         } => return proxy::exec(&client(), out, &reason, no_wait, &command),
         Command::Operation { command } => return proxy::operation(&client(), out, command),
         Command::Run { command } => return proxy::run(&client(), out, command),
+        Command::Connect {
+            id,
+            listen,
+            stdio,
+            command,
+        } => {
+            return connect::connect(
+                &client(),
+                out,
+                connect::ConnectArgs {
+                    id,
+                    listen,
+                    stdio,
+                    command,
+                },
+            )
+        }
+        Command::Session { command } => return connect::session(&client(), out, command),
         Command::Audit { command } => return audit(out, &client, command),
         Command::Policy {
             command: PolicyCommand::Test { file, config },

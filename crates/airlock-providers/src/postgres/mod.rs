@@ -86,6 +86,8 @@ pub struct PostgresProvider {
     public_host: String,
     public_port: u16,
     database: String,
+    /// Where the gateway reaches the server (the URL's first TCP host).
+    target: Option<(String, u16)>,
     conn: Mutex<Option<Arc<Conn>>>,
     /// Entitlement role -> identifier as quoted by the server (a handful of entries).
     role_idents: std::sync::Mutex<HashMap<String, String>>,
@@ -162,6 +164,11 @@ impl PostgresProvider {
             .or_else(|| pg.get_ports().first().copied())
             .unwrap_or(5432);
         let database = pg.get_dbname().unwrap_or("postgres").to_owned();
+        let target = pg.get_hosts().first().and_then(|h| match h {
+            Host::Tcp(h) => Some((h.clone(), pg.get_ports().first().copied().unwrap_or(5432))),
+            #[cfg(unix)]
+            Host::Unix(_) => None,
+        });
         Ok(PostgresProvider {
             name,
             pg,
@@ -174,6 +181,7 @@ impl PostgresProvider {
             public_host,
             public_port,
             database,
+            target,
             conn: Mutex::new(None),
             role_idents: std::sync::Mutex::new(HashMap::new()),
         })
@@ -545,6 +553,19 @@ impl Provider for PostgresProvider {
         _request: &CredentialRequest,
     ) -> Result<serde_json::Value, ProviderError> {
         Ok(self.credentials_json(grant))
+    }
+
+    fn gateway_login(&self, grant: &GrantSpec) -> Option<crate::gateway::Upstream> {
+        let (host, port) = self.target.clone()?;
+        Some(crate::gateway::Upstream::Postgres(
+            crate::gateway::PgLogin {
+                host,
+                port,
+                database: self.database.clone(),
+                user: self.account_name(&grant.request_id),
+                password: zeroize::Zeroizing::new(scram::password(&grant.secret)),
+            },
+        ))
     }
 
     async fn doctor(&self, entitlements: &[CatalogTarget]) -> Result<Vec<Finding>, ProviderError> {

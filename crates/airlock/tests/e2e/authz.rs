@@ -22,7 +22,8 @@ const ROLES: [&str; 7] = [
 ];
 
 /// `(method, path, body, [status per role])`. `{id}` is a fresh pending
-/// request of the requester (made per row), `{run}` a run id that does not exist.
+/// request of the requester (made per row), `{run}` a run id and `{session}`
+/// a session id that do not exist.
 type Row = (&'static str, &'static str, Option<&'static str>, [u16; 7]);
 
 const REQ: &str = r#"{"entitlement":"payments-db-write","duration":"5m","reason":"INC-1"}"#;
@@ -47,6 +48,13 @@ const API: &[Row] = &[
     ("POST", "/api/v1/requests/{id}/revoke", Some("{}"),      [401, 403, 409, 409, 403, 409, 403]),
     ("GET",  "/api/v1/requests/{id}/credentials", None,       [401, 403, 409, 403, 403, 403, 403]),
     ("POST", "/api/v1/requests/{id}/credentials", Some("{}"), [401, 403, 409, 403, 403, 403, 403]),
+    ("GET",  "/api/v1/requests/{id}/gateway", None,           [401, 404, 403, 403, 403, 403, 403]),
+    ("GET",  "/api/v1/requests/{id}/connect", None,           [401, 400, 400, 400, 400, 400, 403]),
+    ("GET",  "/api/v1/sessions", None,                        [401, 200, 200, 200, 200, 200, 403]),
+    ("GET",  "/api/v1/sessions/{session}", None,              [401, 404, 404, 404, 404, 404, 403]),
+    ("GET",  "/api/v1/sessions/{session}/events", None,       [401, 404, 404, 404, 404, 404, 403]),
+    ("POST", "/api/v1/sessions/{session}/terminate", Some("{}"),
+                                                              [401, 404, 404, 404, 404, 404, 403]),
     ("GET",  "/api/v1/grants", None,                          [401, 200, 200, 200, 200, 200, 403]),
     ("GET",  "/api/v1/audit/events", None,                    [401, 403, 403, 403, 200, 200, 403]),
     ("GET",  "/api/v1/audit/verify", None,                    [401, 403, 403, 403, 200, 200, 403]),
@@ -137,6 +145,7 @@ fn template(path: &str) -> String {
         .replace("/locks/user/nobody", "/locks/{kind}/{name}")
         .replace("/users/nobody/", "/users/{name}/")
         .replace("{run}", "{id}")
+        .replace("{session}", "{id}")
 }
 
 #[test]
@@ -214,6 +223,7 @@ fn every_route_answers_every_kind_of_caller_as_the_table_says() {
                 path.replace("{id}", &id)
             } else {
                 path.replace("{run}", "run_doesnotexist0")
+                    .replace("{session}", "ses_doesnotexist0")
             };
             got[i] = call(&s, method, &path, *token, *body);
         }

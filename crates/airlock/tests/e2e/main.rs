@@ -9,6 +9,7 @@ mod cli_docs;
 mod crash;
 mod doctor;
 mod failover;
+mod gateway;
 mod gcp;
 mod input;
 mod kubernetes;

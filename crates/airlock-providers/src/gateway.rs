@@ -31,6 +31,8 @@ pub struct PgLogin {
     pub user: String,
     /// The grant's password (re-derived per session, never stored or logged).
     pub password: zeroize::Zeroizing<String>,
+    /// `tls = "require"`: TLS to the server, its certificate verified.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for PgLogin {
@@ -40,6 +42,7 @@ impl std::fmt::Debug for PgLogin {
             .field("port", &self.port)
             .field("database", &self.database)
             .field("user", &self.user)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }

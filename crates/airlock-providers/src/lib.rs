@@ -18,6 +18,7 @@ pub mod mysql;
 pub mod postgres;
 pub mod registry;
 pub mod ssh;
+pub mod tls;
 mod validated;
 
 pub use errors::{BuildError, ConfigError, InvalidValue};

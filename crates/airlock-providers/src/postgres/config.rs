@@ -24,11 +24,33 @@ pub struct Config {
     pub public_host: Option<String>,
     /// Port shown to users in credentials when it differs from `url`.
     pub public_port: Option<u16>,
+    /// `"require"`: TLS for airlock's own connection and the gateway's, the
+    /// server certificate verified (default `"disable"`).
+    pub tls: Option<TlsMode>,
+    /// PEM file of the CA that signed the server certificate (default: the Mozilla roots).
+    pub tls_ca_file: Option<String>,
+}
+
+/// Whether connections to the server use TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plain TCP (the default; for loopback and private networks).
+    #[default]
+    Disable,
+    /// TLS, with the certificate and host name verified.
+    Require,
 }
 
 impl Config {
     /// Checks values beyond their types.
     pub fn validate(&self) -> Result<(), InvalidValue> {
+        if self.tls_ca_file.is_some() && self.tls != Some(TlsMode::Require) {
+            return Err(InvalidValue::new(
+                "tls_ca_file",
+                "`tls_ca_file` is only used with `tls = \"require\"`",
+            ));
+        }
         checks::role_prefix(&self.role_prefix)
     }
 }
@@ -57,10 +79,11 @@ pub fn example(_key: &str) -> &'static str {
 pub fn build(
     name: &ProviderName,
     config: &Config,
-    _ctx: &ProviderContext,
+    ctx: &ProviderContext,
 ) -> Result<Arc<dyn Provider>, BuildError> {
-    Ok(Arc::new(super::PostgresProvider::new(
+    Ok(Arc::new(super::PostgresProvider::new_in(
         name.clone(),
         config,
+        &ctx.config_dir,
     )?))
 }

@@ -28,7 +28,7 @@ use crate::{
 };
 
 pub mod config;
-pub use config::{Config, Target};
+pub use config::{Config, Target, TlsMode};
 
 /// Prefix of the roles airlock creates when `role_prefix` is not set.
 pub const DEFAULT_ROLE_PREFIX: &str = "airlock_";
@@ -88,6 +88,8 @@ pub struct PostgresProvider {
     database: String,
     /// Where the gateway reaches the server (the URL's first TCP host).
     target: Option<(String, u16)>,
+    /// `tls = "require"`: the verified client configuration.
+    tls: Option<Arc<rustls::ClientConfig>>,
     conn: Mutex<Option<Arc<Conn>>>,
     /// Entitlement role -> identifier as quoted by the server (a handful of entries).
     role_idents: std::sync::Mutex<HashMap<String, String>>,
@@ -126,7 +128,17 @@ fn is(e: &tokio_postgres::Error, code: &SqlState) -> bool {
 
 impl PostgresProvider {
     /// Parses the configuration; does not connect (the target may be down).
+    /// A relative `tls_ca_file` is read from the working directory.
     pub fn new(name: ProviderName, config: &Config) -> Result<Self, BuildError> {
+        Self::new_in(name, config, std::path::Path::new("."))
+    }
+
+    /// [`new`](Self::new), with a relative `tls_ca_file` read from `config_dir`.
+    pub fn new_in(
+        name: ProviderName,
+        config: &Config,
+        config_dir: &std::path::Path,
+    ) -> Result<Self, BuildError> {
         config.validate().map_err(|e| BuildError::Config {
             provider: name.to_string(),
             detail: e.detail,
@@ -164,6 +176,19 @@ impl PostgresProvider {
             .or_else(|| pg.get_ports().first().copied())
             .unwrap_or(5432);
         let database = pg.get_dbname().unwrap_or("postgres").to_owned();
+        let tls = match config.tls.unwrap_or_default() {
+            TlsMode::Disable => None,
+            TlsMode::Require => {
+                pg.ssl_mode(tokio_postgres::config::SslMode::Require);
+                let ca = config.tls_ca_file.as_ref().map(|f| config_dir.join(f));
+                Some(crate::tls::client_config(ca.as_deref()).map_err(|detail| {
+                    BuildError::Config {
+                        provider: name.to_string(),
+                        detail,
+                    }
+                })?)
+            }
+        };
         let target = pg.get_hosts().first().and_then(|h| match h {
             Host::Tcp(h) => Some((h.clone(), pg.get_ports().first().copied().unwrap_or(5432))),
             #[cfg(unix)]
@@ -182,6 +207,7 @@ impl PostgresProvider {
             public_port,
             database,
             target,
+            tls,
             conn: Mutex::new(None),
             role_idents: std::sync::Mutex::new(HashMap::new()),
         })
@@ -256,16 +282,30 @@ impl PostgresProvider {
     async fn connect(&self) -> Result<Arc<Conn>, ProviderError> {
         // connect_timeout bounds each socket attempt; this bounds the handshake too.
         let limit = self.connect_timeout + Duration::from_secs(2);
-        let (client, connection) = tokio::time::timeout(limit, self.pg.connect(NoTls))
-            .await
-            .map_err(|_| self.unreachable(format!("no answer within {}s", limit.as_secs())))?
-            .map_err(|e| self.classify(&e))?;
+        let timeout = || self.unreachable(format!("no answer within {}s", limit.as_secs()));
         let name = self.name.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(provider = %name, error = %e, "postgres provider connection ended");
+        let ended = move |e: tokio_postgres::Error| {
+            tracing::warn!(provider = %name, error = %e, "postgres provider connection ended");
+        };
+        let client = match &self.tls {
+            None => {
+                let (client, connection) = tokio::time::timeout(limit, self.pg.connect(NoTls))
+                    .await
+                    .map_err(|_| timeout())?
+                    .map_err(|e| self.classify(&e))?;
+                tokio::spawn(async move { connection.await.map_err(ended) });
+                client
             }
-        });
+            Some(tls) => {
+                let make = crate::tls::MakeRustls(tls.clone());
+                let (client, connection) = tokio::time::timeout(limit, self.pg.connect(make))
+                    .await
+                    .map_err(|_| timeout())?
+                    .map_err(|e| self.classify(&e))?;
+                tokio::spawn(async move { connection.await.map_err(ended) });
+                client
+            }
+        };
         let prepare = async {
             Ok::<_, tokio_postgres::Error>((
                 client.prepare(DESCRIBE).await?,
@@ -564,6 +604,7 @@ impl Provider for PostgresProvider {
                 database: self.database.clone(),
                 user: self.account_name(&grant.request_id),
                 password: zeroize::Zeroizing::new(scram::password(&grant.secret)),
+                tls: self.tls.clone(),
             },
         ))
     }

@@ -444,7 +444,7 @@ where
     if cw.write_all(&pgwire::AUTHENTICATION_OK).await.is_err() {
         return (EndReason::ClientClosed, None);
     }
-    let (mut ur, mut uw) = upstream.into_split();
+    let (mut ur, mut uw) = tokio::io::split(upstream);
     let tracker = std::sync::Mutex::new(pgwire::Tracker::default());
     let track = || tracker.lock().unwrap_or_else(|p| p.into_inner());
     enum Out {
@@ -608,10 +608,7 @@ where
 
 /// Forwards a PostgreSQL cancel request to the target (best effort, like libpq).
 async fn forward_cancel(login: &PgLogin, packet: &[u8; 16]) {
-    let addr = format!("{}:{}", login.host, login.port);
-    if let Ok(Ok(mut s)) =
-        tokio::time::timeout(pgwire::LOGIN_TIMEOUT, TcpStream::connect(&addr)).await
-    {
+    if let Ok(Ok(mut s)) = tokio::time::timeout(pgwire::LOGIN_TIMEOUT, pgwire::open(login)).await {
         let _ = s.write_all(packet).await;
         let _ = s.shutdown().await;
     }

@@ -177,15 +177,46 @@ pub fn error_response(severity: &str, code: &str, text: &str) -> Vec<u8> {
 /// `AuthenticationOk`, sent to the local client once upstream accepted the login.
 pub const AUTHENTICATION_OK: [u8; 9] = [b'R', 0, 0, 0, 8, 0, 0, 0, 0];
 
+/// A connection to the target: plain TCP or TLS.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// The SSLRequest packet (length 8, code 80877103).
+const SSL_REQUEST_PACKET: [u8; 8] = [0, 0, 0, 8, 4, 210, 22, 47];
+
+/// Opens a connection to the target, in TLS when the provider says
+/// `tls = "require"` (the server certificate verified).
+pub async fn open(login: &PgLogin) -> Result<Box<dyn Stream>, PgError> {
+    let addr = format!("{}:{}", login.host, login.port);
+    let mut tcp = TcpStream::connect(&addr)
+        .await
+        .map_err(|e| PgError::Upstream(format!("cannot connect to {addr}: {e}")))?;
+    tcp.set_nodelay(true)?;
+    let Some(tls) = &login.tls else {
+        return Ok(Box::new(tcp));
+    };
+    tcp.write_all(&SSL_REQUEST_PACKET).await?;
+    match tcp.read_u8().await? {
+        b'S' => {
+            let s = airlock_providers::tls::connect(tls.clone(), &login.host, tcp)
+                .await
+                .map_err(|e| PgError::Upstream(format!("TLS to {addr}: {e}")))?;
+            Ok(Box::new(s))
+        }
+        _ => Err(PgError::Upstream(format!(
+            "{addr} does not accept TLS, and the provider says tls = \"require\""
+        ))),
+    }
+}
+
 /// Connects to the target and logs in as the grant. The client's startup
 /// parameters are passed on, except `user` (the grant's role is used,
 /// whatever the client said) and `replication`.
-pub async fn login(login: &PgLogin, client: &[(String, String)]) -> Result<TcpStream, PgError> {
-    let addr = format!("{}:{}", login.host, login.port);
-    let mut up = TcpStream::connect(&addr)
-        .await
-        .map_err(|e| PgError::Upstream(format!("cannot connect to {addr}: {e}")))?;
-    up.set_nodelay(true)?;
+pub async fn login(
+    login: &PgLogin,
+    client: &[(String, String)],
+) -> Result<Box<dyn Stream>, PgError> {
+    let mut up = open(login).await?;
     let mut body = Vec::new();
     body.extend_from_slice(&PROTOCOL_3_0.to_be_bytes());
     let database = client

@@ -606,3 +606,125 @@ fn a_session_on_one_replica_is_cut_when_another_revokes_and_a_dead_replica_s_ses
     a.kill9();
     b.kill9();
 }
+
+/// The CA of the test server's certificate (scripts/test turns TLS on).
+fn pg_ca() -> String {
+    std::env::var("AIRLOCK_TEST_PG_CA").unwrap_or_else(|_| {
+        panic!("AIRLOCK_TEST_PG_CA is not set: run ./scripts/test (it starts PostgreSQL with TLS and a throwaway CA)")
+    })
+}
+
+/// A `tls = "require"` provider section and a gateway entitlement on it.
+fn tls_section(prefix: &str, ca: &str) -> String {
+    format!(
+        r#"
+[providers.pg-tls]
+kind = "postgres"
+url = "{url}"
+role_prefix = "{prefix}"
+tls = "require"
+tls_ca_file = "{ca}"
+
+[[entitlement]]
+name = "tls-db"
+provider = "pg-tls"
+role = "{WRITER_ROLE}"
+max_duration = "1h"
+access = "gateway"
+approvals = {{ count = 1, reviewers = ["payments-eng"] }}
+"#,
+        url = pg_url()
+    )
+}
+
+#[test]
+fn tls_require_encrypts_the_provider_and_gateway_connections_and_checks_the_certificate() {
+    let prefix = unique("tls").to_lowercase() + "_";
+    let mut setup = gateway_setup(Db::Sqlite, None);
+    setup.extra.push_str(&tls_section(&prefix, &pg_ca()));
+    let mut srv = Server::start(setup);
+    let (alice, bob) = (srv.token("alice"), srv.token("bob"));
+    let id = grant(&srv, &alice, &bob, "tls-db", "1h");
+    // airlock's own connection (it stays open, cached) is TLS.
+    let ssl: bool = pg()
+        .query_one(
+            "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'airlock pg-tls'",
+            &[],
+        )
+        .unwrap()
+        .get::<_, Option<bool>>(0)
+        .expect("airlock's pg-tls connection is open");
+    assert!(ssl, "the provider connects over TLS");
+    // So is the gateway's, as the grant's role.
+    let c = Connect::start(&srv, &alice, &id);
+    let mut through = c.pg();
+    let row = through
+        .query_one(
+            "SELECT ssl, current_user::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "the gateway's upstream is TLS");
+    assert_eq!(row.get::<_, String>(1), format!("{prefix}{id}"));
+    drop(through);
+    drop(c);
+    srv.kill9();
+
+    // A certificate from another CA is refused, saying so.
+    let dir = std::env::temp_dir().join(unique("airlock-tls-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let other = dir.join("other-ca.crt");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=another CA", "-keyout"])
+        .arg(dir.join("other-ca.key"))
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", stderr(&made));
+    let config = dir.join("airlock.toml");
+    let alone = |ca: &std::path::Path| {
+        tls_section("tlsx_", ca.to_str().unwrap()).replace(
+            "approvals = { count = 1, reviewers = [\"payments-eng\"] }",
+            "approvals = { count = 1, reviewers = [\"user:bob\"] }",
+        )
+    };
+    std::fs::write(&config, alone(&other)).unwrap();
+    let out = Command::new(BIN)
+        .args(["doctor", "--output", "json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p = &v["providers"][0];
+    assert_eq!(p["reachable"], false, "{v}");
+    assert!(
+        p["error"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("certificate"),
+        "{v}"
+    );
+    // A CA file that is not PEM fails at start-up, naming the key's file.
+    std::fs::write(dir.join("junk.crt"), "not a certificate").unwrap();
+    std::fs::write(&config, alone(&dir.join("junk.crt"))).unwrap();
+    let out = Command::new(BIN)
+        .args(["doctor", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("tls_ca_file"), "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}

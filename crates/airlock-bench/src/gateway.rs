@@ -283,7 +283,7 @@ fn setup_database(ctx: &Ctx, ent_role: &str) -> Result<()> {
     in_db.dbname(BENCH_DB);
     let mut db = in_db.connect(postgres::NoTls)?;
     db.batch_execute(&format!(
-        "GRANT SELECT ON pgbench_accounts TO \"{ent_role}\""
+        "GRANT SELECT ON pgbench_accounts, pgbench_branches, pgbench_tellers TO \"{ent_role}\""
     ))?;
     Ok(())
 }

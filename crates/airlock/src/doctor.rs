@@ -23,7 +23,7 @@ struct ProviderReport {
 
 impl ProviderReport {
     fn ok(&self) -> bool {
-        self.reachable && self.findings.iter().all(|f| f.ok)
+        self.reachable && self.error.is_none() && self.findings.iter().all(|f| f.ok)
     }
 }
 
@@ -48,16 +48,24 @@ pub fn doctor(out: Output, config: &Path) -> Result<i32> {
                 error: None,
                 findings: Vec::new(),
             };
-            let checked = match p.check().await {
-                Ok(()) => p.doctor(&r.config.targets_of(name)).await,
-                Err(e) => Err(e),
-            };
-            match checked {
-                Ok(f) => rep.findings = f,
-                Err(e) => {
+            // A target that answers but refuses (a missing privilege) is
+            // still examined, so the report names everything missing.
+            let check = p.check().await;
+            match check {
+                Err(e) if e.is_retryable() => {
                     rep.reachable = false;
                     rep.error = Some(e.to_string());
                 }
+                check => match p.doctor(&r.config.targets_of(name)).await {
+                    Ok(f) => {
+                        rep.findings = f;
+                        rep.error = check.err().map(|e| e.to_string());
+                    }
+                    Err(e) => {
+                        rep.reachable = false;
+                        rep.error = Some(e.to_string());
+                    }
+                },
             }
             reports.push(rep);
         }
@@ -75,9 +83,12 @@ fn text(reports: &[ProviderReport], ok: bool) -> String {
     let mut lines = Vec::new();
     for r in reports {
         lines.push(format!("{} ({}):", r.provider, r.kind));
-        if let Some(e) = &r.error {
-            lines.push(format!("  UNREACHABLE  {e}"));
-        } else if r.findings.is_empty() {
+        match &r.error {
+            Some(e) if !r.reachable => lines.push(format!("  UNREACHABLE  {e}")),
+            Some(e) => lines.push(format!("  REFUSED      {e}")),
+            None => {}
+        }
+        if r.error.is_none() && r.findings.is_empty() {
             lines.push("  ok           reachable (no further checks for this kind)".into());
         }
         for f in &r.findings {

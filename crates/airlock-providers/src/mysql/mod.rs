@@ -23,11 +23,12 @@ use tokio::sync::Mutex;
 
 use crate::rfc3339_utc;
 use crate::{
-    BuildError, CatalogTarget, CredentialRequest, GrantSpec, ManagedAccount, Provider,
+    BuildError, CatalogTarget, CredentialRequest, Finding, GrantSpec, ManagedAccount, Provider,
     ProviderError, StandingAccess,
 };
 
 pub mod config;
+mod doctor;
 pub use config::{Config, Target};
 use errors::{code, connection_lost, scrub, server_error, Failure};
 use session::Session;
@@ -383,6 +384,19 @@ impl Provider for MysqlProvider {
         _request: &CredentialRequest,
     ) -> Result<serde_json::Value, ProviderError> {
         Ok(self.credentials_json(grant))
+    }
+
+    async fn doctor(&self, entitlements: &[CatalogTarget]) -> Result<Vec<Finding>, ProviderError> {
+        let mut roles: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (entitlement, role) in CatalogTarget::roles_of(entitlements, |t: &Target| &t.role) {
+            roles.entry(role).or_default().push(entitlement);
+        }
+        let roles = &roles;
+        self.with_session(|mut s| async move {
+            let r = self.doctor_on(&mut s, roles).await;
+            (s, r)
+        })
+        .await
     }
 
     async fn standing_access(

@@ -141,3 +141,102 @@ approvals = {{ count = 1, reviewers = ["eng"] }}
     ));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn mariadb_doctor_names_each_missing_privilege_and_its_fixes_make_it_clean() {
+    use crate::mysql::{host_port, sql};
+    let role = unique("docrole").to_lowercase().replace('-', "");
+    let weak = unique("docweak").to_lowercase().replace('-', "");
+    let password = "doctor-test-password-2";
+    sql("root", None, &format!("CREATE ROLE {role}")).unwrap();
+    sql(
+        "root",
+        None,
+        &format!("CREATE USER '{weak}'@'%' IDENTIFIED BY '{password}'; GRANT CREATE USER ON *.* TO '{weak}'@'%'"),
+    )
+    .unwrap();
+    let (host, port) = host_port();
+    let dir = std::env::temp_dir().join(unique("airlock-doctor-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("airlock.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[user]]
+name = "bob"
+
+[providers.maria]
+kind = "mysql"
+url = "mysql://{weak}:{password}@{host}:{port}/"
+
+[[entitlement]]
+name = "orders-write"
+provider = "maria"
+role = "{role}"
+max_duration = "1h"
+approvals = {{ count = 1, reviewers = ["user:bob"] }}
+"#
+        ),
+    )
+    .unwrap();
+    let failing = |v: &Value| -> Vec<(String, String)> {
+        v["providers"][0]["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["ok"] == false)
+            .map(|f| {
+                (
+                    f["check"].as_str().unwrap().to_string(),
+                    f["fix"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let (code, first) = doctor(&config);
+    assert_eq!(code, 1, "{first}");
+    let checks: Vec<String> = failing(&first).into_iter().map(|(c, _)| c).collect();
+    for want in [
+        "CONNECTION ADMIN",
+        "EVENT",
+        "SELECT ON mysql.user",
+        "SELECT ON mysql.roles_mapping",
+        "UPDATE ON mysql.*",
+        &format!("role {role}"),
+    ] {
+        assert!(
+            checks.iter().any(|c| c == want),
+            "{want} not reported: {first}"
+        );
+    }
+    assert!(
+        !checks.iter().any(|c| c == "CREATE USER"),
+        "it holds CREATE USER: {first}"
+    );
+    // Run what it prints, as an admin would, until it is clean (the role's
+    // ADMIN OPTION can only be judged once mysql.user is readable).
+    let mut last = first;
+    for _ in 0..3 {
+        let fixes = failing(&last);
+        if fixes.is_empty() {
+            break;
+        }
+        for (_, fix) in fixes {
+            let statement = fix.split("--").next().unwrap().trim().to_string();
+            sql("root", None, &statement).unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+        last = doctor(&config).1;
+    }
+    assert!(
+        failing(&last).is_empty(),
+        "still failing after the fixes: {last}"
+    );
+    assert_eq!(doctor(&config).0, 0);
+    let _ = sql(
+        "root",
+        None,
+        &format!("DROP USER '{weak}'@'%'; DROP ROLE {role}"),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::kit::*;
 
-fn mysql_url() -> String {
+pub(crate) fn mysql_url() -> String {
     std::env::var("AIRLOCK_TEST_MYSQL_URL").unwrap_or_else(|_| {
         panic!(
             "AIRLOCK_TEST_MYSQL_URL is not set: run ./scripts/test (it starts a throwaway MariaDB)"
@@ -17,7 +17,7 @@ fn mysql_url() -> String {
 }
 
 /// `(host, port)` of the test MariaDB.
-fn host_port() -> (String, String) {
+pub(crate) fn host_port() -> (String, String) {
     let rest = mysql_url();
     let rest = rest.trim_start_matches("mysql://");
     let hostport = rest
@@ -32,7 +32,7 @@ fn host_port() -> (String, String) {
 }
 
 /// Runs SQL with the `mariadb` client as `user` (root when no password).
-fn sql(user: &str, password: Option<&str>, query: &str) -> Result<String, String> {
+pub(crate) fn sql(user: &str, password: Option<&str>, query: &str) -> Result<String, String> {
     let (host, port) = host_port();
     let mut cmd = Command::new("mariadb");
     cmd.args([

@@ -17,6 +17,7 @@ macro_rules! say {
 
 mod access;
 mod client;
+mod config_check;
 mod connect;
 mod docs;
 mod doctor;
@@ -102,6 +103,11 @@ enum Command {
         /// Provider sections to include: postgres, ssh (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "postgres,ssh")]
         provider: Vec<String>,
+    },
+    /// Configuration commands: `airlock config check FILE`.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// Check that each provider answers and that airlock holds every privilege it needs there.
     Doctor {
@@ -336,6 +342,13 @@ enum AuditCommand {
 }
 
 #[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate FILE as `serve` would and print a summary (entitlements, who
+    /// may request and review each, providers); exit 1 listing every problem.
+    Check { file: PathBuf },
+}
+
+#[derive(Subcommand)]
 enum SshCommand {
     /// Write the KRL (OpenSSH binary format) for sshd's RevokedKeys to stdout.
     Krl { provider: String },
@@ -476,6 +489,7 @@ fn run(cli: Cli) -> Result<i32> {
             | Command::Completions { .. }
             | Command::Init { .. }
             | Command::Doctor { .. }
+            | Command::Config { .. }
             | Command::Man { .. },
         ) => None,
         (None, _) => login::saved_token()?,
@@ -497,6 +511,9 @@ fn run(cli: Cli) -> Result<i32> {
             emit_as(out, &status, |s| output::status(s, now));
         }
         Command::Doctor { config } => return doctor::doctor(out, &config),
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => return config_check::check(out, &file),
         Command::Init { dir, provider } => {
             let written = init::write(&dir, &provider)?;
             let config = dir.join("airlock.toml");

@@ -240,3 +240,62 @@ approvals = {{ count = 1, reviewers = ["user:bob"] }}
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn config_check_lists_every_problem_or_summarises_who_may_do_what() {
+    let dir = std::env::temp_dir().join(unique("airlock-config-check-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("airlock.toml");
+    let good = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{}",
+        default_catalog("cfgcheck_")
+    );
+    std::fs::write(&file, &good).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["config", "check"])
+            .arg(&file)
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.code(), out)
+    };
+    let (code, out) = run(&["--output", "json"]);
+    assert_eq!(code, Some(0), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    let bg = v["entitlements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "payments-breakglass")
+        .unwrap();
+    assert_eq!(bg["breakglass"], true);
+    assert_eq!(bg["requesters"], serde_json::json!(["payments-eng"]));
+    assert_eq!(bg["kind"], "postgres");
+    // Two unrelated mistakes: both reported, each with its line.
+    let bad = good.replacen("role_prefix = ", "colour = \"red\"\nrole_prefix = ", 1)
+        + "\n[[entitlement]]\nname = \"orphan\"\nprovider = \"nowhere\"\nmax_duration = \"1h\"\napprovals = { count = 1, reviewers = [\"payments-eng\"] }\n";
+    std::fs::write(&file, &bad).unwrap();
+    let (code, out) = run(&["--output", "json"]);
+    assert_eq!(code, Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems: Vec<&str> = v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems.iter().any(|p| p.contains("colour")),
+        "{problems:?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("nowhere")),
+        "{problems:?}"
+    );
+    let (_, out) = run(&[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 problem(s)"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

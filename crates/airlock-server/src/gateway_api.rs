@@ -15,7 +15,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::api::json;
 use crate::app::App;
@@ -25,8 +29,6 @@ use airlock_service::gateway;
 
 type AppState = State<Arc<App>>;
 
-/// Tunnel bytes buffered between the WebSocket and the session, each way.
-const PIPE: usize = 256 * 1024;
 /// Largest WebSocket message accepted from a client.
 const MAX_MESSAGE: usize = 1 << 20;
 
@@ -99,58 +101,87 @@ async fn connect(
         .on_upgrade(move |socket| tunnel(svc, plan, socket)))
 }
 
-/// Pumps WebSocket messages to and from the session's byte stream.
+/// Runs the session on the WebSocket itself, then closes it with the reason.
 async fn tunnel(svc: Arc<airlock_service::Service>, plan: gateway::Plan, socket: WebSocket) {
-    use futures_util::{SinkExt, StreamExt};
-    let (near, far) = tokio::io::duplex(PIPE);
-    let session = tokio::spawn(gateway::run(svc, plan, far));
-    let (mut near_r, mut near_w) = tokio::io::split(near);
-    let (mut tx, mut rx) = socket.split();
-    let up = tokio::spawn(async move {
-        while let Some(Ok(m)) = rx.next().await {
-            match m {
-                // An empty message is the client's end of stream (a half-close).
-                Message::Binary(b) if b.is_empty() => {
-                    let _ = near_w.shutdown().await;
-                }
-                Message::Binary(b) => {
-                    let written = near_w.write_all(&b).await;
-                    if written.is_err() {
-                        break;
-                    }
-                }
-                Message::Close(_) => break,
-                _ => {}
-            }
-        }
-        let _ = near_w.shutdown().await;
-    });
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match near_r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if tx
-                    .send(Message::Binary(buf[..n].to_vec().into()))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        }
-    }
-    // The session dropped its end: it is over, and says why.
-    let reason = session
-        .await
-        .unwrap_or(airlock_core::session::EndReason::Error);
-    up.abort();
-    let _ = tx
+    let mut stream = WsStream {
+        ws: socket,
+        pending: Bytes::new(),
+        eof: false,
+    };
+    let reason = gateway::run(svc, plan, &mut stream).await;
+    let _ = stream
+        .ws
         .send(Message::Close(Some(CloseFrame {
             code: 1000,
             reason: reason.as_str().into(),
         })))
         .await;
+}
+
+/// The tunnel's bytes as a stream: binary messages in order; an empty one
+/// (or a close) is the client's end of stream. Writes become one binary
+/// message each, sent when flushed. Shutting down writes nothing: the close
+/// frame, with the session's end reason, is sent by [`tunnel`].
+struct WsStream {
+    ws: WebSocket,
+    /// The rest of the last message read.
+    pending: Bytes,
+    eof: bool,
+}
+
+fn io_error(e: axum::Error) -> std::io::Error {
+    std::io::Error::other(e)
+}
+
+impl AsyncRead for WsStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        use futures_util::Stream;
+        loop {
+            if !self.pending.is_empty() {
+                let n = self.pending.len().min(buf.remaining());
+                buf.put_slice(&self.pending.split_to(n));
+                return Poll::Ready(Ok(()));
+            }
+            if self.eof {
+                return Poll::Ready(Ok(()));
+            }
+            match std::task::ready!(Pin::new(&mut self.ws).poll_next(cx)) {
+                Some(Ok(Message::Binary(b))) if b.is_empty() => self.eof = true,
+                Some(Ok(Message::Binary(b))) => self.pending = b,
+                Some(Ok(Message::Close(_))) | None => self.eof = true,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Poll::Ready(Err(io_error(e))),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for WsStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        use futures_util::Sink;
+        std::task::ready!(Pin::new(&mut self.ws).poll_ready(cx)).map_err(io_error)?;
+        Pin::new(&mut self.ws)
+            .start_send(Message::Binary(Bytes::copy_from_slice(buf)))
+            .map_err(io_error)?;
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        use futures_util::Sink;
+        Pin::new(&mut self.ws).poll_flush(cx).map_err(io_error)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.poll_flush(cx)
+    }
 }
 
 #[derive(Deserialize)]

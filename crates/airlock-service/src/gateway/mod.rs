@@ -270,13 +270,15 @@ where
     {
         tracing::warn!(request = %plan.request.id, error = %e, "gateway: cannot record the session; refusing it");
         if startup.is_some() {
-            let _ = client
-                .write_all(&pgwire::error_response(
+            let _ = send(
+                &mut client,
+                &pgwire::error_response(
                     "FATAL",
                     "57P03",
                     "airlock: the gateway cannot record this session now; try again shortly",
-                ))
-                .await;
+                ),
+            )
+            .await;
         }
         return EndReason::Error;
     }
@@ -421,27 +423,27 @@ where
         match tokio::time::timeout(pgwire::LOGIN_TIMEOUT, pgwire::login(login, params)).await {
             Ok(Ok(up)) => up,
             Ok(Err(e)) => {
-                let _ = cw
-                    .write_all(&pgwire::error_response(
-                        "FATAL",
-                        "08006",
-                        &format!("airlock gateway: {e}"),
-                    ))
-                    .await;
+                let _ = send(
+                    &mut cw,
+                    &pgwire::error_response("FATAL", "08006", &format!("airlock gateway: {e}")),
+                )
+                .await;
                 return (EndReason::Error, Some(e.to_string()));
             }
             Err(_) => {
-                let _ = cw
-                    .write_all(&pgwire::error_response(
+                let _ = send(
+                    &mut cw,
+                    &pgwire::error_response(
                         "FATAL",
                         "08006",
                         "airlock gateway: the database did not answer in time",
-                    ))
-                    .await;
+                    ),
+                )
+                .await;
                 return (EndReason::Error, Some("upstream login timed out".into()));
             }
         };
-    if cw.write_all(&pgwire::AUTHENTICATION_OK).await.is_err() {
+    if send(&mut cw, &pgwire::AUTHENTICATION_OK).await.is_err() {
         return (EndReason::ClientClosed, None);
     }
     let (mut ur, mut uw) = tokio::io::split(upstream);
@@ -509,7 +511,7 @@ where
                 if let Err(e) = fed {
                     return (EndReason::Error, Some(format!("server broke the protocol: {e}")));
                 }
-                if cw.write_all(&buf[..n]).await.is_err() {
+                if send(&mut cw, &buf[..n]).await.is_err() {
                     return (EndReason::ClientClosed, None);
                 }
                 counters.down.fetch_add(n as u64, Ordering::Relaxed);
@@ -521,9 +523,11 @@ where
     let (reason, detail) = match out {
         Out::Closed(r, d) => (r, d),
         Out::Cut(r) => {
-            let _ = cw
-                .write_all(&pgwire::error_response("FATAL", "57P01", &cut_message(r)))
-                .await;
+            let _ = send(
+                &mut cw,
+                &pgwire::error_response("FATAL", "57P01", &cut_message(r)),
+            )
+            .await;
             (r, None)
         }
     };
@@ -596,7 +600,7 @@ where
                     Ok(0) | Err(_) => return (EndReason::TargetClosed, None),
                     Ok(n) => n,
                 };
-                if cw.write_all(&buf[..n]).await.is_err() {
+                if send(&mut cw, &buf[..n]).await.is_err() {
                     return (EndReason::ClientClosed, None);
                 }
                 counters.down.fetch_add(n as u64, Ordering::Relaxed);
@@ -604,6 +608,13 @@ where
         } => r,
         r = stop => (r, None),
     }
+}
+
+/// Writes to the person's side and flushes: a tunnel may hold written bytes
+/// until flushed.
+async fn send<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    w.write_all(bytes).await?;
+    w.flush().await
 }
 
 /// Forwards a PostgreSQL cancel request to the target (best effort, like libpq).

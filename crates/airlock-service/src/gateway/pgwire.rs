@@ -78,6 +78,7 @@ pub async fn accept_startup<S: AsyncRead + AsyncWrite + Unpin>(
         match code {
             SSL_REQUEST | GSSENC_REQUEST => {
                 client.write_all(b"N").await?;
+                client.flush().await?;
                 continue;
             }
             CANCEL_REQUEST if len == 16 => {
@@ -97,6 +98,7 @@ pub async fn accept_startup<S: AsyncRead + AsyncWrite + Unpin>(
                     client
                         .write_all(&negotiate_protocol_version(&unknown))
                         .await?;
+                    client.flush().await?;
                 }
                 let params = params
                     .into_iter()

@@ -374,25 +374,74 @@ pub(crate) fn seal_drafts(
     }
 }
 
-/// Which rows need background work at `now` (a placeholder in the caller's
-/// dialect), shared so both stores claim exactly the same rows.
-pub(crate) fn due_condition(now: &str) -> String {
+/// The four kinds of due work, each a condition its own index answers
+/// (`$1` = now) and the column it is due by: apply (approved, grant
+/// applying, retry time reached), expire (active past `not_after`), remove
+/// (grant removing, retry time reached), lapse (pending past `lapses_at`).
+pub(crate) const DUE_BRANCHES: [(&str, &str); 4] = [
+    (
+        "state = 'approved' AND grant_phase = 'applying' AND (grant_next_attempt_at IS NULL OR grant_next_attempt_at <= $1)",
+        "COALESCE(grant_next_attempt_at, updated_at)",
+    ),
+    ("state = 'active' AND not_after <= $1", "not_after"),
+    (
+        "grant_phase = 'removing' AND (grant_next_attempt_at IS NULL OR grant_next_attempt_at <= $1)",
+        "COALESCE(grant_next_attempt_at, updated_at)",
+    ),
+    ("state = 'pending' AND lapses_at <= $1", "lapses_at"),
+];
+
+/// The claim: up to `$4` due rows no one holds, earliest due first within
+/// each kind, handed out oldest first, leased to `$2` until `$3`. Each kind
+/// is its own index range scan, so the cost follows the due rows, not the
+/// table (100,000 active grants that are not due are never read).
+/// SKIP LOCKED: rows another replica is claiming right now are left to it,
+/// and a row it already claimed fails the lease test once its commit is seen.
+/// MATERIALIZED: the locking subqueries run exactly once, so LIMIT holds.
+pub(crate) fn claim_sql(columns: &str) -> String {
+    let branches: Vec<String> = DUE_BRANCHES
+        .iter()
+        .enumerate()
+        .map(|(i, (cond, by))| {
+            format!(
+                "SELECT id, created_at FROM (SELECT id, created_at FROM requests \
+                 WHERE {cond} AND (lease_until IS NULL OR lease_until <= $1) \
+                 ORDER BY {by} LIMIT $4 FOR UPDATE SKIP LOCKED) AS due{i}"
+            )
+        })
+        .collect();
     format!(
-        "((state = 'approved' AND grant_phase = 'applying' AND (grant_next_attempt_at IS NULL OR grant_next_attempt_at <= {now})) \
-         OR (state = 'active' AND not_after <= {now}) \
-         OR (grant_phase = 'removing' AND (grant_next_attempt_at IS NULL OR grant_next_attempt_at <= {now})) \
-         OR (state = 'pending' AND lapses_at <= {now}))"
+        "WITH due AS MATERIALIZED ({}), \
+         pick AS MATERIALIZED (SELECT DISTINCT id, created_at FROM due ORDER BY created_at, id LIMIT $4) \
+         UPDATE requests SET lease_owner = $2, lease_until = $3 WHERE id IN (SELECT id FROM pick) \
+         RETURNING {columns}",
+        branches.join(" UNION ALL ")
     )
 }
 
 /// Earliest deadline over all rows; a leased row is not due before its lease
 /// ends, so a crashed replica's work is picked up when the lease runs out.
 /// Rows whose retry time is unset count from their last update (due now).
-pub(crate) const NEXT_DUE_SQL: &str = "SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until > due THEN lease_until ELSE due END) FROM (\
-     SELECT COALESCE(grant_next_attempt_at, updated_at) AS due, lease_until FROM requests WHERE state = 'approved' AND grant_phase = 'applying' \
-     UNION ALL SELECT not_after AS due, lease_until FROM requests WHERE state = 'active' AND not_after IS NOT NULL \
-     UNION ALL SELECT COALESCE(grant_next_attempt_at, updated_at) AS due, lease_until FROM requests WHERE grant_phase = 'removing' \
-     UNION ALL SELECT lapses_at AS due, lease_until FROM requests WHERE state = 'pending') AS d";
+/// Unleased rows: the minimum of each kind, read from its index; leased
+/// rows (few: work in flight) through the partial index on `lease_until`.
+pub(crate) fn next_due_sql() -> String {
+    let mut parts = Vec::new();
+    for (cond, by) in DUE_BRANCHES {
+        let cond = cond
+            .split(" AND ")
+            .filter(|c| !c.contains("$1") && !c.starts_with("(grant_next_attempt_at"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        parts.push(format!(
+            "SELECT MIN({by}) AS due FROM requests WHERE {cond} AND {by} IS NOT NULL AND lease_until IS NULL"
+        ));
+        parts.push(format!(
+            "SELECT MIN(CASE WHEN lease_until > {by} THEN lease_until ELSE {by} END) AS due \
+             FROM requests WHERE lease_until IS NOT NULL AND {cond} AND {by} IS NOT NULL"
+        ));
+    }
+    format!("SELECT MIN(due) FROM ({}) AS d", parts.join(" UNION ALL "))
+}
 
 /// Every state with its count (zero included, so metrics gauges drop to 0).
 pub(crate) fn counts(rows: Vec<(String, i64)>) -> StoreResult<Vec<(RequestState, u64)>> {

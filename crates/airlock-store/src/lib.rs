@@ -18,6 +18,16 @@ mod codec;
 pub mod conformance;
 #[cfg(feature = "testkit")]
 pub mod conformance_runs;
+
+/// The reconciler's due-work statements (claim: `$1` now, `$2` owner, `$3`
+/// lease end, `$4` limit; next due), for plan checks in tests.
+#[cfg(feature = "testkit")]
+pub fn due_work_sql() -> (String, String) {
+    (
+        codec::claim_sql(codec::REQUEST_COLUMNS),
+        codec::next_due_sql(),
+    )
+}
 mod notify;
 mod pg;
 mod runs;

@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0006_transparency_log.sql"),
     include_str!("../migrations/postgres/0007_secret_salt.sql"),
     include_str!("../migrations/postgres/0008_gateway_sessions.sql"),
+    include_str!("../migrations/postgres/0009_leased_index.sql"),
 ];
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;

@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0006_transparency_log.sql"),
     include_str!("../migrations/sqlite/0007_secret_salt.sql"),
     include_str!("../migrations/sqlite/0008_gateway_sessions.sql"),
+    include_str!("../migrations/sqlite/0009_leased_index.sql"),
 ];
 
 /// SQLite-backed [`Store`](crate::Store).

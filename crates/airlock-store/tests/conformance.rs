@@ -112,3 +112,74 @@ fn pg_store_tables_land_in_the_schema_named_by_the_url() {
     assert_eq!(n, 1);
     let _ = admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"));
 }
+
+/// The reconciler's due-work queries read only the due rows: with 200,000
+/// requests of which 50 are due (100,000 old, 100,000 active grants ending
+/// later), PostgreSQL plans no sequential scan of `requests`.
+#[test]
+fn pg_due_work_queries_use_indexes_with_200k_requests() {
+    let url = pg_url();
+    let schema = format!("t_{}_{:016x}", unix_secs(), rand::random::<u64>());
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    admin
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .expect("create schema");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    drop(
+        PgStore::open(&format!("{url}{sep}options=-csearch_path%3D{schema}"), None).expect("open"),
+    );
+    let insert = |prefix: &str, state: &str, not_after: &str, created: i64, n: i64| {
+        format!(
+            "INSERT INTO {schema}.requests (id, entitlement, requester, reason, state, requested_duration, \
+             not_before, not_after, breakglass, post_review_closed, grant_phase, grant_attempts, \
+             created_at, updated_at, lapses_at) \
+             SELECT '{prefix}' || g, 'e', 'u', 'r', '{state}', 60, 1, {not_after}, false, false, \
+             CASE WHEN '{state}' = 'expired' THEN 'removed' ELSE 'applied' END, 0, {created} + g, {created} + g, 0 \
+             FROM generate_series(1, {n}) g;"
+        )
+    };
+    admin
+        .batch_execute(&format!(
+            "{}{}{}ANALYZE {schema}.requests;",
+            insert("h", "expired", "2", 0, 100_000),
+            insert("a", "active", "9000000000000000 + g", 200_000, 100_000),
+            insert("d", "active", "5", 300_000, 50),
+        ))
+        .expect("fill requests");
+    let (claim, next_due) = airlock_store::due_work_sql();
+    let mut tx = admin.transaction().expect("tx");
+    tx.batch_execute(&format!("SET LOCAL search_path = {schema}"))
+        .expect("search_path");
+    let plan = |tx: &mut postgres::Transaction,
+                sql: &str,
+                params: &[&(dyn postgres::types::ToSql + Sync)]|
+     -> String {
+        let rows = tx
+            .query(&format!("EXPLAIN (ANALYZE, TIMING OFF) {sql}"), params)
+            .unwrap_or_else(|e| panic!("explain {sql}: {e}"));
+        rows.iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let claimed = plan(&mut tx, &claim, &[&1000i64, &"explain", &2000i64, &64i64]);
+    let due = plan(&mut tx, &next_due, &[]);
+    tx.rollback().expect("rollback");
+    println!("claim_work:\n{claimed}\n\nnext_due:\n{due}");
+    for (what, p) in [("claim_work", &claimed), ("next_due", &due)] {
+        assert!(!p.contains("Seq Scan"), "{what} scans requests:\n{p}");
+        // Nothing reads rows it then throws away by the thousand.
+        let wasted = p
+            .lines()
+            .filter_map(|l| l.split("Rows Removed by Filter: ").nth(1))
+            .filter_map(|n| n.trim().parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
+        assert!(wasted < 1000, "{what} filters {wasted} rows:\n{p}");
+    }
+    assert!(
+        claimed.contains("rows=50"),
+        "the claim takes the 50 due rows:\n{claimed}"
+    );
+    let _ = admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"));
+}

@@ -19,6 +19,8 @@ use crate::{emit_as, Output};
 
 /// How often `connect` asks whether the grant is still active.
 const POLL: Duration = Duration::from_secs(2);
+/// How long after `not_after` connect exits by itself if the server said nothing.
+const GRACE: Duration = Duration::from_secs(3);
 /// Bytes read from the local side per WebSocket message.
 const CHUNK: usize = 64 * 1024;
 
@@ -192,7 +194,9 @@ pub fn connect(client: &Client, out: Output, args: ConnectArgs) -> Result<i32> {
                 }
             }
         });
-        let deadline = deadline_of(&info.not_after);
+        // A fallback only: the server cuts the sessions at not_after and says
+        // why; exiting first would end them as closed by the client.
+        let deadline = deadline_of(&info.not_after) + GRACE;
         let mut child = match args.command.split_first() {
             None => None,
             Some((program, rest)) => {

@@ -315,6 +315,8 @@ where
     // may close before the watch loop sees why: the grant's state says.
     let reason = match reason {
         EndReason::TargetClosed => grant_end(&app, &session).await.unwrap_or(reason),
+        // The client's own timer may beat ours by a hair.
+        EndReason::ClientClosed if app.now() >= plan.not_after => EndReason::NotAfter,
         r => r,
     };
     let sha = recorder.finish().await;

@@ -199,22 +199,13 @@ impl<D: Db> Store for D {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        // SKIP LOCKED: rows another replica is claiming right now are left to it,
-        // and a row it already claimed fails the lease test once its commit is seen.
-        // MATERIALIZED: the locking subquery runs exactly once, so LIMIT holds
-        // (an `IN (subquery)` may be re-planned as a join and rescanned).
-        let sql = format!(
-            "WITH due AS MATERIALIZED (\
-             SELECT id FROM requests WHERE (lease_until IS NULL OR lease_until <= $1) AND {} \
-             ORDER BY created_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
-             UPDATE requests SET lease_owner = $2, lease_until = $3 WHERE id IN (SELECT id FROM due) \
-             RETURNING {REQUEST_COLUMNS}",
-            codec::due_condition("$1")
-        );
+        static SQL: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| codec::claim_sql(REQUEST_COLUMNS));
+        let sql: &str = &SQL;
         let until = codec::micros(now.saturating_add(lease));
         self.write(|tx| {
             let mut rows = tx.rows(
-                &sql,
+                sql,
                 params![codec::micros(now), owner, until, i64::from(limit)],
                 request_row,
             )?;
@@ -225,7 +216,8 @@ impl<D: Db> Store for D {
     }
 
     fn next_due(&self) -> StoreResult<Option<OffsetDateTime>> {
-        let due: Option<i64> = self.read(|tx| tx.one(codec::NEXT_DUE_SQL, &[], |r| r.get(0)))?;
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(codec::next_due_sql);
+        let due: Option<i64> = self.read(|tx| tx.one(&SQL, &[], |r| r.get(0)))?;
         due.map(|us| codec::from_micros(us, "next due")).transpose()
     }
 

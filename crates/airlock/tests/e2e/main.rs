@@ -21,6 +21,7 @@ mod notify_email;
 mod notify_webhook;
 mod oidc;
 mod outage;
+mod package;
 mod providers;
 mod proxy;
 mod proxy_kit;

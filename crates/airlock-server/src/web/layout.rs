@@ -26,7 +26,7 @@ pub fn render(status: StatusCode, user: Option<&WebUser>, title: &str, body: Htm
     if let Some(u) = user {
         html!(h, "<a href=\"/ui/request\">Request access</a><a href=\"/ui/requests\">My requests</a>"
             "<a href=\"/ui/reviews\">Reviews</a><a href=\"/ui/grants\">Grants</a>"
-            "<a href=\"/ui/runs\">Runs</a><a href=\"/ui/audit\">Audit</a>"
+            "<a href=\"/ui/runs\">Runs</a><a href=\"/ui/sessions\">Sessions</a><a href=\"/ui/audit\">Audit</a>"
             "<span class=\"who\">" (u.principal.name) "</span>"
             "<form method=\"post\" action=\"/ui/logout\" class=\"inline\">"
             "<input type=\"hidden\" name=\"csrf\" value=\"" (u.csrf) "\">"

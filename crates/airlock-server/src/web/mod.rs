@@ -10,6 +10,7 @@ mod layout;
 mod requests;
 mod reviews;
 mod runs;
+mod sessions;
 mod signin;
 mod web_session;
 
@@ -50,6 +51,8 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/ui/runs", get(runs::list))
         .route("/ui/runs/{id}", get(runs::detail))
         .route("/ui/runs/{id}/review", post(runs::review))
+        .route("/ui/sessions", get(sessions::list))
+        .route("/ui/sessions/{id}", get(sessions::detail))
         .route("/ui/audit", get(audit::page_handler))
         .route(
             "/ui/static/app.css",

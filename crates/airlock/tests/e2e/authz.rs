@@ -109,6 +109,7 @@ const WEB: &[(&str, &str, u16)] = &[
     ("POST", "/ui/requests/{id}/revoke", 303), ("POST", "/ui/requests/{id}/withdraw", 303),
     ("GET", "/ui/reviews", 303), ("GET", "/ui/grants", 303), ("GET", "/ui/runs", 303),
     ("GET", "/ui/runs/{id}", 303), ("POST", "/ui/runs/{id}/review", 303), ("GET", "/ui/audit", 303),
+    ("GET", "/ui/sessions", 303), ("GET", "/ui/sessions/{id}", 303),
     ("GET", "/ui/static/app.css", 200), ("GET", "/ui/static/app.js", 200),
     ("GET", "/ui/login", 400), ("GET", "/ui/oidc/callback", 400), ("POST", "/ui/logout", 200),
 ];

@@ -227,6 +227,7 @@ fn psql_and_pgbench_run_through_the_gateway_and_every_statement_is_logged() {
         ])
         .args(["-c", "select current_user, generate_series(1, 3)"])
         .args(["-c", "select 40 + 2 as answer"])
+        .args(["-c", "select '<b>bold</b>' as markup"])
         .args(["-c", "select nope_column"])
         .args(["-c", "select 'after the error'"])
         .env("AIRLOCK_ADDR", &srv.addr)
@@ -278,6 +279,24 @@ fn psql_and_pgbench_run_through_the_gateway_and_every_statement_is_logged() {
             .any(|e| e["statement"] == "select 'after the error'"),
         "psql stopped at the error: {log:?}"
     );
+
+    // The reviewer sees it in the web UI, statements escaped; carol does not.
+    let mut web = crate::web_http::WebClient::new(&srv);
+    web.sign_in(&bob);
+    let page = web.get(&format!("/ui/sessions/{session}"));
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("select 40 + 2 as answer"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("42703"), "{}", page.body);
+    assert!(page.body.contains("&lt;b&gt;bold&lt;/b&gt;") && !page.body.contains("<b>bold"));
+    assert!(web.get("/ui/sessions").body.contains(&session));
+    let mut other = crate::web_http::WebClient::new(&srv);
+    other.sign_in(&carol);
+    assert_eq!(other.get(&format!("/ui/sessions/{session}")).status, 404);
+    assert!(!other.get("/ui/sessions").body.contains(&session));
 
     // The reviewer and an admin read it; carol does not.
     assert_eq!(sessions(&srv, &bob, &id).len(), 1);

@@ -109,6 +109,9 @@ pub struct ServerConfig {
     /// may take to finish before the process exits anyway.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: Span,
+    /// How far ahead a request may ask its grant to start (`--start`).
+    #[serde(default = "default_max_schedule_ahead")]
+    pub max_schedule_ahead: Span,
 }
 
 impl ServerConfig {
@@ -151,6 +154,9 @@ fn default_catalog_refresh() -> Span {
 fn default_shutdown_grace() -> Span {
     Span::from_secs(20).expect("20 is a valid span")
 }
+fn default_max_schedule_ahead() -> Span {
+    Span::from_secs(7 * 86_400).expect("7d is a valid span")
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -170,6 +176,7 @@ impl Default for ServerConfig {
             metrics_token: None,
             metrics_listen: None,
             shutdown_grace: default_shutdown_grace(),
+            max_schedule_ahead: default_max_schedule_ahead(),
         }
     }
 }

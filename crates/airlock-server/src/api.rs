@@ -242,6 +242,9 @@ pub(crate) struct NewRequest {
     pub(crate) duration: String,
     #[serde(default)]
     pub(crate) reason: String,
+    /// RFC 3339 or `+DURATION`: the grant starts then, not on approval.
+    #[serde(default)]
+    pub(crate) start: Option<String>,
 }
 
 async fn create_request(
@@ -249,7 +252,16 @@ async fn create_request(
     Caller(p): Caller,
     ApiJson(b): ApiJson<NewRequest>,
 ) -> Result<Response, ApiError> {
-    let r = lifecycle::create(&app.svc, &p, &b.entitlement, &b.duration, &b.reason, false).await?;
+    let r = lifecycle::create(
+        &app.svc,
+        &p,
+        &b.entitlement,
+        &b.duration,
+        &b.reason,
+        false,
+        b.start.as_deref(),
+    )
+    .await?;
     Ok(json_response(StatusCode::CREATED, request_view(&r)))
 }
 
@@ -258,7 +270,16 @@ async fn create_breakglass(
     Caller(p): Caller,
     ApiJson(b): ApiJson<NewRequest>,
 ) -> Result<Response, ApiError> {
-    let r = lifecycle::create(&app.svc, &p, &b.entitlement, &b.duration, &b.reason, true).await?;
+    let r = lifecycle::create(
+        &app.svc,
+        &p,
+        &b.entitlement,
+        &b.duration,
+        &b.reason,
+        true,
+        b.start.as_deref(),
+    )
+    .await?;
     Ok(json_response(StatusCode::CREATED, request_view(&r)))
 }
 

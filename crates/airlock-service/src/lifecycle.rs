@@ -66,6 +66,66 @@ pub(crate) fn entitlement_of<'a>(app: &'a Service, r: &Request) -> Result<&'a En
         })
 }
 
+/// Grant phase `applying`, first attempted at `start` when that is ahead
+/// (the reconciler claims it then), else at once.
+fn applying_from(start: Option<time::OffsetDateTime>, now: time::OffsetDateTime) -> GrantStatus {
+    GrantStatus {
+        next_attempt_at: start.filter(|s| *s > now),
+        ..grant(GrantPhase::Applying)
+    }
+}
+
+/// Longest text accepted for a start time.
+const MAX_START_LEN: usize = 64;
+
+/// A request's `start`: RFC 3339 (`2026-12-03T09:00:00Z`) or `+DURATION`
+/// from now (`+2h`); not in the past, at most `ahead` from now.
+pub fn parse_start(
+    s: &str,
+    now: time::OffsetDateTime,
+    ahead: Span,
+) -> Result<time::OffsetDateTime, Error> {
+    let shown: String = s.chars().take(MAX_START_LEN).collect();
+    let at = match s.strip_prefix('+') {
+        Some(d) => {
+            let span: Span = d.parse().map_err(|e: airlock_core::duration::SpanError| {
+                Error::invalid("start", format!("`{shown}`: {e}"))
+            })?;
+            now + span.to_time()
+        }
+        None => time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            .map_err(|_| {
+                Error::invalid(
+                    "start",
+                    format!(
+                        "`{shown}` is neither RFC 3339 (2026-12-03T09:00:00Z) nor +DURATION (+2h)"
+                    ),
+                )
+            })?,
+    };
+    // Whole seconds: what people write, and what every view shows back.
+    let at = at.replace_nanosecond(0).unwrap_or(at);
+    if at < now - time::Duration::seconds(5) {
+        return Err(Error::invalid(
+            "start",
+            format!(
+                "{} is in the past; leave the start out to begin on approval",
+                fmt_time(at)
+            ),
+        ));
+    }
+    if at > now + ahead.to_time() {
+        return Err(Error::invalid(
+            "start",
+            format!(
+                "{} is more than {ahead} ahead ([server] max_schedule_ahead); ask closer to the time",
+                fmt_time(at)
+            ),
+        ));
+    }
+    Ok(at)
+}
+
 /// What the provider needs for this request's grant.
 pub fn grant_spec(app: &Service, r: &Request) -> Result<GrantSpec, Error> {
     let ent = entitlement_of(app, r)?;
@@ -122,9 +182,20 @@ pub async fn create(
     duration: &str,
     reason: &str,
     breakglass: bool,
+    start: Option<&str>,
 ) -> Result<Request, ServiceError> {
     let now = app.now();
     let ent = app.config.entitlement(entitlement)?;
+    let start = start
+        .map(|s| parse_start(s, now, app.config.server.max_schedule_ahead))
+        .transpose()?;
+    if breakglass && start.is_some() {
+        return Err(Error::invalid(
+            "start",
+            "break-glass access starts at once; leave out the start",
+        )
+        .into());
+    }
     let dur: Span = duration
         .parse()
         .map_err(|e: airlock_core::duration::SpanError| {
@@ -217,16 +288,21 @@ pub async fn create(
             RequestState::Pending
         },
         requested_duration: dur,
-        not_before: approved.then_some(now),
-        not_after: approved.then(|| now + dur.to_time()),
+        // A scheduled request carries its start from the beginning.
+        not_before: if approved {
+            Some(start.unwrap_or(now))
+        } else {
+            start
+        },
+        not_after: approved.then(|| start.unwrap_or(now) + dur.to_time()),
         breakglass,
         post_review_closed: false,
         reviews: vec![],
-        grant: grant(if approved {
-            GrantPhase::Applying
+        grant: if approved {
+            applying_from(start, now)
         } else {
-            GrantPhase::None
-        }),
+            grant(GrantPhase::None)
+        },
         created_at: now,
         updated_at: now,
         secret_salt: new_secret_salt(),
@@ -379,15 +455,18 @@ pub async fn review(
                 let mut change = Change { review: Some(review.clone()), ..Change::default() };
                 match rule.tally(&next) {
                     Tally::Approved => {
+                        // A scheduled request starts at its start, not at approval.
+                        let begin = r.not_before.unwrap_or(now);
+                        let end = begin + r.requested_duration.to_time();
                         change.state = Some(r.state.apply(Transition::Approve)?);
-                        change.window = Some((now, now + r.requested_duration.to_time()));
-                        change.grant = Some(grant(GrantPhase::Applying));
+                        change.window = Some((begin, end));
+                        change.grant = Some(applying_from(Some(begin), now));
                         audit.push(AuditDraft::new(
                             "request.approved",
                             &actor,
                             sub.clone(),
                             json!({"approvers": next.reviews.iter().filter(|v| v.decision == ReviewDecision::Approve).map(|v| v.reviewer.as_str()).collect::<Vec<_>>(),
-                                   "not_after": fmt_time(now + r.requested_duration.to_time())}),
+                                   "not_before": fmt_time(begin), "not_after": fmt_time(end)}),
                         ));
                     }
                     Tally::Denied => {

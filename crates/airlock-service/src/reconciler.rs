@@ -158,6 +158,22 @@ fn retry_status(
 }
 
 async fn apply(app: &Arc<Service>, r: &Request) -> ServiceResult<()> {
+    if let Some(start) = r.not_before.filter(|s| *s > app.now()) {
+        // A scheduled grant claimed before its start (never through the due
+        // query, which waits for it): it waits until then.
+        update(app, r, move |cur| {
+            Ok(Change {
+                grant: Some(GrantStatus {
+                    next_attempt_at: Some(start),
+                    ..cur.grant.clone()
+                }),
+                release_lease: true,
+                ..Change::default()
+            })
+        })
+        .await?;
+        return Ok(());
+    }
     let spec = grant_spec(app, r)?;
     let ent = app.config.entitlement(r.entitlement.as_str())?;
     let provider = app.provider(&ent.provider)?;

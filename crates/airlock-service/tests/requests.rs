@@ -87,9 +87,17 @@ async fn a_request_is_reviewed_through_the_service_without_a_listener() {
     let (svc, dir) = service();
     let (alice, bob, carol) = (who(&svc, "alice"), who(&svc, "bob"), who(&svc, "carol"));
 
-    let r = lifecycle::create(&svc, &alice, "legacy-admin", "30m", "INC-1 fix", false)
-        .await
-        .unwrap();
+    let r = lifecycle::create(
+        &svc,
+        &alice,
+        "legacy-admin",
+        "30m",
+        "INC-1 fix",
+        false,
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.state, RequestState::Pending);
 
     // Only a named reviewer sees it waiting, and never its requester.

@@ -142,6 +142,11 @@ enum Command {
         duration: String,
         #[arg(long, default_value = "")]
         reason: String,
+        /// Start the grant then instead of on approval: RFC 3339
+        /// (2026-12-03T09:00:00Z) or +DURATION from now (+2h); it can be
+        /// reviewed at once, and `--for` counts from the start.
+        #[arg(long, value_name = "TIME")]
+        start: Option<String>,
         /// Wait until the request is active, denied or lapsed.
         #[arg(long)]
         wait: bool,
@@ -557,13 +562,16 @@ fn run(cli: Cli) -> Result<i32> {
             entitlement,
             duration,
             reason,
+            start,
             wait,
         } => {
             let c = client();
-            let r = c.post_as(
-                "/api/v1/requests",
-                &json!({"entitlement": entitlement, "duration": duration, "reason": reason}),
-            )?;
+            let mut body =
+                json!({"entitlement": entitlement, "duration": duration, "reason": reason});
+            if let Some(start) = start {
+                body["start"] = json!(start);
+            }
+            let r = c.post_as("/api/v1/requests", &body)?;
             return finish_request(&c, out, r, wait);
         }
         Command::Breakglass {

@@ -175,6 +175,7 @@ pub async fn create(
         &f.duration,
         &f.reason,
         false,
+        None,
     )
     .await
     .map_err(ApiError::from)

@@ -396,3 +396,83 @@ both_stores!(
         assert_eq!(open_reviews_gauge(&s), "airlock_breakglass_open_reviews 0");
     }
 );
+
+fn rfc3339(v: &serde_json::Value) -> time::OffsetDateTime {
+    time::OffsetDateTime::parse(
+        v.as_str().unwrap_or_else(|| panic!("not a time: {v}")),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_scheduled_request_is_reviewed_at_once_and_goes_active_at_its_start() {
+    let mut s = Server::start(Setup::new(Db::Sqlite));
+    let (alice, bob) = (s.token("alice"), s.token("bob"));
+    let r = s.json(
+        &alice,
+        &[
+            "request",
+            "payments-db-write",
+            "--for",
+            "10m",
+            "--start",
+            "+3s",
+            "--reason",
+            "CHG-7 window",
+        ],
+    );
+    let id = id_of(&r);
+    assert_eq!(r["state"], "pending");
+    let start = rfc3339(&r["not_before"]);
+    assert!(r["not_after"].is_null(), "{r}");
+    // Approved at once, but nothing exists on the target before the start.
+    let approved = s.json(&bob, &["review", &id, "--approve"]);
+    assert_eq!(approved["state"], "approved", "{approved}");
+    assert_eq!(rfc3339(&approved["not_before"]), start);
+    assert_eq!(
+        rfc3339(&approved["not_after"]) - start,
+        time::Duration::minutes(10),
+        "the duration counts from the start"
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(s.json(&alice, &["show", &id])["state"], "approved");
+    assert!(!role_exists(&format!("{}{id}", s.role_prefix)));
+    let active = s.wait_for(&alice, &id, 15, |r| r["state"] == "active");
+    assert!(
+        time::OffsetDateTime::now_utc() >= start,
+        "active before its start: {active}"
+    );
+    assert!(role_exists(&format!("{}{id}", s.role_prefix)));
+
+    // Bad starts are refused, saying what to write.
+    for (start, says) in [
+        ("+8d", "max_schedule_ahead"),
+        ("next tuesday", "RFC 3339"),
+        ("2020-01-01T00:00:00Z", "in the past"),
+    ] {
+        let out = s.cli(
+            &alice,
+            &[
+                "request",
+                "payments-db-write",
+                "--for",
+                "10m",
+                "--start",
+                start,
+                "--reason",
+                "CHG-8",
+            ],
+        );
+        assert!(!out.status.success(), "{start} accepted");
+        assert!(stderr(&out).contains(says), "{start}: {}", stderr(&out));
+    }
+    let (status, _, body) = s.http(
+        "POST",
+        "/api/v1/breakglass",
+        Some(&alice),
+        Some(r#"{"entitlement":"payments-breakglass","duration":"5m","reason":"INC-9","start":"+1h"}"#),
+    );
+    assert_eq!(status, 400, "{body}");
+    s.kill9();
+}

@@ -12,6 +12,9 @@ pub const TUNNEL_PROTOCOL: &str = "airlock-tunnel-v1";
 /// Media type of a PostgreSQL session's query log (JSON Lines).
 pub const QUERY_LOG_TYPE: &str = "application/x-ndjson";
 
+/// Media type of an SSH session's terminal recording (asciicast v2).
+pub const RECORDING_TYPE: &str = "application/x-asciicast";
+
 /// One gateway session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionView {

@@ -6,6 +6,7 @@
 //!    next to the same run straight to PostgreSQL as the same grant role;
 //! 4. connect → first query (`psql -c 'select 1'`) through the gateway next
 //!    to direct;
+//!
 //! and the server's RSS with 1,000 idle sessions open.
 
 use std::io::{BufRead, BufReader, Read, Write};

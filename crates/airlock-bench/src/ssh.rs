@@ -69,6 +69,8 @@ fn signing(dir: &Path, time: Duration) -> Result<Row> {
         ProviderName::parse("bench-ssh")?,
         &Config {
             ca_key: "ssh_ca".into(),
+            known_hosts: None,
+            gateway_host_key: None,
         },
         &airlock_providers::ProviderContext {
             config_dir: sub.clone(),
@@ -87,6 +89,7 @@ fn signing(dir: &Path, time: Duration) -> Result<Row> {
             extensions: vec!["permit-pty".into()],
             source_address: None,
             force_command: None,
+            target_host: None,
         }),
         not_after: OffsetDateTime::now_utc() + time::Duration::hours(1),
         secret: [0; 32],

@@ -121,19 +121,19 @@ impl EndReason {
 
     /// Parses a stored name.
     pub fn parse(s: &str) -> Option<EndReason> {
-        use EndReason::*;
-        [
-            ClientClosed,
-            NotAfter,
-            Revoked,
-            Locked,
-            Terminated,
-            TargetClosed,
-            Error,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == s)
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
     }
+
+    /// Every reason.
+    pub const ALL: [EndReason; 7] = [
+        EndReason::ClientClosed,
+        EndReason::NotAfter,
+        EndReason::Revoked,
+        EndReason::Locked,
+        EndReason::Terminated,
+        EndReason::TargetClosed,
+        EndReason::Error,
+    ];
 }
 
 /// One gateway session as stored.

@@ -41,3 +41,19 @@ pub(crate) fn database_role(role: &str) -> Result<(), InvalidValue> {
         ))
     }
 }
+
+/// Splits `host:port` (an IPv6 host in brackets), or `None` when it is not one.
+pub(crate) fn host_port(t: &str) -> Option<(String, u16)> {
+    let (host, port) = t.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
+    let plain = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:_".contains(&b));
+    plain.then(|| (host.to_string(), port))
+}

@@ -211,8 +211,11 @@ pub trait Provider: Send + Sync {
     }
     /// How the gateway logs in to the target as this grant, for kinds whose
     /// protocol it speaks (see [`gateway::SPEAKS`]); `None` for the rest.
-    fn gateway_login(&self, _grant: &GrantSpec) -> Option<gateway::Upstream> {
-        None
+    fn gateway_login(
+        &self,
+        _grant: &GrantSpec,
+    ) -> Result<Option<gateway::Upstream>, ProviderError> {
+        Ok(None)
     }
     /// Set when `credentials` mints certificates: each needs a store-allocated
     /// serial (recorded, so it can be revoked) and the CA publishes a revocation list.

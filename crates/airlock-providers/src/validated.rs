@@ -52,7 +52,15 @@ impl ValidatedConfig {
                 continue;
             };
             let target = provider.read_target(name, &e.provider, &e.target)?;
-            if e.access.allows_gateway()
+            if let (ProviderConfig::Ssh(c), EntitlementTarget::Ssh(t)) = (provider, &target) {
+                let relayed = e.gateway_target.is_some();
+                crate::ssh::config::gateway_check(c, t, e.access.allows_gateway() && !relayed)
+                    .map_err(|detail| {
+                        ConfigError::Core(airlock_core::config::ConfigError::Invalid(format!(
+                            "[[entitlement]] `{name}`: {detail}"
+                        )))
+                    })?;
+            } else if e.access.allows_gateway()
                 && e.gateway_target.is_none()
                 && !crate::gateway::speaks(provider.kind())
             {
@@ -183,6 +191,58 @@ reason = { required = true, pattern = "^(INC|CHG)-[0-9]+" }
     fn target<'a, T: crate::KindTarget>(c: &'a ValidatedConfig, name: &str) -> &'a T {
         let name = EntitlementName::parse(name).unwrap();
         T::of(c.target(&name).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn an_ssh_gateway_entitlement_needs_target_host_and_known_hosts() {
+        let base = r#"
+[providers.ssh-gw]
+kind = "ssh"
+ca_key = "ssh_ca"
+KNOWN
+
+[[entitlement]]
+name = "web-shell"
+provider = "ssh-gw"
+principals = ["deploy"]
+TARGET
+ACCESS
+max_duration = "1h"
+approvals = { count = 1, reviewers = ["sre"] }
+"#;
+        let config = |known: &str, target: &str, access: &str| {
+            parse(
+                &base
+                    .replace("KNOWN", known)
+                    .replace("TARGET", target)
+                    .replace("ACCESS", access),
+            )
+        };
+        let known = "known_hosts = \"known_hosts\"";
+        let host = "target_host = \"db1.internal:22\"";
+        let gateway = "access = \"gateway\"";
+        let ok = config(known, host, gateway).unwrap();
+        let t: &crate::ssh::Target = target(&ok, "web-shell");
+        assert_eq!(t.target_host.as_deref(), Some("db1.internal:22"));
+        let err = |k, t, a| config(k, t, a).unwrap_err().to_string();
+        assert!(
+            err(known, "", gateway).contains("needs `target_host"),
+            "no target_host"
+        );
+        assert!(
+            err("", host, gateway).contains("needs `known_hosts"),
+            "no known_hosts"
+        );
+        assert!(
+            err(known, host, "").contains("only used by the gateway"),
+            "not a gateway entitlement"
+        );
+        assert!(
+            err(known, "target_host = \"db1\"", gateway).contains("must be host:port"),
+            "no port"
+        );
+        // Certificates to one's own key still need none of it.
+        config("", "", "").unwrap();
     }
 
     #[test]

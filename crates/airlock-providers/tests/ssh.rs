@@ -24,6 +24,8 @@ use time::OffsetDateTime;
 fn provider_in(dir: &Path) -> Result<SshProvider, String> {
     let config = Config {
         ca_key: "ssh_ca".into(),
+        known_hosts: None,
+        gateway_host_key: None,
     };
     let ctx = ProviderContext {
         config_dir: dir.to_path_buf(),
@@ -39,6 +41,7 @@ fn target(principals: &[&str]) -> Target {
         extensions: vec!["permit-pty".into()],
         source_address: None,
         force_command: None,
+        target_host: None,
     }
 }
 
@@ -248,6 +251,8 @@ fn missing_folder_for_a_new_ca_key_is_a_clear_error() {
     let dir = TempDir::new("ssh-nofolder").unwrap();
     let config = Config {
         ca_key: "no/such/folder/ssh_ca".into(),
+        known_hosts: None,
+        gateway_host_key: None,
     };
     let ctx = ProviderContext {
         config_dir: dir.path().to_path_buf(),
@@ -447,6 +452,8 @@ fn build_makes_an_ssh_provider() {
     let dir = TempDir::new("ssh-build").unwrap();
     let config = Config {
         ca_key: "ssh_ca".into(),
+        known_hosts: None,
+        gateway_host_key: None,
     };
     let ctx = ProviderContext {
         config_dir: dir.path().to_path_buf(),

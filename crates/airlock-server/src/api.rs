@@ -252,17 +252,7 @@ async fn create_request(
     Caller(p): Caller,
     ApiJson(b): ApiJson<NewRequest>,
 ) -> Result<Response, ApiError> {
-    let r = lifecycle::create(
-        &app.svc,
-        &p,
-        &b.entitlement,
-        &b.duration,
-        &b.reason,
-        false,
-        b.start.as_deref(),
-    )
-    .await?;
-    Ok(json_response(StatusCode::CREATED, request_view(&r)))
+    create(&app, &p, b, false).await
 }
 
 async fn create_breakglass(
@@ -270,13 +260,22 @@ async fn create_breakglass(
     Caller(p): Caller,
     ApiJson(b): ApiJson<NewRequest>,
 ) -> Result<Response, ApiError> {
+    create(&app, &p, b, true).await
+}
+
+async fn create(
+    app: &App,
+    p: &airlock_core::Principal,
+    b: NewRequest,
+    breakglass: bool,
+) -> Result<Response, ApiError> {
     let r = lifecycle::create(
         &app.svc,
-        &p,
+        p,
         &b.entitlement,
         &b.duration,
         &b.reason,
-        true,
+        breakglass,
         b.start.as_deref(),
     )
     .await?;

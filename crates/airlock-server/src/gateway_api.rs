@@ -5,9 +5,10 @@
 
 use std::sync::Arc;
 
-use airlock_api::sessions::{QUERY_LOG_TYPE, TUNNEL_PROTOCOL};
+use airlock_api::sessions::{QUERY_LOG_TYPE, RECORDING_TYPE, TUNNEL_PROTOCOL};
 use airlock_core::request::RequestId;
 use airlock_core::session::SessionId;
+use airlock_core::session::SessionKind;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -40,6 +41,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/api/v1/sessions", get(list))
         .route("/api/v1/sessions/{id}", get(show))
         .route("/api/v1/sessions/{id}/events", get(events))
+        .route("/api/v1/sessions/{id}/recording", get(recording))
         .route("/api/v1/sessions/{id}/terminate", post(terminate))
 }
 
@@ -213,14 +215,39 @@ async fn show(
     Ok(json(StatusCode::OK, gateway::view(&s)))
 }
 
-/// `GET /api/v1/sessions/{id}/events`: the query log (JSON Lines).
+/// `GET /api/v1/sessions/{id}/events`: the query log (JSON Lines), or for
+/// SSH the terminal recording.
 async fn events(
     State(app): AppState,
     Caller(p): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (_, body) = gateway::recording(&app.svc, &p, session_id(&id)?).await?;
-    Ok(([(header::CONTENT_TYPE, QUERY_LOG_TYPE)], body).into_response())
+    let (s, body) = gateway::recording(&app.svc, &p, session_id(&id)?).await?;
+    Ok(([(header::CONTENT_TYPE, media_type(s.kind))], body).into_response())
+}
+
+/// `GET /api/v1/sessions/{id}/recording`: SSH as asciicast v2, PostgreSQL
+/// as the query log; TCP sessions record nothing but byte counts.
+async fn recording(
+    State(app): AppState,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (s, body) = gateway::recording(&app.svc, &p, session_id(&id)?).await?;
+    if s.kind == SessionKind::Tcp {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("session {} is a TCP relay: it records byte counts only (see `airlock session list`)", s.id),
+        ));
+    }
+    Ok(([(header::CONTENT_TYPE, media_type(s.kind))], body).into_response())
+}
+
+fn media_type(kind: SessionKind) -> &'static str {
+    match kind {
+        SessionKind::Ssh => RECORDING_TYPE,
+        SessionKind::Postgres | SessionKind::Tcp => QUERY_LOG_TYPE,
+    }
 }
 
 /// `POST /api/v1/sessions/{id}/terminate`: ends it at once (reviewers, admins).

@@ -37,6 +37,14 @@ pub enum SessionCommand {
     Events { session: String },
     /// End a session now (the entitlement's reviewers, admins).
     Terminate { session: String },
+    /// Replay an SSH session's terminal as it was shown (asciicast v2; with
+    /// --output json, print the recording itself).
+    Play {
+        session: String,
+        /// Play this many times faster (0.1 to 1000).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+    },
 }
 
 fn session_id(s: &str) -> Result<&str> {
@@ -91,6 +99,24 @@ pub fn session(client: &Client, out: Output, command: SessionCommand) -> Result<
                 }
             }
         }
+        SessionCommand::Play { session, speed } => {
+            if !(0.1..=1000.0).contains(&speed) {
+                bail!("--speed {speed} is out of range: give a factor from 0.1 to 1000 (2 plays twice as fast)");
+            }
+            let body = client.get_bytes(
+                &format!("/api/v1/sessions/{}/recording", session_id(&session)?),
+                1 << 30,
+            )?;
+            match out {
+                Output::Json => {
+                    use std::io::Write;
+                    let mut stdout = std::io::stdout().lock();
+                    stdout.write_all(&body)?;
+                    stdout.flush()?;
+                }
+                Output::Text => play(&body, speed)?,
+            }
+        }
         SessionCommand::Terminate { session } => {
             let s: SessionView = client.post_as(
                 &format!("/api/v1/sessions/{}/terminate", session_id(&session)?),
@@ -102,6 +128,43 @@ pub fn session(client: &Client, out: Output, command: SessionCommand) -> Result<
         }
     }
     Ok(0)
+}
+
+/// Writes an asciicast v2 recording's output to the terminal at its pace
+/// divided by `speed`.
+fn play(recording: &[u8], speed: f64) -> Result<()> {
+    use std::io::Write;
+    let text = std::str::from_utf8(recording)
+        .map_err(|_| anyhow!("the recording is not UTF-8 text; is this an SSH session?"))?;
+    let mut lines = text.lines();
+    let header: serde_json::Value = lines
+        .next()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| anyhow!("the session has no terminal recording (yet)"))?;
+    if header["version"] != 2 {
+        bail!("the recording is not asciicast v2 (only SSH sessions are played; see `airlock session events` for others)");
+    }
+    let start = std::time::Instant::now();
+    let mut stdout = std::io::stdout().lock();
+    for line in lines {
+        let Ok(serde_json::Value::Array(e)) = serde_json::from_str(line) else {
+            continue;
+        };
+        let (Some(at), Some("o"), Some(data)) = (
+            e.first().and_then(|t| t.as_f64()),
+            e.get(1).and_then(|k| k.as_str()),
+            e.get(2).and_then(|d| d.as_str()),
+        ) else {
+            continue;
+        };
+        let due = Duration::from_secs_f64((at / speed).max(0.0));
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        stdout.write_all(data.as_bytes())?;
+        stdout.flush()?;
+    }
+    Ok(())
 }
 
 /// One query-log line for people: time, duration, rows, statement, error.
@@ -356,7 +419,9 @@ impl Tunnel {
             while let Some(m) = rx.next().await {
                 match m {
                     Ok(Message::Binary(b)) => {
-                        if lw.write_all(&b).await.is_err() {
+                        // Flushed per message: stdout (`--stdio`) is line
+                        // buffered, and SSH packets have no newlines.
+                        if lw.write_all(&b).await.is_err() || lw.flush().await.is_err() {
                             return "client_closed".to_string();
                         }
                     }

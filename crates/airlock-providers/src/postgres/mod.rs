@@ -213,6 +213,27 @@ impl PostgresProvider {
         })
     }
 
+    /// Connects with `tls` and drives the connection on its own task.
+    async fn open<T>(&self, tls: T) -> Result<Client, ProviderError>
+    where
+        T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+        T::Stream: Send + 'static,
+    {
+        // connect_timeout bounds each socket attempt; this bounds the handshake too.
+        let limit = self.connect_timeout + Duration::from_secs(2);
+        let (client, connection) = tokio::time::timeout(limit, self.pg.connect(tls))
+            .await
+            .map_err(|_| self.unreachable(format!("no answer within {}s", limit.as_secs())))?
+            .map_err(|e| self.classify(&e))?;
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(provider = %name, error = %e, "postgres provider connection ended");
+            }
+        });
+        Ok(client)
+    }
+
     /// The role name for a request.
     pub fn account_name(&self, id: &RequestId) -> String {
         format!("{}{}", self.prefix, id)
@@ -280,31 +301,9 @@ impl PostgresProvider {
     }
 
     async fn connect(&self) -> Result<Arc<Conn>, ProviderError> {
-        // connect_timeout bounds each socket attempt; this bounds the handshake too.
-        let limit = self.connect_timeout + Duration::from_secs(2);
-        let timeout = || self.unreachable(format!("no answer within {}s", limit.as_secs()));
-        let name = self.name.clone();
-        let ended = move |e: tokio_postgres::Error| {
-            tracing::warn!(provider = %name, error = %e, "postgres provider connection ended");
-        };
         let client = match &self.tls {
-            None => {
-                let (client, connection) = tokio::time::timeout(limit, self.pg.connect(NoTls))
-                    .await
-                    .map_err(|_| timeout())?
-                    .map_err(|e| self.classify(&e))?;
-                tokio::spawn(async move { connection.await.map_err(ended) });
-                client
-            }
-            Some(tls) => {
-                let make = crate::tls::MakeRustls(tls.clone());
-                let (client, connection) = tokio::time::timeout(limit, self.pg.connect(make))
-                    .await
-                    .map_err(|_| timeout())?
-                    .map_err(|e| self.classify(&e))?;
-                tokio::spawn(async move { connection.await.map_err(ended) });
-                client
-            }
+            None => self.open(NoTls).await?,
+            Some(tls) => self.open(crate::tls::MakeRustls(tls.clone())).await?,
         };
         let prepare = async {
             Ok::<_, tokio_postgres::Error>((
@@ -595,9 +594,14 @@ impl Provider for PostgresProvider {
         Ok(self.credentials_json(grant))
     }
 
-    fn gateway_login(&self, grant: &GrantSpec) -> Option<crate::gateway::Upstream> {
-        let (host, port) = self.target.clone()?;
-        Some(crate::gateway::Upstream::Postgres(
+    fn gateway_login(
+        &self,
+        grant: &GrantSpec,
+    ) -> Result<Option<crate::gateway::Upstream>, ProviderError> {
+        let Some((host, port)) = self.target.clone() else {
+            return Ok(None);
+        };
+        Ok(Some(crate::gateway::Upstream::Postgres(
             crate::gateway::PgLogin {
                 host,
                 port,
@@ -606,7 +610,7 @@ impl Provider for PostgresProvider {
                 password: zeroize::Zeroizing::new(scram::password(&grant.secret)),
                 tls: self.tls.clone(),
             },
-        ))
+        )))
     }
 
     async fn doctor(&self, entitlements: &[CatalogTarget]) -> Result<Vec<Finding>, ProviderError> {

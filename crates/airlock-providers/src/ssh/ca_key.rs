@@ -1,4 +1,5 @@
-//! The CA's private key file: read it, or create it once when it is missing.
+//! A private key file of the provider (the CA key, the gateway's host key):
+//! read it, or create it once when it is missing.
 //! Creation is race-free across replicas that start together: the key is
 //! written to a private temp file and hard-linked into place, which fails if
 //! the name exists, so exactly one key ever lands and everyone re-reads it.
@@ -12,36 +13,78 @@ use rand::RngCore;
 use ssh_key::{Algorithm, LineEnding, PrivateKey};
 use zeroize::Zeroizing;
 
-/// Why the CA key cannot be used. Every message names the file and the fix;
+/// Which key file: what it is for and the config key naming it (for messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRole {
+    /// What the key is, as in "the SSH CA key".
+    pub what: &'static str,
+    /// The section key that names the file.
+    pub config_key: &'static str,
+}
+
+/// The certificate authority's key (`ca_key`).
+pub const CA_KEY: KeyRole = KeyRole {
+    what: "SSH CA key",
+    config_key: "ca_key",
+};
+
+/// The gateway's SSH host key (`gateway_host_key`), what `ssh` clients pin.
+pub const GATEWAY_HOST_KEY: KeyRole = KeyRole {
+    what: "SSH gateway host key",
+    config_key: "gateway_host_key",
+};
+
+/// Why a key file cannot be used. Every message names the file and the fix;
 /// none echoes key material.
 #[derive(Debug, thiserror::Error)]
 pub enum CaKeyError {
     /// The file exists but cannot be read.
-    #[error("cannot read the SSH CA key {path}: {source}; check the path and that airlock may read the file")]
-    Read { path: PathBuf, source: io::Error },
+    #[error("cannot read the {} {path}: {source}; check the path and that airlock may read the file", role.what)]
+    Read {
+        role: KeyRole,
+        path: PathBuf,
+        source: io::Error,
+    },
     /// The file is not an OpenSSH private key.
-    #[error("the SSH CA key {path} is not an OpenSSH private key ({reason}); fix it or point `ca_key` at another file (a new key is generated only when the file does not exist)")]
-    Garbled { path: PathBuf, reason: String },
+    #[error("the {} {path} is not an OpenSSH private key ({reason}); fix it or point `{}` at another file (a new key is generated only when the file does not exist)", role.what, role.config_key)]
+    Garbled {
+        role: KeyRole,
+        path: PathBuf,
+        reason: String,
+    },
     /// The key is protected by a passphrase airlock cannot know.
-    #[error("the SSH CA key {path} is encrypted with a passphrase; airlock needs it unencrypted (`ssh-keygen -p -N '' -f {path}`), protected by file permissions (mode 600)")]
-    Encrypted { path: PathBuf },
+    #[error("the {} {path} is encrypted with a passphrase; airlock needs it unencrypted (`ssh-keygen -p -N '' -f {path}`), protected by file permissions (mode 600)", role.what)]
+    Encrypted { role: KeyRole, path: PathBuf },
     /// Not an Ed25519 key.
-    #[error("the SSH CA key {path} is {algorithm}; airlock signs with Ed25519 CA keys only (create one with `ssh-keygen -t ed25519 -N '' -f {path}`)")]
-    Unsupported { path: PathBuf, algorithm: String },
+    #[error("the {} {path} is {algorithm}; airlock uses Ed25519 keys only (create one with `ssh-keygen -t ed25519 -N '' -f {path}`)", role.what)]
+    Unsupported {
+        role: KeyRole,
+        path: PathBuf,
+        algorithm: String,
+    },
     /// The key was missing and could not be created.
-    #[error("cannot create the SSH CA key {path}: {detail}; create its folder or make one with `ssh-keygen -t ed25519 -N '' -f {path}`")]
-    Create { path: PathBuf, detail: String },
+    #[error("cannot create the {} {path}: {detail}; create its folder or make one with `ssh-keygen -t ed25519 -N '' -f {path}`", role.what)]
+    Create {
+        role: KeyRole,
+        path: PathBuf,
+        detail: String,
+    },
 }
 
-/// Reads the Ed25519 CA key at `path`, generating it first if the file does not exist.
-pub fn load_or_generate(path: &Path, comment: &str) -> Result<PrivateKey, CaKeyError> {
-    match read(path)? {
-        Some(bytes) => parse(path, &bytes),
+/// Reads the Ed25519 key at `path`, generating it first if the file does not exist.
+pub fn load_or_generate(
+    role: KeyRole,
+    path: &Path,
+    comment: &str,
+) -> Result<PrivateKey, CaKeyError> {
+    match read(role, path)? {
+        Some(bytes) => parse(role, path, &bytes),
         None => {
-            generate(path, comment)?;
-            match read(path)? {
-                Some(bytes) => parse(path, &bytes),
+            generate(role, path, comment)?;
+            match read(role, path)? {
+                Some(bytes) => parse(role, path, &bytes),
                 None => Err(CaKeyError::Create {
+                    role,
                     path: path.into(),
                     detail: "the file vanished right after it was created".into(),
                 }),
@@ -51,30 +94,36 @@ pub fn load_or_generate(path: &Path, comment: &str) -> Result<PrivateKey, CaKeyE
 }
 
 /// The file's bytes, `None` when it does not exist.
-fn read(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, CaKeyError> {
+fn read(role: KeyRole, path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, CaKeyError> {
     match fs::read(path) {
         Ok(bytes) => {
-            warn_if_exposed(path);
+            warn_if_exposed(role, path);
             Ok(Some(Zeroizing::new(bytes)))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(CaKeyError::Read {
+            role,
             path: path.into(),
             source,
         }),
     }
 }
 
-fn parse(path: &Path, bytes: &[u8]) -> Result<PrivateKey, CaKeyError> {
+fn parse(role: KeyRole, path: &Path, bytes: &[u8]) -> Result<PrivateKey, CaKeyError> {
     let key = PrivateKey::from_openssh(bytes).map_err(|e| CaKeyError::Garbled {
+        role,
         path: path.into(),
         reason: e.to_string(),
     })?;
     if key.is_encrypted() {
-        return Err(CaKeyError::Encrypted { path: path.into() });
+        return Err(CaKeyError::Encrypted {
+            role,
+            path: path.into(),
+        });
     }
     if key.algorithm() != Algorithm::Ed25519 {
         return Err(CaKeyError::Unsupported {
+            role,
             path: path.into(),
             algorithm: key.algorithm().to_string(),
         });
@@ -82,8 +131,9 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<PrivateKey, CaKeyError> {
     Ok(key)
 }
 
-fn generate(path: &Path, comment: &str) -> Result<(), CaKeyError> {
+fn generate(role: KeyRole, path: &Path, comment: &str) -> Result<(), CaKeyError> {
     let fail = |detail: String| CaKeyError::Create {
+        role,
         path: path.into(),
         detail,
     };
@@ -117,7 +167,7 @@ fn generate(path: &Path, comment: &str) -> Result<(), CaKeyError> {
             if let Ok(d) = fs::File::open(&dir) {
                 let _ = d.sync_all();
             }
-            tracing::info!(path = %path.display(), "generated a new Ed25519 SSH CA key");
+            tracing::info!(path = %path.display(), key = role.what, "generated a new Ed25519 key");
             Ok(())
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
@@ -139,7 +189,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     f.sync_all()
 }
 
-fn warn_if_exposed(path: &Path) {
+fn warn_if_exposed(role: KeyRole, path: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -149,7 +199,8 @@ fn warn_if_exposed(path: &Path) {
                 tracing::warn!(
                     path = %path.display(),
                     mode = format!("{mode:o}"),
-                    "the SSH CA key is readable by other users; run chmod 600 on it"
+                    key = role.what,
+                    "the key file is readable by other users; run chmod 600 on it"
                 );
             }
         }

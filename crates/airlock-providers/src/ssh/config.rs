@@ -20,6 +20,13 @@ pub const DEFAULT_EXTENSIONS: &[&str] = &["permit-pty"];
 pub struct Config {
     /// OpenSSH private key file of the CA, relative to the config; generated (Ed25519) if missing.
     pub ca_key: String,
+    /// OpenSSH `known_hosts` file (relative to the config) with the host keys
+    /// of the gateway's targets (`target_host`); the gateway connects to no
+    /// host whose key is not in it. Needed when an entitlement has `target_host`.
+    pub known_hosts: Option<String>,
+    /// The gateway's own SSH host key file (what `ssh` clients pin), relative
+    /// to the config; generated (Ed25519) if missing. Default `CA_KEY-gateway-host`.
+    pub gateway_host_key: Option<String>,
 }
 
 impl Config {
@@ -31,7 +38,25 @@ impl Config {
                 "`ca_key` is empty; name a file such as \"ssh_ca\"",
             ));
         }
+        for (key, value) in [
+            ("known_hosts", &self.known_hosts),
+            ("gateway_host_key", &self.gateway_host_key),
+        ] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(InvalidValue::new(
+                    key,
+                    format!("`{key}` is empty; name a file or remove the key"),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The gateway host key file (relative to the config).
+    pub fn gateway_host_key_file(&self) -> String {
+        self.gateway_host_key
+            .clone()
+            .unwrap_or_else(|| format!("{}-gateway-host", self.ca_key))
     }
 }
 
@@ -48,6 +73,9 @@ pub struct Target {
     pub source_address: Option<String>,
     /// `force-command` critical option.
     pub force_command: Option<String>,
+    /// `host:port` of the sshd the gateway logs in to (`access = "gateway"`):
+    /// the person then connects with `ssh -o ProxyCommand='airlock connect ID --stdio'`.
+    pub target_host: Option<String>,
 }
 
 fn default_extensions() -> Vec<String> {
@@ -87,6 +115,14 @@ impl Target {
                 ));
             }
         }
+        if let Some(t) = &self.target_host {
+            if crate::checks::host_port(t).is_none() {
+                return Err(InvalidValue::new(
+                    "target_host",
+                    format!("target_host `{t}` must be host:port, such as \"db1.internal:22\""),
+                ));
+            }
+        }
         if let Some(sa) = &self.source_address {
             if !is_plain_name(sa, b".:/,") {
                 return Err(InvalidValue::new(
@@ -98,6 +134,27 @@ impl Target {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether the gateway can serve an entitlement of this kind, and if not why:
+/// it needs `target_host`, and the section needs `known_hosts` to check that
+/// host's key; `target_host` without gateway access is a mistake.
+pub fn gateway_check(config: &Config, target: &Target, gateway: bool) -> Result<(), String> {
+    match (&target.target_host, gateway) {
+        (None, true) => Err(
+            "access through the gateway needs `target_host = \"host:port\"` (the sshd it logs in to)"
+                .into(),
+        ),
+        (Some(_), false) => Err(
+            "`target_host` is only used by the gateway: set `access = \"gateway\"` (or \"both\"), or remove it"
+                .into(),
+        ),
+        (Some(_), true) if config.known_hosts.is_none() => Err(
+            "`target_host` needs `known_hosts = \"FILE\"` in the provider's section: the gateway checks the target's host key against it (write it with `ssh-keyscan -p PORT HOST > FILE`)"
+                .into(),
+        ),
+        _ => Ok(()),
     }
 }
 

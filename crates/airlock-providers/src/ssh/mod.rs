@@ -3,6 +3,10 @@
 //! `not_after` (native expiry, no call to any server), and earlier through the
 //! KRL this CA publishes for sshd's `RevokedKeys`. Nothing is created on the
 //! target, so apply/remove have nothing to do and there is nothing to drift.
+//!
+//! Through the gateway (`access = "gateway"`, entitlement `target_host`) the
+//! person holds nothing: each session gets a key of its own, certified until
+//! `not_after`, that stays in the server ([`SshProvider::session_login`]).
 
 mod ca_key;
 pub mod cert;
@@ -15,7 +19,7 @@ use ssh_key::PrivateKey;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-pub use ca_key::CaKeyError;
+pub use ca_key::{CaKeyError, KeyRole, CA_KEY, GATEWAY_HOST_KEY};
 pub use cert::{KeyRefusal, CLOCK_SKEW_SECS};
 
 use crate::{
@@ -35,6 +39,14 @@ pub struct SshProvider {
     ca_public: String,
     /// The CA public key in SSH wire format (named by the KRL).
     ca_blob: Vec<u8>,
+    /// With `known_hosts` set: the gateway's host key (OpenSSH PEM) and that file.
+    gateway: Option<GatewayKeys>,
+}
+
+/// What the gateway needs for this provider's `target_host` entitlements.
+struct GatewayKeys {
+    host_key: zeroize::Zeroizing<String>,
+    known_hosts: PathBuf,
 }
 
 impl std::fmt::Debug for SshProvider {
@@ -61,13 +73,22 @@ impl SshProvider {
             detail: e.detail,
         })?;
         let key_path = ctx.config_dir.join(&config.ca_key);
-        let ca =
-            ca_key::load_or_generate(&key_path, &format!("airlock CA {name}")).map_err(|e| {
-                BuildError::File {
+        let file_error = |e: CaKeyError| BuildError::File {
+            provider: name.to_string(),
+            detail: e.to_string(),
+        };
+        let ca = ca_key::load_or_generate(CA_KEY, &key_path, &format!("airlock CA {name}"))
+            .map_err(file_error)?;
+        let gateway = match &config.known_hosts {
+            None => None,
+            Some(file) => Some(gateway_keys(&name, config, file, ctx).map_err(|e| match e {
+                Ok(e) => file_error(e),
+                Err(detail) => BuildError::File {
                     provider: name.to_string(),
-                    detail: e.to_string(),
-                }
-            })?;
+                    detail,
+                },
+            })?),
+        };
         let encoding = |e: ssh_key::Error| BuildError::Setup {
             provider: name.to_string(),
             detail: format!("cannot encode the CA public key: {e}"),
@@ -81,7 +102,64 @@ impl SshProvider {
             ca,
             ca_public,
             ca_blob,
+            gateway,
         })
+    }
+
+    /// The login the gateway uses for one session of `grant` as of `now`: a
+    /// fresh Ed25519 key and a certificate for it with the entitlement's
+    /// principals and options, valid until `not_after`. `None` without `target_host`.
+    pub fn session_login(
+        &self,
+        grant: &GrantSpec,
+        now: OffsetDateTime,
+    ) -> Result<Option<crate::gateway::SshLogin>, ProviderError> {
+        let target = grant.target_of::<Target>(&self.name)?;
+        let Some(host_port) = &target.target_host else {
+            return Ok(None);
+        };
+        let Some(gateway) = &self.gateway else {
+            return Err(self.refused(format!(
+                "entitlement {} has `target_host` but the provider has no `known_hosts` (the configuration check should have refused this)",
+                grant.entitlement
+            )));
+        };
+        let (host, port) = crate::checks::host_port(host_port)
+            .ok_or_else(|| self.refused(format!("target_host `{host_port}` is not host:port")))?;
+        let now_secs = u64::try_from(now.unix_timestamp()).unwrap_or(0);
+        let valid_before = u64::try_from(grant.not_after.unix_timestamp()).unwrap_or(0);
+        if valid_before <= now_secs {
+            return Err(self.refused("the grant has ended; request access again"));
+        }
+        let failed =
+            |e: ssh_key::Error| self.refused(format!("making the session key failed: {e}"));
+        let key = PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519)
+            .map_err(failed)?;
+        // Any serial but 0: the key never leaves the server, so no KRL needs it.
+        let serial = rand::RngCore::next_u64(&mut rand::rngs::OsRng) | 1;
+        let contents = cert::CertContents {
+            key_id: format!("{}:gateway", crate::certificate_key_id(grant)),
+            serial,
+            principals: &target.principals,
+            extensions: &target.extensions,
+            source_address: target.source_address.as_deref(),
+            force_command: target.force_command.as_deref(),
+            valid_after: now_secs.saturating_sub(CLOCK_SKEW_SECS),
+            valid_before,
+        };
+        let certificate = cert::sign(&self.ca, key.public_key(), &contents)
+            .and_then(|c| c.to_openssh())
+            .map_err(failed)?;
+        let pem = key.to_openssh(ssh_key::LineEnding::LF).map_err(failed)?;
+        Ok(Some(crate::gateway::SshLogin {
+            host,
+            port,
+            principals: target.principals.clone(),
+            known_hosts: gateway.known_hosts.clone(),
+            key: zeroize::Zeroizing::new(pem.to_string()),
+            certificate,
+            host_key: gateway.host_key.clone(),
+        }))
     }
 
     /// Where the CA private key lives.
@@ -162,6 +240,33 @@ impl SshProvider {
     }
 }
 
+/// Loads (or makes) the gateway host key and checks that `known_hosts` is readable.
+fn gateway_keys(
+    name: &ProviderName,
+    config: &Config,
+    known_hosts: &str,
+    ctx: &ProviderContext,
+) -> Result<GatewayKeys, Result<CaKeyError, String>> {
+    let known_hosts = ctx.config_dir.join(known_hosts);
+    if let Err(e) = std::fs::metadata(&known_hosts) {
+        return Err(Err(format!(
+            "cannot read known_hosts {}: {e}; write the targets' host keys there (`ssh-keyscan -p PORT HOST >> {}`)",
+            known_hosts.display(),
+            known_hosts.display()
+        )));
+    }
+    let path = ctx.config_dir.join(config.gateway_host_key_file());
+    let key = ca_key::load_or_generate(GATEWAY_HOST_KEY, &path, &format!("airlock gateway {name}"))
+        .map_err(Ok)?;
+    let pem = key
+        .to_openssh(ssh_key::LineEnding::LF)
+        .map_err(|e| Err(format!("cannot encode the gateway host key: {e}")))?;
+    Ok(GatewayKeys {
+        host_key: zeroize::Zeroizing::new(pem.to_string()),
+        known_hosts,
+    })
+}
+
 fn rfc3339(unix: u64) -> String {
     i64::try_from(unix)
         .ok()
@@ -215,6 +320,15 @@ impl Provider for SshProvider {
 
     fn certificate_authority(&self) -> Option<&dyn CertificateAuthority> {
         Some(self)
+    }
+
+    fn gateway_login(
+        &self,
+        grant: &GrantSpec,
+    ) -> Result<Option<crate::gateway::Upstream>, ProviderError> {
+        Ok(self
+            .session_login(grant, OffsetDateTime::now_utc())?
+            .map(crate::gateway::Upstream::Ssh))
     }
 }
 

@@ -9,8 +9,10 @@
 //! termination requests every [`WATCH_EVERY`]; a session whose holder died
 //! is ended as `error` once its lease runs out.
 
+mod cast;
 pub mod pgwire;
 mod recorder;
+mod ssh;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,7 +24,7 @@ use airlock_core::audit_chain::AuditDraft;
 use airlock_core::request::{Request, RequestId, RequestState};
 use airlock_core::session::{EndReason, Session, SessionId, SessionKind, SESSION_ID_PREFIX};
 use airlock_core::{EntitlementName, Error, Principal, UserName};
-use airlock_providers::gateway::{PgLogin, Upstream};
+use airlock_providers::gateway::{PgLogin, SshLogin, Upstream};
 use airlock_store::{LockKind, SessionEnd, SessionFilter};
 use rand::Rng;
 use serde_json::json;
@@ -116,7 +118,19 @@ pub fn subject(id: &SessionId) -> String {
 #[derive(Debug, Clone)]
 enum Target {
     Postgres(PgLogin),
+    Ssh(SshLogin),
     Tcp(String),
+}
+
+impl Target {
+    /// Where the session goes, for the audit event.
+    fn address(&self) -> String {
+        match self {
+            Target::Postgres(l) => format!("{}:{}", l.host, l.port),
+            Target::Ssh(l) => format!("{}:{}", l.host, l.port),
+            Target::Tcp(t) => t.clone(),
+        }
+    }
 }
 
 /// An authorized connection, not yet opened.
@@ -137,7 +151,7 @@ impl Plan {
             kind: self.kind.as_str().into(),
             database: match &self.target {
                 Target::Postgres(l) => Some(l.database.clone()),
-                Target::Tcp(_) => None,
+                Target::Ssh(_) | Target::Tcp(_) => None,
             },
             not_after: fmt_time(self.not_after),
         }
@@ -182,8 +196,13 @@ pub async fn authorize(
     let spec = crate::lifecycle::grant_spec(app, &r)?;
     let (kind, target) = match &ent.gateway_target {
         Some(t) => (SessionKind::Tcp, Target::Tcp(t.clone())),
-        None => match app.provider(&ent.provider)?.gateway_login(&spec) {
+        None => match app
+            .provider(&ent.provider)?
+            .gateway_login(&spec)
+            .map_err(|e| Error::forbidden(format!("the gateway cannot log in for this grant: {e}")))?
+        {
             Some(Upstream::Postgres(login)) => (SessionKind::Postgres, Target::Postgres(login)),
+            Some(Upstream::Ssh(login)) => (SessionKind::Ssh, Target::Ssh(login)),
             None => {
                 return Err(ServiceError::internal(format!(
                     "provider {} has no gateway login and entitlement {} no `target` (the configuration check should have refused this)",
@@ -229,7 +248,7 @@ where
                 return EndReason::Error;
             }
         },
-        Target::Tcp(_) => None,
+        Target::Ssh(_) | Target::Tcp(_) => None,
     };
     let now = app.now();
     let session = Session {
@@ -257,10 +276,7 @@ where
             "entitlement": session.entitlement,
             "kind": session.kind.as_str(),
             "replica": session.replica,
-            "target": match &plan.target {
-                Target::Postgres(l) => format!("{}:{}", l.host, l.port),
-                Target::Tcp(t) => t.clone(),
-            },
+            "target": plan.target.address(),
         }),
     );
     let record = session.clone();
@@ -307,6 +323,9 @@ where
     let (reason, detail) = match (&plan.target, startup) {
         (Target::Postgres(login), Some(params)) => {
             postgres(&app, login, &params, client, &counters, &recorder, stop).await
+        }
+        (Target::Ssh(login), _) => {
+            ssh::relay(&app, login, client, &counters, &recorder, stop, cut_message).await
         }
         (Target::Tcp(addr), _) => tcp(addr, client, &counters, stop).await,
         (Target::Postgres(_), None) => (EndReason::Error, Some("no startup".into())),
@@ -395,7 +414,7 @@ async fn end_session(app: &Arc<Service>, s: &Session, end: SessionEnd, detail: O
     }
 }
 
-/// What the person sees when the gateway cuts a PostgreSQL session.
+/// What the person sees when the gateway cuts a session.
 fn cut_message(reason: EndReason) -> String {
     let why = match reason {
         EndReason::NotAfter => "the grant ended (not_after)",

@@ -53,6 +53,7 @@ const API: &[Row] = &[
     ("GET",  "/api/v1/sessions", None,                        [401, 200, 200, 200, 200, 200, 403]),
     ("GET",  "/api/v1/sessions/{session}", None,              [401, 404, 404, 404, 404, 404, 403]),
     ("GET",  "/api/v1/sessions/{session}/events", None,       [401, 404, 404, 404, 404, 404, 403]),
+    ("GET",  "/api/v1/sessions/{session}/recording", None,    [401, 404, 404, 404, 404, 404, 403]),
     ("POST", "/api/v1/sessions/{session}/terminate", Some("{}"),
                                                               [401, 404, 404, 404, 404, 404, 403]),
     ("GET",  "/api/v1/grants", None,                          [401, 200, 200, 200, 200, 200, 403]),

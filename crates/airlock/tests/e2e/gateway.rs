@@ -54,7 +54,13 @@ approvals = {{ count = 1, reviewers = ["payments-eng"] }}
 }
 
 /// Requests `entitlement`, has bob approve, waits until active.
-fn grant(srv: &Server, alice: &str, bob: &str, entitlement: &str, duration: &str) -> String {
+pub(crate) fn grant(
+    srv: &Server,
+    alice: &str,
+    bob: &str,
+    entitlement: &str,
+    duration: &str,
+) -> String {
     let id = id_of(&srv.json(
         alice,
         &[
@@ -142,7 +148,7 @@ impl Drop for Connect {
     }
 }
 
-fn sessions(srv: &Server, token: &str, id: &str) -> Vec<Value> {
+pub(crate) fn sessions(srv: &Server, token: &str, id: &str) -> Vec<Value> {
     srv.json(token, &["session", "list", "--request", id])
         .as_array()
         .expect("list")
@@ -150,7 +156,7 @@ fn sessions(srv: &Server, token: &str, id: &str) -> Vec<Value> {
 }
 
 /// Waits until request `id`'s only session has ended; returns it.
-fn ended_session(srv: &Server, token: &str, id: &str, secs: u64) -> Value {
+pub(crate) fn ended_session(srv: &Server, token: &str, id: &str, secs: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let s = sessions(srv, token, id);
@@ -176,7 +182,7 @@ fn events(srv: &Server, token: &str, session: &str) -> (Vec<Value>, Vec<u8>) {
     (lines, out.stdout)
 }
 
-fn rfc3339(v: &Value) -> time::OffsetDateTime {
+pub(crate) fn rfc3339(v: &Value) -> time::OffsetDateTime {
     time::OffsetDateTime::parse(
         v.as_str().expect("time"),
         &time::format_description::well_known::Rfc3339,

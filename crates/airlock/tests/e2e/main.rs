@@ -10,6 +10,7 @@ mod crash;
 mod doctor;
 mod failover;
 mod gateway;
+mod gateway_ssh;
 mod gcp;
 mod input;
 mod kubernetes;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::kit::*;
 
 #[path = "../../../airlock-providers/tests/support/sshd.rs"]
-mod sshd;
+pub(crate) mod sshd;
 
 const SSH_CATALOG: &str = r#"
 [providers.ssh-prod]

@@ -11,6 +11,7 @@
 mod audit;
 mod expiry;
 mod gateway;
+mod gateway_ssh;
 mod gcp;
 mod harness;
 mod lifecycle;
@@ -119,6 +120,11 @@ const BENCHES: &[(&str, &str, Bench)] = &[
         gateway::run,
     ),
     ("ssh", "SSH certificate signing and approve→login", ssh::run),
+    (
+        "gateway-ssh",
+        "SSH through the gateway: echo round trip, 100 MB through a recorded session",
+        gateway_ssh::run,
+    ),
     (
         "notify",
         "signed webhooks: fan-out latency and outbox drain",

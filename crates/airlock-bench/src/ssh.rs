@@ -7,7 +7,7 @@
 //!    p50, next to the same login with a certificate made beforehand (the floor).
 
 #[path = "../../airlock-providers/tests/support/sshd.rs"]
-mod sshd;
+pub(crate) mod sshd;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

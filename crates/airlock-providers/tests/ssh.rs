@@ -234,7 +234,10 @@ fn non_ed25519_ca_key_is_refused() {
     );
     assert!(ok, "{text}");
     let err = provider_in(dir.path()).unwrap_err();
-    assert!(err.contains("Ed25519 CA keys only"), "{err}");
+    assert!(
+        err.contains("SSH CA key") && err.contains("Ed25519 keys only"),
+        "{err}"
+    );
 }
 
 #[test]

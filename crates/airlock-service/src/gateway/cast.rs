@@ -85,6 +85,82 @@ impl Cast {
     }
 }
 
+/// What a recording's terminal showed, as plain text: output events joined,
+/// escape sequences (colours, cursor moves, titles) dropped, `\r\n` as a
+/// newline, a backspace erasing. At most `max` bytes of text; the flag says
+/// whether it was cut. For a page without a player, not a terminal emulator.
+pub fn plain_text(recording: &[u8], max: usize) -> (String, bool) {
+    let text = String::from_utf8_lossy(recording);
+    let mut out = String::new();
+    for line in text.lines().skip(1) {
+        let Ok(Value::Array(e)) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if e.get(1).and_then(Value::as_str) != Some("o") {
+            continue;
+        }
+        let Some(data) = e.get(2).and_then(Value::as_str) else {
+            continue;
+        };
+        strip_into(&mut out, data);
+        if out.len() > max {
+            let mut cut = max;
+            while !out.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out.truncate(cut);
+            return (out, true);
+        }
+    }
+    (out, false)
+}
+
+fn strip_into(out: &mut String, data: &str) {
+    let mut chars = data.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.next() {
+                // CSI: parameters, then one final byte in @..~.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC (titles): up to BEL or ESC \.
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\u{7}' {
+                            break;
+                        }
+                        if c == '\u{1b}' {
+                            chars.next();
+                            break;
+                        }
+                    }
+                }
+                // Charset selection and other two- or three-byte escapes.
+                Some('(') | Some(')') => {
+                    chars.next();
+                }
+                _ => {}
+            },
+            '\r' => {
+                if chars.peek() != Some(&'\n') {
+                    // A lone carriage return rewrites the line: keep what follows.
+                }
+            }
+            '\u{8}' => {
+                out.pop();
+            }
+            '\n' | '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+}
+
 /// Takes the longest prefix of `buf` that is whole UTF-8 (invalid bytes
 /// become U+FFFD), leaving an unfinished character at the end in `buf`.
 fn take_text(buf: &mut Vec<u8>) -> String {
@@ -156,6 +232,22 @@ mod tests {
         );
         assert_eq!(h["command"], "uname -a");
         assert!(h.get("env").is_none());
+    }
+
+    #[test]
+    fn plain_text_drops_escapes_and_keeps_what_was_shown() {
+        let rec = [
+            r#"{"version":2,"width":80,"height":24}"#,
+            r#"[0.1,"o","\u001b]0;title\u0007\u001b[1;32mroot@web1\u001b[0m:~# "]"#,
+            r#"[0.2,"r","100x30"]"#,
+            r#"[0.3,"o","lsx\b \b\r\nfile\r\n"]"#,
+        ]
+        .join("\n");
+        let (text, cut) = plain_text(rec.as_bytes(), 1000);
+        assert_eq!(text, "root@web1:~# ls\nfile\n");
+        assert!(!cut);
+        let (text, cut) = plain_text(rec.as_bytes(), 4);
+        assert_eq!((text.as_str(), cut), ("root", true));
     }
 
     #[test]

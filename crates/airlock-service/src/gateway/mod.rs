@@ -9,7 +9,7 @@
 //! termination requests every [`WATCH_EVERY`]; a session whose holder died
 //! is ended as `error` once its lease runs out.
 
-mod cast;
+pub mod cast;
 pub mod pgwire;
 mod recorder;
 mod ssh;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use airlock_core::session::{Session, SessionId};
+use airlock_core::session::{Session, SessionId, SessionKind};
 use axum::extract::{Path, State};
 use axum::response::Response;
 
@@ -45,6 +45,29 @@ pub async fn list(State(app): State<Arc<App>>, user: WebUser) -> Result<Response
     Ok(page(&user, "Sessions", h))
 }
 
+/// Most terminal text shown without the player (`airlock session play` has it all).
+const TERMINAL_SHOWN: usize = 256 * 1024;
+
+/// An SSH session's terminal: what it showed as text (escapes dropped), and
+/// a player (app.js) that replays the asciicast recording at its pace.
+fn terminal(h: &mut Html, s: &Session, recording: &[u8]) {
+    let (text, cut) = gateway::cast::plain_text(recording, TERMINAL_SHOWN);
+    html!(h, "<h2>Terminal</h2>");
+    if text.is_empty() {
+        html!(h, "<p class=\"muted\">Nothing recorded (yet).</p>");
+        return;
+    }
+    html!(h, "<p class=\"player-controls\" hidden><button type=\"button\" id=\"play\">Play</button> "
+        "<label>speed <select id=\"speed\"><option value=\"1\">1\u{d7}</option><option value=\"4\">4\u{d7}</option>"
+        "<option value=\"16\">16\u{d7}</option></select></label></p>"
+        "<pre class=\"transcript\" id=\"terminal\" data-recording=\"/api/v1/sessions/" (s.id) "/recording\">" (text) "</pre>");
+    if cut {
+        html!(h, "<p class=\"muted\">The rest: <code>airlock session play " (s.id) "</code></p>");
+    }
+    html!(h, "<p class=\"muted\">Recording (asciicast v2): <a href=\"/api/v1/sessions/" (s.id) "/recording\">download</a>, "
+        "or <code>airlock session play " (s.id) "</code></p>");
+}
+
 /// `GET /ui/sessions/{id}`: one session and its query log.
 pub async fn detail(
     State(app): State<Arc<App>>,
@@ -64,6 +87,10 @@ pub async fn detail(
         "<dt>Recording SHA-256</dt><dd><code>" (s.recording_sha256.as_deref().unwrap_or("(when it ends)")) "</code></dd></dl>");
     if s.ended_at.is_none() {
         html!(h, "<p class=\"muted\">Reviewers can end it now: <code>airlock session terminate " (s.id) "</code></p>");
+    }
+    if s.kind == SessionKind::Ssh {
+        terminal(&mut h, &s, &log);
+        return Ok(page(&user, "Session", h));
     }
     html!(h, "<h2>Statements</h2>");
     let text = String::from_utf8_lossy(&log);

@@ -320,6 +320,25 @@ fn ssh_through_the_gateway_runs_commands_and_shells_with_a_certificate_nobody_ho
     let played = srv.cli(&bob, &["session", "play", sid, "--speed", "1000"]);
     assert!(played.status.success(), "{}", stderr(&played));
     assert!(text(&played.stdout).contains("marker-42"));
+    // The web UI shows the terminal as text, and its player replays it.
+    let mut web = crate::web_http::WebClient::new(&srv);
+    web.sign_in(&bob);
+    let page = web.get(&format!("/ui/sessions/{sid}"));
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("id=\"terminal\""), "{}", page.body);
+    assert!(page.body.contains("marker-42"), "{}", page.body);
+    let driver = crate::webdriver::Chromedriver::start();
+    let browser = crate::webdriver::Browser::new(&driver);
+    crate::web::sign_in(&browser, &srv, &bob);
+    browser.goto(&format!("{}/ui/sessions/{sid}", srv.addr));
+    browser.find("#speed").send_keys("16");
+    browser.find("#play").click();
+    browser.wait_for("#terminal[data-played=done]", Duration::from_secs(20));
+    let shown = browser.find("#terminal").text();
+    assert!(shown.contains("marker-42"), "{shown}");
+    assert!(!shown.contains('\u{1b}'), "escapes are dropped: {shown:?}");
+    browser.screenshot("ssh-session-player");
+
     let bad = srv.cli(&bob, &["session", "play", sid, "--speed", "0"]);
     assert!(stderr(&bad).contains("--speed"), "{}", stderr(&bad));
 

@@ -14,7 +14,7 @@ use crate::webdriver::{Browser, Chromedriver};
 const XSS: &str =
     "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">";
 
-fn sign_in(b: &Browser, s: &Server, token: &str) {
+pub(crate) fn sign_in(b: &Browser, s: &Server, token: &str) {
     b.goto(&format!("{}/ui/signin", s.addr));
     let field = b.find("#token");
     assert_eq!(field.attr("type").as_deref(), Some("password"));

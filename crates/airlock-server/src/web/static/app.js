@@ -79,7 +79,49 @@
       .catch(function () { setTimeout(function () { poll(id, els); }, POLL_MS * 4); });
   }
 
+  // SSH sessions: replays the asciicast v2 recording into the transcript,
+  // as text (escape sequences dropped, like the server's no-JS view).
+  function strip(s) {
+    return s.replace(/\x1b\[[0-9;?<=>!]*[ -\/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b./g, "")
+      .replace(/\r\n/g, "\n").replace(/\r/g, "");
+  }
+
+  function player() {
+    var pre = document.getElementById("terminal");
+    var controls = document.querySelector(".player-controls");
+    if (!pre || !controls) return;
+    controls.hidden = false;
+    var timer = null;
+    document.getElementById("play").addEventListener("click", function () {
+      if (timer) clearTimeout(timer);
+      var speed = Number(document.getElementById("speed").value) || 1;
+      fetch(pre.getAttribute("data-recording"), { credentials: "same-origin", cache: "no-store" })
+        .then(function (resp) { return resp.ok ? resp.text() : ""; })
+        .then(function (text) {
+          var events = text.split("\n").slice(1).map(function (l) {
+            try { return JSON.parse(l); } catch (e) { return null; }
+          }).filter(function (e) { return e && e[1] === "o"; });
+          pre.textContent = "";
+          var t0 = Date.now(), i = 0;
+          (function step() {
+            var now = (Date.now() - t0) / 1000 * speed;
+            var out = "";
+            while (i < events.length && events[i][0] <= now) out += events[i++][2];
+            if (out) {
+              var shown = pre.textContent + strip(out);
+              while (shown.indexOf("\b") >= 0) shown = shown.replace(/[^\n]?\x08/, "");
+              pre.textContent = shown;
+              pre.scrollTop = pre.scrollHeight;
+            }
+            if (i < events.length) timer = setTimeout(step, Math.min(200, Math.max(10, (events[i][0] - now) * 1000 / speed)));
+            else pre.setAttribute("data-played", "done");
+          })();
+        });
+    });
+  }
+
   function start() {
+    player();
     var byId = {};
     var els = document.querySelectorAll("[data-request]");
     for (var i = 0; i < els.length; i++) {

@@ -102,7 +102,8 @@ approvals = {{ count = 1, reviewers = ["reviewers"] }}
     )
 }
 
-fn grant(api: &Api, alice: &str, bob: &str, entitlement: &str) -> Result<String> {
+/// Requests `entitlement` as alice, has bob approve it, waits until active.
+pub(crate) fn grant(api: &Api, alice: &str, bob: &str, entitlement: &str) -> Result<String> {
     let r = api.post(
         "/api/v1/requests",
         alice,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 
-use crate::harness::{Api, Server};
+use crate::harness::Server;
 use crate::report::{Met, Row};
 use crate::ssh::sshd;
 use crate::util::{percentile, sorted, unique_tag};
@@ -104,7 +104,7 @@ approvals = {{ count = 1, reviewers = ["reviewers"] }}
     let api = server.api();
     let alice = api.token_for(&server.admin_token, "alice")?;
     let bob = api.token_for(&server.admin_token, "bob")?;
-    let id = grant(&api, &alice, &bob)?;
+    let id = crate::gateway::grant(&api, &alice, &bob, "bench-ssh-gw")?;
 
     // Direct: a certificate for alice's own key ("both" allows it).
     let key = dir.join("alice");
@@ -203,31 +203,6 @@ fn common_options() -> [&'static str; 16] {
         "-o",
         "Compression=no",
     ]
-}
-
-fn grant(api: &Api, alice: &str, bob: &str) -> Result<String> {
-    let r = api.post(
-        "/api/v1/requests",
-        alice,
-        json!({"entitlement": "bench-ssh-gw", "duration": "2h", "reason": "bench"}),
-    )?;
-    let id = r["id"].as_str().context("request id")?.to_string();
-    api.post(
-        &format!("/api/v1/requests/{id}/reviews"),
-        bob,
-        json!({"decision": "approve"}),
-    )?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = api.get(&format!("/api/v1/requests/{id}"), alice)?;
-        if r["state"] == "active" {
-            return Ok(id);
-        }
-        if Instant::now() > deadline {
-            bail!("grant {id} did not become active: {r}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// p50 milliseconds of one byte sent to the remote `cat` and read back.

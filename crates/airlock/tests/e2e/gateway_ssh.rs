@@ -93,6 +93,22 @@ approvals = {{ count = 1, reviewers = ["payments-eng"] }}
     )
 }
 
+/// A CA, an sshd trusting it that accepts the login name as the principal
+/// (as an account's AuthorizedPrincipalsFile would), and the server.
+fn setup() -> (sshd::TempDir, sshd::Sshd, Server) {
+    let keys = sshd::TempDir::new("gw-ca").unwrap();
+    let (ca_private, ca_public) = ca_key(keys.path());
+    let sshd = sshd::Sshd::start(ca_public.trim(), &[]).unwrap();
+    let user = sshd.user().to_string();
+    std::fs::write(
+        sshd.dir().join("principals").join(&user),
+        format!("{user}\n"),
+    )
+    .unwrap();
+    let srv = start(&sshd, &ca_private);
+    (keys, sshd, srv)
+}
+
 /// The stock OpenSSH client through `airlock connect ID --stdio`.
 fn ssh_command(srv: &Server, token: &str, id: &str, args: &[&str]) -> Command {
     let mut c = Command::new("ssh");
@@ -174,17 +190,7 @@ fn text(b: &[u8]) -> String {
 #[test]
 fn ssh_through_the_gateway_runs_commands_and_shells_with_a_certificate_nobody_holds_and_records_the_terminal(
 ) {
-    let keys = sshd::TempDir::new("gw-ca").unwrap();
-    let (ca_private, ca_public) = ca_key(keys.path());
-    let sshd = sshd::Sshd::start(ca_public.trim(), &[]).unwrap();
-    // The principal is the login name: sshd accepts it for that account.
-    let user = sshd.user().to_string();
-    std::fs::write(
-        sshd.dir().join("principals").join(&user),
-        format!("{user}\n"),
-    )
-    .unwrap();
-    let mut srv = start(&sshd, &ca_private);
+    let (keys, sshd, mut srv) = setup();
     let (alice, bob, carol) = (srv.token("alice"), srv.token("bob"), srv.token("carol"));
     let id = grant(&srv, &alice, &bob, "web-shell", "10m");
 
@@ -381,16 +387,7 @@ fn ssh_through_the_gateway_runs_commands_and_shells_with_a_certificate_nobody_ho
 
 #[test]
 fn a_running_ssh_command_is_cut_at_not_after_and_on_revoke() {
-    let keys = sshd::TempDir::new("gw-ca").unwrap();
-    let (ca_private, ca_public) = ca_key(keys.path());
-    let sshd = sshd::Sshd::start(ca_public.trim(), &[]).unwrap();
-    let user = sshd.user().to_string();
-    std::fs::write(
-        sshd.dir().join("principals").join(&user),
-        format!("{user}\n"),
-    )
-    .unwrap();
-    let mut srv = start(&sshd, &ca_private);
+    let (_keys, _sshd, mut srv) = setup();
     let (alice, bob) = (srv.token("alice"), srv.token("bob"));
 
     let id = grant(&srv, &alice, &bob, "web-shell", "4s");

@@ -11,6 +11,7 @@
 mod ca_key;
 pub mod cert;
 pub mod krl;
+pub mod upstream;
 
 use std::path::PathBuf;
 
@@ -115,19 +116,32 @@ impl SshProvider {
         now: OffsetDateTime,
     ) -> Result<Option<crate::gateway::SshLogin>, ProviderError> {
         let target = grant.target_of::<Target>(&self.name)?;
+        let key_id = format!("{}:gateway", crate::certificate_key_id(grant));
+        self.login_for(target, key_id, grant.not_after, now)
+    }
+
+    /// A fresh key and a certificate for it, as the entitlement `target`
+    /// says, valid until `not_after`; `None` without `target_host`.
+    fn login_for(
+        &self,
+        target: &Target,
+        key_id: String,
+        not_after: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Option<crate::gateway::SshLogin>, ProviderError> {
         let Some(host_port) = &target.target_host else {
             return Ok(None);
         };
         let Some(gateway) = &self.gateway else {
             return Err(self.refused(format!(
-                "entitlement {} has `target_host` but the provider has no `known_hosts` (the configuration check should have refused this)",
-                grant.entitlement
+                "`target_host` {host_port} needs `known_hosts` in [providers.{}] (the configuration check should have refused this)",
+                self.name
             )));
         };
         let (host, port) = crate::checks::host_port(host_port)
             .ok_or_else(|| self.refused(format!("target_host `{host_port}` is not host:port")))?;
         let now_secs = u64::try_from(now.unix_timestamp()).unwrap_or(0);
-        let valid_before = u64::try_from(grant.not_after.unix_timestamp()).unwrap_or(0);
+        let valid_before = u64::try_from(not_after.unix_timestamp()).unwrap_or(0);
         if valid_before <= now_secs {
             return Err(self.refused("the grant has ended; request access again"));
         }
@@ -138,7 +152,7 @@ impl SshProvider {
         // Any serial but 0: the key never leaves the server, so no KRL needs it.
         let serial = rand::RngCore::next_u64(&mut rand::rngs::OsRng) | 1;
         let contents = cert::CertContents {
-            key_id: format!("{}:gateway", crate::certificate_key_id(grant)),
+            key_id,
             serial,
             principals: &target.principals,
             extensions: &target.extensions,
@@ -238,6 +252,84 @@ impl SshProvider {
             &format!("airlock {}", self.name),
         )
     }
+
+    /// `airlock doctor`: logs in to each `target_host` as each principal,
+    /// as the gateway would, with a certificate valid for five minutes.
+    pub async fn doctor_gateway(
+        &self,
+        entitlements: &[crate::CatalogTarget],
+    ) -> Vec<crate::Finding> {
+        let now = OffsetDateTime::now_utc();
+        let mut findings = vec![];
+        for e in entitlements {
+            let Some(target) = e.target_of::<Target>() else {
+                continue;
+            };
+            let Some(host_port) = &target.target_host else {
+                continue;
+            };
+            let key_id = format!("airlock:doctor:{}", e.entitlement);
+            let login = match self.login_for(target, key_id, now + time::Duration::minutes(5), now)
+            {
+                Ok(Some(l)) => l,
+                Ok(None) => continue,
+                Err(err) => {
+                    findings.push(crate::Finding {
+                        check: format!("gateway login to {host_port} ({})", e.entitlement),
+                        ok: false,
+                        detail: err.to_string(),
+                        fix: None,
+                    });
+                    continue;
+                }
+            };
+            for principal in &target.principals {
+                let check = format!(
+                    "gateway login to {host_port} as {principal} ({})",
+                    e.entitlement
+                );
+                let finding = match upstream::login(&login, principal).await {
+                    Ok(c) => {
+                        let _ = c
+                            .disconnect(russh::Disconnect::ByApplication, "airlock doctor", "en")
+                            .await;
+                        crate::Finding {
+                            check,
+                            ok: true,
+                            detail: "host key known, certificate accepted".into(),
+                            fix: None,
+                        }
+                    }
+                    Err(err) => {
+                        let fix = match &err {
+                            upstream::LoginError::HostKey(_) => Some(format!(
+                                "check the host's key out of band, then `ssh-keyscan -p {} {} >> {}`",
+                                login.port,
+                                login.host,
+                                login.known_hosts.display()
+                            )),
+                            upstream::LoginError::Refused(_) => Some(format!(
+                                "on {}: `airlock ssh ca-key {}` into sshd's TrustedUserCAKeys, and `{principal}` in that account's AuthorizedPrincipalsFile",
+                                login.host, self.name
+                            )),
+                            upstream::LoginError::Unreachable(_) => Some(format!(
+                                "check `target_host = \"{host_port}\"` and that airlock's host may reach it"
+                            )),
+                            upstream::LoginError::Key(_) => None,
+                        };
+                        crate::Finding {
+                            check,
+                            ok: false,
+                            detail: err.to_string(),
+                            fix,
+                        }
+                    }
+                };
+                findings.push(finding);
+            }
+        }
+        findings
+    }
 }
 
 /// Loads (or makes) the gateway host key and checks that `known_hosts` is readable.
@@ -329,6 +421,13 @@ impl Provider for SshProvider {
         Ok(self
             .session_login(grant, OffsetDateTime::now_utc())?
             .map(crate::gateway::Upstream::Ssh))
+    }
+
+    async fn doctor(
+        &self,
+        entitlements: &[crate::CatalogTarget],
+    ) -> Result<Vec<crate::Finding>, ProviderError> {
+        Ok(self.doctor_gateway(entitlements).await)
     }
 }
 

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use airlock_core::session::EndReason;
 use airlock_providers::gateway::SshLogin;
+use airlock_providers::ssh::upstream::{self, Connection};
 use bytes::Bytes;
-use russh::keys::{Certificate, PrivateKey, PublicKeyOrCertificate};
+use russh::keys::PrivateKey;
 use russh::server::{self, Auth, ChannelOpenHandle};
 use russh::{client, Channel, ChannelId, ChannelMsg, ChannelOpenFailure, Disconnect, MethodKind};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -27,8 +28,6 @@ use super::cast::Cast;
 use super::recorder::{Recorder, FLUSH_EVERY};
 use super::Counters;
 
-/// How long the target may take to answer and accept the certificate.
-const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the goodbye may take to reach the person after the gateway cut
 /// the session (the cut itself must land within a second of its cause).
 const CLOSE_GRACE: Duration = Duration::from_millis(300);
@@ -49,10 +48,8 @@ enum Event {
 /// What every handler and channel task of one session shares.
 struct Shared {
     login: SshLogin,
-    key: Arc<PrivateKey>,
-    certificate: Certificate,
     events: mpsc::UnboundedSender<Event>,
-    upstream: tokio::sync::Mutex<Option<Arc<client::Handle<Back>>>>,
+    upstream: tokio::sync::Mutex<Option<Arc<Connection>>>,
     /// The person's open channels, told why when the gateway cuts the session.
     channels: Mutex<Vec<ChannelId>>,
 }
@@ -67,95 +64,18 @@ impl Shared {
     }
 
     /// The connection to the target, logged in as `user` (made once).
-    async fn upstream(&self, user: &str) -> Result<Arc<client::Handle<Back>>, String> {
+    async fn upstream(&self, user: &str) -> Result<Arc<Connection>, String> {
         let mut slot = self.upstream.lock().await;
         if let Some(h) = slot.as_ref().filter(|h| !h.is_closed()) {
             return Ok(h.clone());
         }
-        let l = &self.login;
-        let addr = format!("{}:{}", l.host, l.port);
-        let config = Arc::new(client::Config {
-            inactivity_timeout: None,
-            keepalive_interval: Some(KEEPALIVE),
-            nodelay: true,
-            ..Default::default()
-        });
-        let back = Back {
-            host: l.host.clone(),
-            port: l.port,
-            known_hosts: l.known_hosts.clone(),
-            refusal: Arc::new(Mutex::new(None)),
-        };
-        let refusal = back.refusal.clone();
-        let connected = tokio::time::timeout(
-            LOGIN_TIMEOUT,
-            client::connect(config, (l.host.as_str(), l.port), back),
-        )
-        .await
-        .map_err(|_| format!("{addr} did not answer in time"))?;
-        let mut h = connected.map_err(|e| {
-            refusal
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take()
-                .unwrap_or_else(|| format!("cannot reach {addr}: {e}"))
-        })?;
-        let auth = tokio::time::timeout(
-            LOGIN_TIMEOUT,
-            h.authenticate_openssh_cert(user, self.key.clone(), self.certificate.clone()),
-        )
-        .await
-        .map_err(|_| format!("{addr} did not answer the login in time"))?
-        .map_err(|e| format!("logging in to {addr} failed: {e}"))?;
-        if !auth.success() {
-            return Err(format!(
-                "{addr} refused the gateway's certificate for `{user}`: check that its sshd trusts this provider's CA (TrustedUserCAKeys, see `airlock ssh ca-key`) and accepts `{user}` with these principals"
-            ));
-        }
-        let h = Arc::new(h);
+        let h = Arc::new(
+            upstream::login(&self.login, user)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
         *slot = Some(h.clone());
         Ok(h)
-    }
-}
-
-/// The gateway as the target's client: accepts only host keys in `known_hosts`.
-struct Back {
-    host: String,
-    port: u16,
-    known_hosts: std::path::PathBuf,
-    /// Why the host key was refused, for the person's error message.
-    refusal: Arc<Mutex<Option<String>>>,
-}
-
-impl client::Handler for Back {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        key: &PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        let file = self.known_hosts.display();
-        let (host, port) = (&self.host, self.port);
-        let verdict = match key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => {
-                match russh::keys::check_known_hosts_path(host, port, key, &self.known_hosts) {
-                    Ok(true) => return Ok(true),
-                    Ok(false) => format!(
-                        "the host key of {host}:{port} is not in known_hosts {file}; add it (`ssh-keyscan -p {port} {host} >> {file}`) once you have checked it"
-                    ),
-                    Err(russh::keys::Error::KeyChanged { line }) => format!(
-                        "the host key of {host}:{port} does not match line {line} of known_hosts {file}: the host was reinstalled, or someone is in the middle; the gateway will not connect"
-                    ),
-                    Err(e) => format!("cannot check the host key of {host}:{port} against {file}: {e}"),
-                }
-            }
-            PublicKeyOrCertificate::Certificate(_) => format!(
-                "{host}:{port} presented a host certificate; the gateway checks plain host keys from known_hosts {file} only"
-            ),
-        };
-        tracing::warn!(target_host = %format!("{host}:{port}"), "gateway: {verdict}");
-        *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(verdict);
-        Ok(false)
     }
 }
 
@@ -443,15 +363,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     F: Future<Output = EndReason>,
 {
-    let keys = PrivateKey::from_openssh(login.host_key.as_str())
-        .and_then(|host| Ok((host, PrivateKey::from_openssh(login.key.as_str())?)))
-        .and_then(|(host, key)| Ok((host, key, Certificate::from_openssh(&login.certificate)?)));
-    let (host_key, key, certificate) = match keys {
+    let host_key = match PrivateKey::from_openssh(login.host_key.as_str()) {
         Ok(k) => k,
         Err(e) => {
             return (
                 EndReason::Error,
-                Some(format!("gateway keys unusable: {e}")),
+                Some(format!("gateway host key unusable: {e}")),
             )
         }
     };
@@ -471,8 +388,6 @@ where
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         login: login.clone(),
-        key: Arc::new(key),
-        certificate,
         events: events_tx,
         upstream: tokio::sync::Mutex::new(None),
         channels: Mutex::new(Vec::new()),

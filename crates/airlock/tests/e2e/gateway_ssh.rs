@@ -70,6 +70,15 @@ max_duration = "1h"
 approvals = {{ count = 1, reviewers = ["payments-eng"] }}
 
 [[entitlement]]
+name = "web-shell-nobody"
+provider = "ssh-gw"
+principals = ["nobody"]
+target_host = "127.0.0.1:{port}"
+access = "gateway"
+max_duration = "1h"
+approvals = {{ count = 1, reviewers = ["payments-eng"] }}
+
+[[entitlement]]
 name = "web-shell-wrong-key"
 provider = "ssh-wrong"
 principals = ["{login}"]
@@ -361,6 +370,60 @@ fn ssh_through_the_gateway_runs_commands_and_shells_with_a_certificate_nobody_ho
         text(&out.stderr).contains("HTTP 403"),
         "{}",
         text(&out.stderr)
+    );
+
+    // `airlock doctor` logs in as the gateway would, per principal, and
+    // says what to fix.
+    let out = Command::new(BIN)
+        .args(["doctor", "--output", "json", "--config"])
+        .arg(srv.path("airlock.toml"))
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), stderr(&out)));
+    let findings: Vec<Value> = report["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["findings"].as_array().cloned().unwrap_or_default())
+        .filter(|f| f["check"].as_str().unwrap().starts_with("gateway login"))
+        .collect();
+    let find = |entitlement: &str| {
+        findings
+            .iter()
+            .find(|f| {
+                f["check"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&format!("({entitlement})"))
+            })
+            .unwrap_or_else(|| panic!("no finding for {entitlement}: {findings:?}"))
+            .clone()
+    };
+    assert_eq!(find("web-shell")["ok"], true, "{findings:?}");
+    let nobody = find("web-shell-nobody");
+    assert_eq!(nobody["ok"], false);
+    assert!(
+        nobody["fix"]
+            .as_str()
+            .unwrap()
+            .contains("AuthorizedPrincipalsFile"),
+        "{nobody}"
+    );
+    let wrong_key = find("web-shell-wrong-key");
+    assert_eq!(wrong_key["ok"], false);
+    assert!(
+        wrong_key["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not match")
+            && wrong_key["fix"].as_str().unwrap().contains("ssh-keyscan"),
+        "{wrong_key}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "doctor fails while anything is missing"
     );
 
     // A target whose host key is not the one in known_hosts is refused.

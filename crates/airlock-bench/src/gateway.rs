@@ -65,16 +65,7 @@ fn sink() -> Result<u16> {
 
 fn catalog(ctx: &Ctx, prefix: &str, ent_role: &str, sink_port: u16) -> String {
     format!(
-        r#"[[user]]
-name = "alice"
-
-[[user]]
-name = "bob"
-
-[[group]]
-name = "reviewers"
-members = ["bob"]
-
+        r#"{people}
 [providers.bench-pg]
 kind = "postgres"
 url = "{url}"
@@ -98,6 +89,7 @@ access = "gateway"
 target = "127.0.0.1:{sink_port}"
 approvals = {{ count = 1, reviewers = ["reviewers"] }}
 "#,
+        people = crate::harness::PEOPLE,
         url = ctx.pg_url
     )
 }

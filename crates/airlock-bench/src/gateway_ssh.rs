@@ -33,51 +33,18 @@ pub fn run(ctx: &Ctx) -> Result<Vec<Row>> {
     result
 }
 
-fn keygen(path: &std::path::Path) -> Result<()> {
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(path)
-        .output()
-        .context("run ssh-keygen")?;
-    if !out.status.success() {
-        bail!("ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
 fn measure(ctx: &Ctx, dir: &std::path::Path) -> Result<Vec<Row>> {
-    let ca = dir.join("ssh_ca");
-    keygen(&ca)?;
-    let ca_public = std::fs::read_to_string(ca.with_extension("pub"))?;
-    let sshd = sshd::Sshd::start(ca_public.trim(), &[]).map_err(|e| anyhow!(e))?;
-    let login = sshd.user().to_string();
-    std::fs::write(
-        sshd.dir().join("principals").join(&login),
-        format!("{login}\n"),
-    )?;
-    let host_key = std::fs::read_to_string(sshd.dir().join("host_ed25519.pub"))?;
-    let mut parts = host_key.split_whitespace();
+    let keygen = |name| sshd::UserKey::generate(dir, name, "ed25519").map_err(|e| anyhow!(e));
+    let ca = keygen("ssh_ca")?;
+    let login = sshd::current_user().map_err(|e| anyhow!(e))?;
+    let sshd = sshd::Sshd::start(&ca.public_line, &[&login]).map_err(|e| anyhow!(e))?;
     let known_hosts = dir.join("known_hosts");
     std::fs::write(
         &known_hosts,
-        format!(
-            "[127.0.0.1]:{} {} {}\n",
-            sshd.port(),
-            parts.next().context("host key type")?,
-            parts.next().context("host key")?
-        ),
+        sshd.known_hosts_line().map_err(|e| anyhow!(e))?,
     )?;
     let catalog = format!(
-        r#"[[user]]
-name = "alice"
-
-[[user]]
-name = "bob"
-
-[[group]]
-name = "reviewers"
-members = ["bob"]
-
+        r#"{people}
 [providers.bench-ssh-gw]
 kind = "ssh"
 ca_key = "{ca}"
@@ -92,7 +59,8 @@ access = "both"
 max_duration = "8h"
 approvals = {{ count = 1, reviewers = ["reviewers"] }}
 "#,
-        ca = ca.display(),
+        people = crate::harness::PEOPLE,
+        ca = ca.private.display(),
         known_hosts = known_hosts.display(),
         port = sshd.port()
     );
@@ -107,13 +75,11 @@ approvals = {{ count = 1, reviewers = ["reviewers"] }}
     let id = crate::gateway::grant(&api, &alice, &bob, "bench-ssh-gw")?;
 
     // Direct: a certificate for alice's own key ("both" allows it).
-    let key = dir.join("alice");
-    keygen(&key)?;
-    let public = std::fs::read_to_string(key.with_extension("pub"))?;
+    let key = keygen("alice")?;
     let creds = api.post(
         &format!("/api/v1/requests/{id}/credentials"),
         &alice,
-        json!({"public_key": public.trim()}),
+        json!({"public_key": key.public_line}),
     )?;
     let cert = dir.join("alice-cert.pub");
     std::fs::write(
@@ -130,7 +96,7 @@ approvals = {{ count = 1, reviewers = ["reviewers"] }}
             .arg("-p")
             .arg(sshd.port().to_string())
             .arg("-i")
-            .arg(&key)
+            .arg(&key.private)
             .arg("-o")
             .arg(format!("CertificateFile={}", cert.display()))
             .arg(format!("{login}@127.0.0.1"))
@@ -184,25 +150,17 @@ approvals = {{ count = 1, reviewers = ["reviewers"] }}
     Ok(rows)
 }
 
-fn common_options() -> [&'static str; 16] {
+fn common_options() -> impl Iterator<Item = &'static str> {
     [
         "-F",
         "/dev/null",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "IdentityAgent=none",
         "-o",
         "LogLevel=ERROR",
         "-o",
         "Compression=no",
     ]
+    .into_iter()
+    .chain(sshd::CLIENT_OPTIONS.iter().copied())
 }
 
 /// p50 milliseconds of one byte sent to the remote `cat` and read back.
@@ -237,26 +195,10 @@ fn echo_p50(mut cmd: Command, n: usize) -> Result<f64> {
 
 /// MB/s of reading everything the remote command prints.
 fn bulk_mb_s(mut cmd: Command) -> Result<f64> {
-    let t = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("start ssh")?;
-    let mut out = child.stdout.take().context("stdout")?;
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = out.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
+    cmd.stdin(Stdio::null());
+    let (total, secs) = crate::proxy::drain(cmd)?;
+    if total != BULK {
+        bail!("ssh printed {total} of {BULK} bytes");
     }
-    let status = child.wait()?;
-    if !status.success() || total != BULK {
-        bail!("ssh printed {total} of {BULK} bytes ({status})");
-    }
-    Ok(total as f64 / t.elapsed().as_secs_f64() / 1e6)
+    Ok(total as f64 / secs / 1e6)
 }

@@ -15,14 +15,8 @@ use tokio::runtime::Runtime;
 /// Name of the entitlement in every bench catalog.
 pub const ENTITLEMENT: &str = "bench-db";
 
-/// The catalog: alice requests, bob (group `reviewers`) approves, one
-/// entitlement on a real PostgreSQL provider.
-pub fn catalog(pg_url: &str, role_prefix: &str, ent_role: &str, server: &str) -> String {
-    format!(
-        r#"[server]
-{server}
-
-[[user]]
+/// The people of every bench catalog: alice requests, bob (group `reviewers`) approves.
+pub const PEOPLE: &str = r#"[[user]]
 name = "alice"
 
 [[user]]
@@ -31,7 +25,16 @@ name = "bob"
 [[group]]
 name = "reviewers"
 members = ["bob"]
+"#;
 
+/// The catalog: alice requests, bob (group `reviewers`) approves, one
+/// entitlement on a real PostgreSQL provider.
+pub fn catalog(pg_url: &str, role_prefix: &str, ent_role: &str, server: &str) -> String {
+    format!(
+        r#"[server]
+{server}
+
+{PEOPLE}
 [providers.bench-pg]
 kind = "postgres"
 url = "{pg_url}"

@@ -174,7 +174,7 @@ fn overhead(ctx: &Ctx, env: &[(&str, String)], true_bin: &str, n: usize) -> Resu
 }
 
 /// Reads a child's stdout to the end; returns bytes and seconds.
-fn drain(mut cmd: Command) -> Result<(u64, f64)> {
+pub(crate) fn drain(mut cmd: Command) -> Result<(u64, f64)> {
     let t = Instant::now();
     let mut child = cmd
         .stdout(Stdio::piped())

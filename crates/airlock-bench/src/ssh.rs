@@ -170,16 +170,7 @@ fn signing(dir: &Path, time: Duration) -> Result<Row> {
 /// alice requests, bob approves, sshd trusts the server's CA for principal `deploy`.
 fn catalog() -> String {
     format!(
-        r#"[[user]]
-name = "alice"
-
-[[user]]
-name = "bob"
-
-[[group]]
-name = "reviewers"
-members = ["bob"]
-
+        r#"{people}
 [providers.bench-ssh]
 kind = "ssh"
 ca_key = "ssh_ca"
@@ -190,7 +181,8 @@ provider = "bench-ssh"
 principals = ["{PRINCIPAL}"]
 max_duration = "8h"
 approvals = {{ count = 1, reviewers = ["reviewers"] }}
-"#
+"#,
+        people = crate::harness::PEOPLE
     )
 }
 

@@ -80,16 +80,16 @@ impl SshProvider {
         };
         let ca = ca_key::load_or_generate(CA_KEY, &key_path, &format!("airlock CA {name}"))
             .map_err(file_error)?;
-        let gateway = match &config.known_hosts {
-            None => None,
-            Some(file) => Some(gateway_keys(&name, config, file, ctx).map_err(|e| match e {
-                Ok(e) => file_error(e),
-                Err(detail) => BuildError::File {
-                    provider: name.to_string(),
-                    detail,
-                },
-            })?),
-        };
+        let gateway =
+            match &config.known_hosts {
+                None => None,
+                Some(file) => Some(gateway_keys(&name, config, file, ctx).map_err(|detail| {
+                    BuildError::File {
+                        provider: name.to_string(),
+                        detail,
+                    }
+                })?),
+            };
         let encoding = |e: ssh_key::Error| BuildError::Setup {
             provider: name.to_string(),
             detail: format!("cannot encode the CA public key: {e}"),
@@ -140,27 +140,13 @@ impl SshProvider {
         };
         let (host, port) = crate::checks::host_port(host_port)
             .ok_or_else(|| self.refused(format!("target_host `{host_port}` is not host:port")))?;
-        let now_secs = u64::try_from(now.unix_timestamp()).unwrap_or(0);
-        let valid_before = u64::try_from(not_after.unix_timestamp()).unwrap_or(0);
-        if valid_before <= now_secs {
-            return Err(self.refused("the grant has ended; request access again"));
-        }
+        // Any serial but 0: the key never leaves the server, so no KRL needs it.
+        let serial = rand::RngCore::next_u64(&mut rand::rngs::OsRng) | 1;
+        let contents = self.contents(target, key_id, serial, not_after, now)?;
         let failed =
             |e: ssh_key::Error| self.refused(format!("making the session key failed: {e}"));
         let key = PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519)
             .map_err(failed)?;
-        // Any serial but 0: the key never leaves the server, so no KRL needs it.
-        let serial = rand::RngCore::next_u64(&mut rand::rngs::OsRng) | 1;
-        let contents = cert::CertContents {
-            key_id,
-            serial,
-            principals: &target.principals,
-            extensions: &target.extensions,
-            source_address: target.source_address.as_deref(),
-            force_command: target.force_command.as_deref(),
-            valid_after: now_secs.saturating_sub(CLOCK_SKEW_SECS),
-            valid_before,
-        };
         let certificate = cert::sign(&self.ca, key.public_key(), &contents)
             .and_then(|c| c.to_openssh())
             .map_err(failed)?;
@@ -210,25 +196,13 @@ impl SshProvider {
                 grant.entitlement
             )));
         }
-        let now_secs = u64::try_from(now.unix_timestamp()).unwrap_or(0);
-        // Floor: the certificate never outlives the grant, even by a fraction of a second.
-        let valid_before = u64::try_from(grant.not_after.unix_timestamp()).unwrap_or(0);
-        if valid_before <= now_secs {
-            return Err(self.refused(format!(
-                "the grant ended at {}; request access again",
-                rfc3339(valid_before)
-            )));
-        }
-        let contents = cert::CertContents {
-            key_id: crate::certificate_key_id(grant),
+        let contents = self.contents(
+            target,
+            crate::certificate_key_id(grant),
             serial,
-            principals,
-            extensions: &target.extensions,
-            source_address: target.source_address.as_deref(),
-            force_command: target.force_command.as_deref(),
-            valid_after: now_secs.saturating_sub(CLOCK_SKEW_SECS),
-            valid_before,
-        };
+            grant.not_after,
+            now,
+        )?;
         let certificate = cert::sign(&self.ca, &key, &contents)
             .and_then(|c| c.to_openssh())
             .map_err(|e| self.refused(format!("signing the certificate failed: {e}")))?;
@@ -236,10 +210,41 @@ impl SshProvider {
             "certificate": certificate,
             "serial": serial,
             "valid_after": rfc3339(contents.valid_after),
-            "valid_before": rfc3339(valid_before),
+            "valid_before": rfc3339(contents.valid_before),
             "principals": principals,
             "key_id": contents.key_id,
         }))
+    }
+
+    /// What a certificate for `target` says, valid from now (less the clock
+    /// skew allowance) until `not_after`; refused once that has passed.
+    fn contents<'a>(
+        &self,
+        target: &'a Target,
+        key_id: String,
+        serial: u64,
+        not_after: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<cert::CertContents<'a>, ProviderError> {
+        let now_secs = u64::try_from(now.unix_timestamp()).unwrap_or(0);
+        // Floor: the certificate never outlives the grant, even by a fraction of a second.
+        let valid_before = u64::try_from(not_after.unix_timestamp()).unwrap_or(0);
+        if valid_before <= now_secs {
+            return Err(self.refused(format!(
+                "the grant ended at {}; request access again",
+                rfc3339(valid_before)
+            )));
+        }
+        Ok(cert::CertContents {
+            key_id,
+            serial,
+            principals: &target.principals,
+            extensions: &target.extensions,
+            source_address: target.source_address.as_deref(),
+            force_command: target.force_command.as_deref(),
+            valid_after: now_secs.saturating_sub(CLOCK_SKEW_SECS),
+            valid_before,
+        })
     }
 
     /// The KRL revoking `serials`, as generated at `now`.
@@ -338,21 +343,21 @@ fn gateway_keys(
     config: &Config,
     known_hosts: &str,
     ctx: &ProviderContext,
-) -> Result<GatewayKeys, Result<CaKeyError, String>> {
+) -> Result<GatewayKeys, String> {
     let known_hosts = ctx.config_dir.join(known_hosts);
     if let Err(e) = std::fs::metadata(&known_hosts) {
-        return Err(Err(format!(
+        return Err(format!(
             "cannot read known_hosts {}: {e}; write the targets' host keys there (`ssh-keyscan -p PORT HOST >> {}`)",
             known_hosts.display(),
             known_hosts.display()
-        )));
+        ));
     }
     let path = ctx.config_dir.join(config.gateway_host_key_file());
     let key = ca_key::load_or_generate(GATEWAY_HOST_KEY, &path, &format!("airlock gateway {name}"))
-        .map_err(Ok)?;
+        .map_err(|e| e.to_string())?;
     let pem = key
         .to_openssh(ssh_key::LineEnding::LF)
-        .map_err(|e| Err(format!("cannot encode the gateway host key: {e}")))?;
+        .map_err(|e| format!("cannot encode the gateway host key: {e}"))?;
     Ok(GatewayKeys {
         host_key: zeroize::Zeroizing::new(pem.to_string()),
         known_hosts,

@@ -135,6 +135,23 @@ impl UserKey {
     }
 }
 
+/// `ssh` options for a scripted client that trusts any host key of a
+/// throwaway server and uses only the keys it is given (no agent, no prompts).
+pub const CLIENT_OPTIONS: &[&str] = &[
+    "-o",
+    "IdentitiesOnly=yes",
+    "-o",
+    "IdentityAgent=none",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "GlobalKnownHostsFile=/dev/null",
+];
+
 /// A running sshd; stopped and its folder deleted on drop.
 pub struct Sshd {
     child: Child,
@@ -221,6 +238,18 @@ impl Sshd {
         &self.user
     }
 
+    /// Its host key as a `known_hosts` line (`[127.0.0.1]:PORT TYPE KEY`,
+    /// what `ssh-keyscan -p PORT 127.0.0.1` prints).
+    pub fn known_hosts_line(&self) -> Result<String, String> {
+        let key = fs::read_to_string(self.dir().join("host_ed25519.pub"))
+            .map_err(|e| format!("read the host key: {e}"))?;
+        let mut parts = key.split_whitespace();
+        match (parts.next(), parts.next()) {
+            (Some(kind), Some(blob)) => Ok(format!("[127.0.0.1]:{} {kind} {blob}\n", self.port)),
+            _ => Err(format!("host_ed25519.pub is not a public key line: {key}")),
+        }
+    }
+
     /// The server's folder (config, keys, KRL, log).
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -244,21 +273,10 @@ impl Sshd {
             .arg(key)
             .arg("-o")
             .arg(format!("CertificateFile={}", cert.display()))
+            .args(CLIENT_OPTIONS)
             .args([
                 "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "IdentityAgent=none",
-                "-o",
-                "BatchMode=yes",
-                "-o",
                 "PreferredAuthentications=publickey",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "GlobalKnownHostsFile=/dev/null",
                 "-o",
                 "LogLevel=ERROR",
                 "-o",
@@ -385,7 +403,8 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("no free port: {e}"))
 }
 
-fn current_user() -> Result<String, String> {
+/// The login name of the user running the tests (what sshd logs in as).
+pub fn current_user() -> Result<String, String> {
     let out = run(Command::new("id").arg("-un"))?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

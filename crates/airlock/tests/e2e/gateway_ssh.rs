@@ -15,41 +15,14 @@ use super::gateway::{ended_session, grant, rfc3339, sessions};
 use super::ssh::sshd;
 use crate::kit::*;
 
-/// A CA key made by `ssh-keygen` (so sshd can trust it before the server starts).
-fn ca_key(dir: &std::path::Path) -> (String, String) {
-    let path = dir.join("ca");
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test CA", "-f"])
-        .arg(&path)
-        .output()
-        .expect("ssh-keygen");
-    assert!(out.status.success(), "{}", stderr(&out));
-    (
-        std::fs::read_to_string(&path).unwrap(),
-        std::fs::read_to_string(path.with_extension("pub")).unwrap(),
-    )
-}
-
-/// `[127.0.0.1]:PORT KEY` for sshd's host key, as `ssh-keyscan` writes it.
-fn known_hosts_line(sshd: &sshd::Sshd) -> String {
-    let key = std::fs::read_to_string(sshd.dir().join("host_ed25519.pub")).unwrap();
-    let mut parts = key.split_whitespace();
-    format!(
-        "[127.0.0.1]:{} {} {}\n",
-        sshd.port(),
-        parts.next().unwrap(),
-        parts.next().unwrap()
-    )
-}
-
-/// The server with two gateway entitlements: one to sshd, one to the same
-/// sshd through a provider whose known_hosts holds another key.
+/// The server with three gateway entitlements on sshd: one it accepts, one
+/// for a principal it does not, and one through a provider whose
+/// known_hosts holds another key.
 fn start(sshd: &sshd::Sshd, ca_private: &str) -> Server {
     let mut setup = Setup::new(Db::Sqlite);
     let port = sshd.port();
     let login = sshd.user();
-    setup.extra = format!(
-        r#"
+    setup.extra = r#"
 [providers.ssh-gw]
 kind = "ssh"
 ca_key = "ssh_ca"
@@ -59,39 +32,30 @@ known_hosts = "known_hosts"
 kind = "ssh"
 ca_key = "ssh_ca"
 known_hosts = "known_hosts_wrong"
-
+"#
+    .into();
+    for (name, provider, principal) in [
+        ("web-shell", "ssh-gw", login),
+        ("web-shell-nobody", "ssh-gw", "nobody"),
+        ("web-shell-wrong-key", "ssh-wrong", login),
+    ] {
+        setup.extra.push_str(&format!(
+            r#"
 [[entitlement]]
-name = "web-shell"
-provider = "ssh-gw"
-principals = ["{login}"]
-target_host = "127.0.0.1:{port}"
-access = "gateway"
-max_duration = "1h"
-approvals = {{ count = 1, reviewers = ["payments-eng"] }}
-
-[[entitlement]]
-name = "web-shell-nobody"
-provider = "ssh-gw"
-principals = ["nobody"]
-target_host = "127.0.0.1:{port}"
-access = "gateway"
-max_duration = "1h"
-approvals = {{ count = 1, reviewers = ["payments-eng"] }}
-
-[[entitlement]]
-name = "web-shell-wrong-key"
-provider = "ssh-wrong"
-principals = ["{login}"]
+name = "{name}"
+provider = "{provider}"
+principals = ["{principal}"]
 target_host = "127.0.0.1:{port}"
 access = "gateway"
 max_duration = "1h"
 approvals = {{ count = 1, reviewers = ["payments-eng"] }}
 "#
-    );
+        ));
+    }
     let other = sshd::TempDir::new("other-host-key").unwrap();
     let other_key = sshd::UserKey::generate(other.path(), "host", "ed25519").unwrap();
     let wrong = format!("[127.0.0.1]:{port} {}\n", other_key.public_line);
-    let right = known_hosts_line(sshd);
+    let right = sshd.known_hosts_line().unwrap();
     Server::start_with_files(
         setup,
         &[
@@ -106,15 +70,11 @@ approvals = {{ count = 1, reviewers = ["payments-eng"] }}
 /// (as an account's AuthorizedPrincipalsFile would), and the server.
 fn setup() -> (sshd::TempDir, sshd::Sshd, Server) {
     let keys = sshd::TempDir::new("gw-ca").unwrap();
-    let (ca_private, ca_public) = ca_key(keys.path());
-    let sshd = sshd::Sshd::start(ca_public.trim(), &[]).unwrap();
-    let user = sshd.user().to_string();
-    std::fs::write(
-        sshd.dir().join("principals").join(&user),
-        format!("{user}\n"),
-    )
-    .unwrap();
-    let srv = start(&sshd, &ca_private);
+    // Made by ssh-keygen, so sshd can trust it before the server starts.
+    let ca = sshd::UserKey::generate(keys.path(), "ca", "ed25519").unwrap();
+    let user = sshd::current_user().unwrap();
+    let sshd = sshd::Sshd::start(&ca.public_line, &[&user]).unwrap();
+    let srv = start(&sshd, &std::fs::read_to_string(&ca.private).unwrap());
     (keys, sshd, srv)
 }
 
@@ -128,20 +88,7 @@ fn ssh_command(srv: &Server, token: &str, id: &str, args: &[&str]) -> Command {
         .arg("/dev/null")
         .arg("-o")
         .arg(format!("ProxyCommand={BIN} connect {id} --stdio"))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "IdentityAgent=none",
-        ])
+        .args(sshd::CLIENT_OPTIONS)
         .args(args.iter().skip_while(|a| a.starts_with("-oLogLevel")))
         .env("AIRLOCK_ADDR", &srv.addr)
         .env("AIRLOCK_TOKEN", token)
